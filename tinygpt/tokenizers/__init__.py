@@ -1,0 +1,5 @@
+"""Tokenizers: a common interface (base.py) and one idea per subclass."""
+from .base import REGISTRY, Tokenizer, TokenizerError, load_tokenizer, tokenizer_from_dict
+from .char import CharTokenizer
+
+__all__ = ["REGISTRY", "Tokenizer", "TokenizerError", "load_tokenizer", "tokenizer_from_dict", "CharTokenizer"]

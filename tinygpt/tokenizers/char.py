@@ -1,0 +1,70 @@
+"""Character-level tokenizer: one id per distinct character of the training text, plus specials."""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Iterable
+
+from .base import Tokenizer, TokenizerError, register
+
+UNK = "<unk>"
+UNK_TEXT = "\N{REPLACEMENT CHARACTER}"  # what <unk> decodes to
+
+
+@register
+class CharTokenizer(Tokenizer):
+    """Vocabulary = special tokens, then the sorted unique characters of the training text.
+
+    >>> tok = CharTokenizer.train("hello")
+    >>> tok.encode("hole"), tok.decode(tok.encode("hole"))
+    ([3, 4, 2, 1], 'hole')
+
+    Characters never seen in training map to `<unk>` (id 0) with one warning per tokenizer;
+    `<unk>` decodes to U+FFFD, the Unicode replacement character.
+    """
+
+    kind = "char"
+
+    def __init__(self, chars: Iterable[str], specials: Iterable[str] = (UNK,)):
+        self.specials = list(specials)
+        self.chars = list(chars)
+        if UNK not in self.specials:
+            raise TokenizerError("a CharTokenizer needs the <unk> special token")
+        if any(len(c) != 1 for c in self.chars) or len(set(self.chars)) != len(self.chars):
+            raise TokenizerError("CharTokenizer chars must be distinct single characters")
+        self.itos = self.specials + self.chars
+        self.stoi = {c: i for i, c in enumerate(self.chars, start=len(self.specials))}
+        self.unk_id = self.specials.index(UNK)
+        self._warned = False
+
+    @classmethod
+    def train(cls, text: str) -> "CharTokenizer":
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str) -> list[int]:
+        stoi, unk = self.stoi, self.unk_id
+        ids = [stoi.get(c, unk) for c in text]
+        if not self._warned and unk in ids:
+            unseen = sorted({c for c in text if c not in stoi})
+            shown = "".join(unseen[:10]) + ("..." if len(unseen) > 10 else "")
+            warnings.warn(f"{len(unseen)} character(s) not in the vocabulary map to <unk>: {shown!r}", stacklevel=2)
+            self._warned = True
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        n_special = len(self.specials)
+        itos = self.itos
+        return "".join(UNK_TEXT if i < n_special else itos[i] for i in ids)
+
+    def id_to_piece(self, i: int) -> str:
+        return self.itos[i]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"specials": self.specials, "chars": self.chars}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CharTokenizer":
+        return cls(d["chars"], d.get("specials", [UNK]))
