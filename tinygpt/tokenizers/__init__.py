@@ -1,5 +1,7 @@
 """Tokenizers: a common interface (base.py) and one idea per subclass."""
 from .base import REGISTRY, Tokenizer, TokenizerError, load_tokenizer, tokenizer_from_dict
+from .bpe import ByteBPETokenizer
 from .char import CharTokenizer
 
-__all__ = ["REGISTRY", "Tokenizer", "TokenizerError", "load_tokenizer", "tokenizer_from_dict", "CharTokenizer"]
+__all__ = ["REGISTRY", "Tokenizer", "TokenizerError", "load_tokenizer", "tokenizer_from_dict", "CharTokenizer",
+           "ByteBPETokenizer"]

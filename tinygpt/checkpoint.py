@@ -1,0 +1,170 @@
+"""Checkpoints are directories: config.json, model.safetensors, tokenizer.json and (for resuming) state.pt.
+
+A run directory holds `latest/` (complete, with training state) and `best/` (the weights with the lowest
+validation loss so far), plus metrics.jsonl. Every checkpoint is written into a temporary directory and
+swapped in with renames, so a crash or a full disk never leaves a half-written checkpoint behind: at
+every instant either the new or the old copy is complete (`.old-<name>` is picked up if the crash came
+between the two renames). Nothing is unpickled: state.pt is read with torch.load(weights_only=True).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .config import ConfigError, ModelConfig, model_config_from_dict
+from .models import build_model
+from .tokenizers import Tokenizer, TokenizerError, load_tokenizer
+
+CONFIG, WEIGHTS, TOKENIZER, STATE = "config.json", "model.safetensors", "tokenizer.json", "state.pt"
+
+
+class CheckpointError(ValueError):
+    """A run directory or checkpoint that cannot be read; the message is one line, fit for the CLI."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without duplicated (tied) tensors: safetensors refuses shared memory."""
+    out, seen = {}, set()
+    for k, v in model.state_dict().items():
+        key = (v.data_ptr(), v.shape)
+        if key in seen:
+            continue
+        seen.add(key)
+        out[k] = v.detach().to("cpu").contiguous()
+    return out
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, tokenizer: Tokenizer, meta: dict[str, Any],
+                    state: dict[str, Any] | None = None) -> Path:
+    """Write a complete checkpoint directory at `path`, replacing any earlier one atomically.
+
+    meta: JSON-able facts stored in config.json beside the model config (train config, step, task...).
+    state: the training state for exact resume (optimizer, RNG, step), saved with torch.save.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    old = path.with_name(f".old-{path.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        config = {"tinygpt_version": __version__, "model": asdict(model.config),
+                  "tokenizer": tokenizer.kind, **meta}
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
+        save_file(_weights(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
+        tokenizer.save(tmp / TOKENIZER)
+        if state is not None:
+            torch.save(state, tmp / STATE)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if path.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
+    """A checkpoint directory from a run directory (its `best/`, else `latest/`) or a checkpoint path."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no such run or checkpoint directory: {path}")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a directory (a run or checkpoint directory is expected)")
+    if (path / CONFIG).exists() and (path / WEIGHTS).exists():
+        return path
+    order = [which] + [w for w in ("best", "latest") if w != which]
+    for name in order:
+        for cand in (path / name, path / f".old-{name}"):
+            if (cand / CONFIG).exists():
+                return cand
+    raise CheckpointError(f"{path} holds no checkpoint (expected {CONFIG} and {WEIGHTS}, or best/ or latest/)")
+
+
+def read_config(ckpt: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads((ckpt / CONFIG).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{ckpt} has no {CONFIG}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{ckpt / CONFIG} is corrupted (not valid JSON)") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise CheckpointError(f"{ckpt / CONFIG} has no model section")
+    return cfg
+
+
+def load_checkpoint(path: str | Path, which: str = "best", device: str | torch.device = "cpu",
+                    ) -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
+    """Rebuild (model in eval mode, tokenizer, config dict) from a run or checkpoint directory."""
+    ckpt = resolve_checkpoint(path, which)
+    cfg = read_config(ckpt)
+    try:
+        model_cfg: ModelConfig = model_config_from_dict(cfg["model"])
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{ckpt / CONFIG}: invalid model config: {e}") from None
+    try:
+        tokenizer = load_tokenizer(ckpt / TOKENIZER)
+    except TokenizerError as e:
+        raise CheckpointError(str(e)) from None
+    if tokenizer.vocab_size != model_cfg.vocab_size:
+        raise CheckpointError(f"{ckpt}: the tokenizer has {tokenizer.vocab_size} tokens but the model expects "
+                              f"{model_cfg.vocab_size}; the tokenizer does not belong to this model")
+    if not (ckpt / WEIGHTS).exists():
+        raise CheckpointError(f"{ckpt} has no {WEIGHTS}")
+    try:
+        weights = load_file(str(ckpt / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{ckpt / WEIGHTS} is corrupted: {e}") from None
+    model = build_model(model_cfg)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError:  # a tensor of the wrong shape
+        raise CheckpointError(f"{ckpt / WEIGHTS} does not match the model config (tensor shapes differ)") from None
+    missing = [k for k in missing if k != "lm_head.weight"]  # tied to wte, stored once
+    if missing or unexpected:
+        raise CheckpointError(f"{ckpt / WEIGHTS} does not match the model config "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.to(device).eval()
+    return model, tokenizer, {**cfg, "path": str(ckpt)}
+
+
+def load_state(ckpt: Path) -> dict[str, Any]:
+    """The training state saved beside a checkpoint, read without unpickling arbitrary objects."""
+    try:
+        return torch.load(ckpt / STATE, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{ckpt} has no {STATE}: it cannot be resumed") from None
+    except Exception as e:  # torch raises several types for a damaged file
+        raise CheckpointError(f"{ckpt / STATE} is corrupted: {type(e).__name__}") from None

@@ -1,0 +1,219 @@
+"""Typed configuration: the model and training dataclasses, named presets, overrides and validation.
+
+Importable without torch. The dataclasses are the single source of truth: every checkpoint stores them
+in config.json and is rebuilt from it. Hyperparameters keep nanoGPT's names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+MODEL_TYPES = ("bigram", "gpt")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value or key; the message is one line, fit for the CLI."""
+
+
+@dataclass
+class ModelConfig:
+    """Architecture: what `build_model` needs. `vocab_size` comes from the tokenizer."""
+
+    model: str = "gpt"
+    vocab_size: int = 0
+    block_size: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_TYPES:
+            raise ConfigError(f"model must be one of {', '.join(MODEL_TYPES)}, got {self.model!r}")
+        for name in ("block_size", "n_layer", "n_head", "n_embd"):
+            _check_positive(name, getattr(self, name))
+        if self.vocab_size < 0:
+            raise ConfigError(f"vocab_size must be >= 0, got {self.vocab_size}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, evaluation, logging and hardware settings for the one training loop."""
+
+    batch_size: int = 32
+    max_iters: int = 2000
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int = 0  # 0 means "same as max_iters"
+    decay_lr: bool = True
+    beta1: float = 0.9
+    beta2: float = 0.99
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # 0 disables clipping
+    gradient_accumulation_steps: int = 1
+    eval_interval: int = 250
+    eval_iters: int = 100
+    log_interval: int = 10
+    val_fraction: float = 0.1
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    seed: int = 1337
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_iters", "eval_interval", "eval_iters", "log_interval",
+                     "gradient_accumulation_steps"):
+            _check_positive(name, getattr(self, name))
+        for name in ("warmup_iters", "lr_decay_iters"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.learning_rate == 0:
+            raise ConfigError("learning_rate must be > 0")
+        if self.min_lr > self.learning_rate:
+            raise ConfigError(f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.device.split(":")[0] not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)} (cuda:N allowed), got {self.device!r}")
+
+    @property
+    def decay_iters(self) -> int:
+        return self.lr_decay_iters or self.max_iters
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+# Named recipes. Exact names only. shakespeare_char holds nanoGPT's Shakespeare-character numbers.
+PRESETS: dict[str, dict[str, Any]] = {
+    "shakespeare_char": dict(
+        n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64,
+        learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=5000, lr_decay_iters=5000,
+        beta2=0.99, eval_interval=250, eval_iters=200, log_interval=10, gradient_accumulation_steps=1,
+    ),
+    # A model that learns visibly within a minute on a laptop CPU (the README's first run).
+    "tiny_char": dict(
+        n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=32,
+        learning_rate=2e-3, min_lr=2e-4, warmup_iters=50, max_iters=600, lr_decay_iters=600,
+        eval_interval=200, eval_iters=20, log_interval=10,
+    ),
+}
+
+MODEL_KEYS = tuple(f.name for f in fields(ModelConfig))
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
+ALL_KEYS = MODEL_KEYS + TRAIN_KEYS
+_FIELD_TYPES = {f.name: f.type for f in fields(ModelConfig) + fields(TrainConfig)}
+
+
+def parse_value(key: str, raw: Any) -> Any:
+    """Convert a raw CLI/TOML value to the field's type. `parse_value('dropout', '0.1') == 0.1`."""
+    if key not in _FIELD_TYPES:
+        raise ConfigError(unknown_key_message(key))
+    kind = _FIELD_TYPES[key]
+    try:
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            s = str(raw).strip().lower()
+            if s in ("true", "1", "yes", "on"):
+                return True
+            if s in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            if isinstance(raw, str):
+                f = float(raw)  # accepts "2e3"
+                if not f.is_integer():
+                    raise ValueError
+                return int(f)
+            return int(raw)
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
+        return str(raw)
+    except (ValueError, TypeError):
+        raise ConfigError(f"invalid value for {key}: {raw!r} (expected {kind})") from None
+
+
+def unknown_key_message(key: str) -> str:
+    close = difflib.get_close_matches(key, ALL_KEYS, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown config key {key!r}{hint}"
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            d = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    return d
+
+
+def build_configs(overrides: dict[str, Any], preset: str | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """defaults < preset < overrides; values are converted to the field types and validated."""
+    merged: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
+        merged.update(PRESETS[preset])
+    for k, v in overrides.items():
+        merged[k] = parse_value(k, v)
+    model = ModelConfig(**{k: v for k, v in merged.items() if k in MODEL_KEYS})
+    train = TrainConfig(**{k: v for k, v in merged.items() if k in TRAIN_KEYS})
+    return model, train
+
+
+def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    return ModelConfig(**{k: v for k, v in d.items() if k in MODEL_KEYS})
+
+
+def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**{k: v for k, v in d.items() if k in TRAIN_KEYS})
+
+
+def asdict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+__all__ = ["ModelConfig", "TrainConfig", "ConfigError", "PRESETS", "build_configs", "parse_value",
+           "load_toml", "model_config_from_dict", "train_config_from_dict"]

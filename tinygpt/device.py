@@ -1,0 +1,54 @@
+"""Hardware choices in one place: which device, which training precision, the autocast context."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def choose_device(name: str = "auto") -> str:
+    """'auto' picks cuda > mps > cpu; any explicit name is checked to exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = name.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for but no CUDA GPU is available (use --device=cpu)")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device mps was asked for but MPS is not available (use --device=cpu)")
+    return name
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX). Without either, PyTorch
+    emulates bf16 matrix products and they run ~20x slower than fp32 (measured: docs/LOG.md)."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, c, lambda: False)() for c in checks)
+
+
+def choose_dtype(name: str, device: str) -> torch.dtype:
+    """'auto': bf16 autocast on CUDA GPUs that support it (else fp16), bf16 on CPUs with native bf16
+    matrix units, fp32 elsewhere (MPS and CPUs without them)."""
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name != "auto":
+        dtype = table[name]
+        if dtype == torch.float16 and device.startswith("cpu"):
+            raise ValueError("float16 autocast is not supported for training on CPU; use bfloat16 or float32")
+        return dtype
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if kind == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast(device: str, dtype: torch.dtype):
+    """Mixed-precision context: weights stay fp32, matrix products run in `dtype`."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)

@@ -1,0 +1,31 @@
+"""The model zoo: every model shares forward(idx, targets=None) -> (logits, loss | None)."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ..config import ModelConfig
+from .attention import CausalSelfAttention, KVCache
+from .bigram import BigramLM
+from .gpt import GPT
+
+MODELS: dict[str, type[nn.Module]] = {"bigram": BigramLM, "gpt": GPT}
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    if cfg.vocab_size <= 0:
+        raise ValueError("ModelConfig.vocab_size must be set (from the tokenizer) before building a model")
+    return MODELS[cfg.model](cfg)
+
+
+def count_params(model: nn.Module, non_embedding: bool = False) -> int:
+    """Parameters of the model (shared tensors once); non_embedding=True leaves out position embeddings."""
+    seen, n = set(), 0
+    for name, p in model.named_parameters():
+        if id(p) in seen or (non_embedding and name.endswith("wpe.weight")):
+            continue
+        seen.add(id(p))
+        n += p.numel()
+    return n
+
+
+__all__ = ["GPT", "BigramLM", "KVCache", "CausalSelfAttention", "MODELS", "build_model", "count_params"]

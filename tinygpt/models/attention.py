@@ -1,0 +1,93 @@
+"""Causal multi-head self-attention: the manual reference path, the fused fast path, and the KV cache."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, so each new token costs O(T), not O(T²).
+
+    Preallocated to `max_len` positions: k[layer], v[layer] have shape (B, n_head, max_len, head_size).
+    `pos` is how many positions are filled. The model advances it after all layers have run.
+    """
+
+    def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_size: int,
+                 device: torch.device | str, dtype: torch.dtype):
+        shape = (batch_size, n_head, max_len, head_size)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.max_len = max_len
+        self.pos = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nh, T_new, hs) after the filled part; return all keys/values so far."""
+        end = self.pos + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} positions > max_len {self.max_len}")
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index` (in that order): beam search calls this when beams are reselected."""
+        self.k = [k.index_select(0, index) for k in self.k]
+        self.v = [v.index_select(0, index) for v in self.v]
+
+
+def causal_mask(t_q: int, t_k: int, device: torch.device | str) -> torch.Tensor:
+    """Boolean (t_q, t_k) mask, True where attention is allowed: query i (the last t_q of t_k positions)
+    sees keys 0 .. t_k - t_q + i.  causal_mask(2, 3) = [[1, 1, 0], [1, 1, 1]]."""
+    return torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril(diagonal=t_k - t_q)
+
+
+def manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     dropout: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(QKᵀ/√d + causal mask) V, written out. q: (B, nh, Tq, hs), k, v: (B, nh, Tk, hs).
+    Returns the output (B, nh, Tq, hs) and the attention weights (B, nh, Tq, Tk)."""
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, nh, Tq, Tk)
+    mask = causal_mask(q.size(-2), k.size(-2), q.device)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    weights = F.softmax(scores.float(), dim=-1).to(q.dtype)
+    out = (dropout(weights) if dropout is not None else weights) @ v
+    return out, weights
+
+
+class CausalSelfAttention(nn.Module):
+    """All heads at once: one matrix c_attn makes q, k, v for every head; c_proj mixes the heads' outputs."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.attn_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                manual: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, T, C). Returns (y, weights); weights (B, nh, T, T_total) only on the manual path."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)  # (B, nh, T_total, hs)
+        weights = None
+        if manual:
+            y, weights = manual_attention(q, k, v, self.attn_dropout)
+        else:
+            p = self.dropout if self.training else 0.0
+            if k.size(2) == T:  # no earlier positions: plain causal attention
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            elif T == 1:  # one new token sees everything cached
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, k.size(2), x.device), dropout_p=p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        return self.resid_dropout(self.c_proj(y)), weights

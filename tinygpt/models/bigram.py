@@ -1,0 +1,30 @@
+"""The bigram model: a lookup table of next-token logits given only the current token."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+
+IGNORE_INDEX = -1
+
+
+class BigramLM(nn.Module):
+    """Row i of the table holds the logits of the token that follows token i. No context, no attention:
+    the bottom rung of the ladder, and the baseline every other model must beat."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.vocab_size)
+        nn.init.normal_(self.wte.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                cache: None = None, capture: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.wte(idx)  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
+        return logits, loss

@@ -1,0 +1,122 @@
+"""The GPT model: token + position embeddings -> pre-LayerNorm transformer blocks -> LayerNorm -> tied head.
+
+Submodule names follow GPT-2 (wte, wpe, h, ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj,
+ln_f) so weights map one-to-one to Hugging Face's GPT2LMHeadModel.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from .attention import CausalSelfAttention, KVCache
+
+IGNORE_INDEX = -1
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: expand 4x, GELU, project back."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """x + attn(ln(x)), then x + mlp(ln(x)): the residual stream is read and written, never replaced."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                manual: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, weights = self.attn(self.ln_1(x), cache, layer, manual)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, weights
+
+
+class GPT(nn.Module):
+    """forward(idx, targets=None) -> (logits (B, T, vocab), loss or None).
+
+    `capture`: pass a dict to receive internals under stable names (this takes the manual attention path):
+      "embed"      (B, T, C)     token + position embedding
+      "attn.{i}"   (B, nh, T, T) attention weights of layer i (rows sum to 1, zero above the diagonal)
+      "resid.{i}"  (B, T, C)     residual stream after block i
+      "ln_f"       (B, T, C)     final LayerNorm output (what the head reads)
+    `cache`: a KVCache; idx then holds only the new tokens, placed at positions cache.pos onwards.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+            ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+        ))
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying: one matrix reads and writes tokens
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                cache: KVCache | None = None, capture: dict | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} positions exceeds block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        manual = capture is not None
+        if manual:
+            capture["embed"] = x
+        for i, block in enumerate(self.transformer.h):
+            x, weights = block(x, cache, i, manual)
+            if manual:
+                capture[f"attn.{i}"] = weights
+                capture[f"resid.{i}"] = x
+        if cache is not None:
+            cache.pos += T
+        x = self.transformer.ln_f(x)
+        if manual:
+            capture["ln_f"] = x
+        logits = self.lm_head(x)  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+    def new_cache(self, batch_size: int, device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None) -> KVCache:
+        cfg = self.config
+        p = self.lm_head.weight
+        return KVCache(cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.head_size,
+                       device or p.device, dtype or p.dtype)
