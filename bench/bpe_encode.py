@@ -29,8 +29,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tinygpt.tokenizers import ByteBPETokenizer  # noqa: E402
-from tinygpt.tokenizers import interop  # noqa: E402
+from tinygpt.tokenizers import ByteBPETokenizer, interop  # noqa: E402
 
 
 def median_time(fn, repeats: int) -> tuple[float, float]:

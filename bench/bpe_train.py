@@ -107,7 +107,8 @@ def bench_hf(data: Path, vocab_size: int, repeats: int) -> None:
             results["hf"].append(run_process(HF, str(data), str(vocab_size), hf_file))
         med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in results.items()}
         print(f"    tinygpt ByteBPETokenizer:      {med['tinygpt'][0]:6.2f} s wall, {med['tinygpt'][1]:6.2f} s CPU")
-        print(f"    tokenizers {tokenizers.__version__} BpeTrainer: {med['hf'][0]:6.2f} s wall, {med['hf'][1]:6.2f} s CPU"
+        print(f"    tokenizers {tokenizers.__version__} BpeTrainer: {med['hf'][0]:6.2f} s wall, "
+              f"{med['hf'][1]:6.2f} s CPU"
               f" (median of {repeats}, {os.cpu_count()} cores)")
         print(f"    ratio tinygpt / tokenizers: {med['tinygpt'][0] / med['hf'][0]:.2f}x wall, "
               f"{med['tinygpt'][1] / med['hf'][1]:.2f}x CPU")

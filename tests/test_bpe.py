@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinygpt.cli_tokenizer import add_tokenizer_parser
-from tinygpt.tokenizers import ByteBPETokenizer, TokenizerError, load_tokenizer
-from tinygpt.tokenizers import bpe
+from tinygpt.tokenizers import ByteBPETokenizer, TokenizerError, bpe, load_tokenizer
 from tinygpt.tokenizers.bpe import ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN
 from tinygpt.tokenizers.stats import tokenizer_stats
 
@@ -153,7 +152,8 @@ def test_training_matches_naive_trainer(pattern):
 def test_training_matches_naive_trainer_on_repetitive_text(text, n_merges):
     # small alphabets make overlapping pairs (a a a, a b a b), the hard case for incremental updates
     for pattern in (NO_SPLIT, GPT2_PATTERN):
-        assert ByteBPETokenizer.train(text, 256 + n_merges, pattern=pattern).merges == naive_train(text, n_merges, pattern)
+        fast = ByteBPETokenizer.train(text, 256 + n_merges, pattern=pattern)
+        assert fast.merges == naive_train(text, n_merges, pattern)
 
 
 def test_encode_matches_naive_encoder(tok):
@@ -165,7 +165,8 @@ def test_encode_after_cache_clears(tok, monkeypatch):
     monkeypatch.setattr(bpe, "CACHE_LIMIT", 3)
     text = make_corpus(300, seed=2)
     fresh = ByteBPETokenizer.from_dict(tok.to_dict())
-    assert [fresh.encode(t) for t in (text, text, text[:50])] == [tok.encode(text), tok.encode(text), tok.encode(text[:50])]
+    texts = [text, text[:50], text]
+    assert [fresh.encode(t) for t in texts] == [tok.encode(t) for t in texts]
     assert tok.encode_batch([text, "x"]) == [tok.encode(text), tok.encode("x")]
 
 
@@ -181,6 +182,8 @@ def test_special_token_policy(tok):
     assert tok.encode("ab", allowed_special="none_raise") == tok.encode("ab")
     with pytest.raises(TokenizerError, match="special token"):
         tok.encode(text, allowed_special="none_raise")
+    with pytest.raises(TokenizerError, match="allowed_special must be"):
+        tok.encode(text, allowed_special="al")
     with pytest.raises(TokenizerError, match="not special tokens"):
         tok.encode(text, allowed_special={"<|nope|>"})
 
@@ -189,7 +192,8 @@ def test_longest_special_wins_and_training_ignores_specials():
     specials = ["<|a|>", "<|a|><|b|>"]
     text = "x<|a|><|b|>y<|a|>" * 50
     tok = ByteBPETokenizer.train(text, 300, special_tokens=specials)
-    assert tok.encode("<|a|><|b|><|a|>", allowed_special="all") == [tok.special_ids["<|a|><|b|>"], tok.special_ids["<|a|>"]]
+    ids = tok.special_ids
+    assert tok.encode("<|a|><|b|><|a|>", allowed_special="all") == [ids["<|a|><|b|>"], ids["<|a|>"]]
     assert tok.merges == ByteBPETokenizer.train(["x", "y"] * 50, 300, special_tokens=specials).merges
 
 
@@ -199,6 +203,8 @@ def test_bad_arguments():
         ByteBPETokenizer.train("abc", 256, special_tokens=[ENDOFTEXT])
     with pytest.raises(TokenizerError, match="bad split pattern"):
         ByteBPETokenizer.train("abc", 300, pattern="(unclosed")
+    with pytest.raises(TokenizerError, match="unknown split pattern name 'gpt3'"):
+        ByteBPETokenizer.train("abc", 300, pattern="gpt3")
     with pytest.raises(TokenizerError, match="capturing groups"):
         ByteBPETokenizer(pattern=r"(\w+)")
     with pytest.raises(TokenizerError, match="not yet defined"):
@@ -221,7 +227,8 @@ def test_vocab_view(tok, tmp_path):
     assert len(lines) == 1 + tok.vocab_size
     assert lines[1 + 10] == "10\t[\\n]\tbyte 0x0a"
     a, b = tok.merges[0]
-    assert lines[1 + 256] == f"256\t[{tok.id_to_piece(256)}]\t[{tok.id_to_piece(a)}] + [{tok.id_to_piece(b)}]  ({a} + {b})"
+    piece = tok.id_to_piece
+    assert lines[1 + 256] == f"256\t[{piece(256)}]\t[{piece(a)}] + [{piece(b)}]  ({a} + {b})"
     assert lines[-1].endswith("\tspecial")
 
 
@@ -273,16 +280,17 @@ def test_cli_train_encode_export_stats(tmp_path, capsys):
 
 
 def test_cli_errors(tmp_path):
+    out = str(tmp_path / "x")
     data = tmp_path / "data.txt"
     data.write_text("hello", encoding="utf-8")
     with pytest.raises(TokenizerError, match="not found"):
-        run_cli("tokenizer", "train", "--data", str(tmp_path / "missing.txt"), "--vocab_size", "300", "--out", str(tmp_path / "x"))
+        run_cli("tokenizer", "train", "--data", str(tmp_path / "missing.txt"), "--vocab_size", "300", "--out", out)
     (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
     with pytest.raises(TokenizerError, match="not UTF-8"):
-        run_cli("tokenizer", "train", "--data", str(tmp_path / "latin1.txt"), "--vocab_size", "300", "--out", str(tmp_path / "x"))
+        run_cli("tokenizer", "train", "--data", str(tmp_path / "latin1.txt"), "--vocab_size", "300", "--out", out)
     with pytest.raises(TokenizerError, match="below 256"):
-        run_cli("tokenizer", "train", "--data", str(data), "--vocab_size", "256", "--out", str(tmp_path / "x"), "--special", "<s>")
+        run_cli("tokenizer", "train", "--data", str(data), "--vocab_size", "256", "--out", out, "--special", "<s>")
     with pytest.raises(TokenizerError, match="not found"):
         run_cli("tokenizer", "encode", str(tmp_path / "missing.json"), "--text", "hi")
     with pytest.raises(SystemExit):  # argparse rejects an unknown --format
-        run_cli("tokenizer", "export", "tok.json", "--format", "onnx", "--out", str(tmp_path / "x"))
+        run_cli("tokenizer", "export", "tok.json", "--format", "onnx", "--out", out)

@@ -168,3 +168,12 @@ def load_state(ckpt: Path) -> dict[str, Any]:
         raise CheckpointError(f"{ckpt} has no {STATE}: it cannot be resumed") from None
     except Exception as e:  # torch raises several types for a damaged file
         raise CheckpointError(f"{ckpt / STATE} is corrupted: {type(e).__name__}") from None
+
+
+def latest_checkpoint_tokenizer(run_dir: str | Path) -> Tokenizer:
+    """The tokenizer of a run's latest checkpoint (what a resumed run must keep using)."""
+    ckpt = resolve_checkpoint(run_dir, "latest")
+    try:
+        return load_tokenizer(ckpt / TOKENIZER)
+    except TokenizerError as e:
+        raise CheckpointError(str(e)) from None

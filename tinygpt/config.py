@@ -125,7 +125,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A model that learns visibly within a minute on a laptop CPU (the README's first run).
     "tiny_char": dict(
         n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=32,
-        learning_rate=2e-3, min_lr=2e-4, warmup_iters=50, max_iters=600, lr_decay_iters=600,
+        learning_rate=2e-3, min_lr=2e-4, warmup_iters=50, max_iters=600,
         eval_interval=200, eval_iters=20, log_interval=10,
     ),
 }

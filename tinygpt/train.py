@@ -392,3 +392,32 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise RunDirError(f"{run_dir} has no {METRICS}")
     return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+@torch.no_grad()
+def evaluate_stream(model: nn.Module, ids: Any, block_size: int, batch_size: int = 32,
+                    device: str = "cpu") -> tuple[float, int]:
+    """Exact mean loss over a whole token stream, cut into consecutive windows of block_size + 1 ids
+    that overlap by one (every token but the first is predicted exactly once). Returns (loss, n_predicted)."""
+    import numpy as np
+
+    model.eval()
+    data = torch.from_numpy(np.asarray(ids).astype(np.int64))
+    n = len(data) - 1
+    if n < 1:
+        raise ValueError("need at least 2 tokens to evaluate")
+    starts = list(range(0, n, block_size))
+    total, count = 0.0, 0
+    for i in range(0, len(starts), batch_size):
+        chunk = starts[i:i + batch_size]
+        T = min(block_size, n - chunk[-1])  # the last window may be shorter
+        full = [s for s in chunk if s + block_size <= n]
+        groups = [(full, block_size)] + ([([chunk[-1]], T)] if T < block_size else [])
+        for group, t in groups:
+            if not group:
+                continue
+            block = torch.stack([data[s:s + t + 1] for s in group]).to(device)
+            _, loss = model(block[:, :-1], block[:, 1:])
+            total += loss.item() * block[:, 1:].numel()
+            count += block[:, 1:].numel()
+    return total / count, count

@@ -31,6 +31,8 @@ CACHE_LIMIT = 1 << 18  # chunk-cache entries kept between encode calls (memory s
 
 def resolve_pattern(pattern: str) -> str:
     """A pattern name ("gpt2", "gpt4") or a regex -> the regex; checked so that findall returns whole matches."""
+    if pattern not in PATTERNS and regex.fullmatch(r"\w+", pattern):  # a mistyped name, not a useful regex
+        raise TokenizerError(f"unknown split pattern name {pattern!r} (known: {', '.join(PATTERNS)}, or a regex)")
     source = PATTERNS.get(pattern, pattern)
     try:
         compiled = regex.compile(source)
@@ -92,8 +94,8 @@ def learn_merges(chunk_counts: dict[str, int], n_merges: int, progress: Progress
     """Learn up to n_merges merges from chunk -> count, updating pair counts incrementally after each merge.
 
     Each step merges the most frequent adjacent pair; ties go to the smallest pair (first id, then second id).
-    Training stops early when no chunk has two tokens left. Cost per merge is proportional to the
-    occurrences of the merged pair, not to the corpus (the slow obvious version recounts everything).
+    Training stops early when no chunk has two tokens left. Each merge costs time in proportion to the
+    chunks that hold the merged pair, not to the corpus (the slow obvious version recounts everything).
     """
     words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
     freqs = list(chunk_counts.values())
@@ -281,6 +283,9 @@ class ByteBPETokenizer(Tokenizer):
                 raise TokenizerError(f"text contains special token {found[0]!r}; pass allowed_special='all' "
                                      "to encode it as a special token, or 'none' to encode it as text")
             return self.encode_ordinary(text)
+        if isinstance(allowed_special, str) and allowed_special != "all":
+            raise TokenizerError(f"allowed_special must be 'none', 'none_raise', 'all' or a set of special tokens, "
+                                 f"not {allowed_special!r}")
         allowed = frozenset(self.special_tokens if allowed_special == "all" else allowed_special)
         unknown = allowed - set(self.special_tokens)
         if unknown:

@@ -1,0 +1,291 @@
+"""The `tinygpt` command line: argparse in, library calls out. Each subcommand maps to one library call."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import ALL_KEYS, MODEL_KEYS, PRESETS, ConfigError, build_configs, load_toml, unknown_key_message
+
+DEFAULT_SAMPLE_TEMPERATURE = 0.8
+
+
+class CLIError(ValueError):
+    pass
+
+
+# --- train -------------------------------------------------------------------------------------
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("hyperparameters (nanoGPT names; --name=value or --name value)")
+    for key in ALL_KEYS:
+        if key == "vocab_size":
+            continue
+        g.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="V", nargs="?", const="true", default=None,
+                       help=argparse.SUPPRESS if key in ("val_fraction",) else None)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import TextData, read_text
+    from .tokenizers import CharTokenizer
+    from .train import prepare_run_dir, resume_configs, train  # noqa: F401
+
+    out = Path(args.out)
+    overrides: dict[str, Any] = {}
+    preset = args.preset
+    if args.config:
+        file_cfg = load_toml(args.config)
+        preset = preset or file_cfg.pop("preset", None)
+        for k in file_cfg:
+            if k not in ALL_KEYS:
+                raise ConfigError(f"{args.config}: {unknown_key_message(k)}")
+        overrides.update(file_cfg)
+    overrides.update(_overrides(args))
+
+    meta: dict[str, Any] = {}
+    if args.resume:
+        model_cfg, train_cfg, old = resume_configs(out, overrides)
+        data_path = args.data or old.get("data")
+        if not data_path:
+            raise CLIError("the checkpoint does not record its data; pass --data")
+        from .checkpoint import latest_checkpoint_tokenizer
+        tokenizer = latest_checkpoint_tokenizer(out)
+    else:
+        if not args.data:
+            raise CLIError("--data is required (a UTF-8 text file or a folder of .txt files)")
+        model_cfg, train_cfg = build_configs(overrides, preset)
+        data_path = args.data
+        tokenizer = None
+    text = read_text(data_path)
+    if tokenizer is None:
+        n_train = int(len(text) * (1 - train_cfg.val_fraction))
+        tokenizer = CharTokenizer.train(text[:n_train])
+        model_cfg.vocab_size = tokenizer.vocab_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # validation characters unseen in training are expected
+        source = TextData.from_text(text, tokenizer, model_cfg.block_size, train_cfg.val_fraction)
+    meta = {"data": str(Path(data_path).resolve())}
+    hooks = _ProgressHooks(train_cfg.max_iters, quiet=args.quiet)
+    result = train(model_cfg, train_cfg, source, tokenizer, out, resume=args.resume, overwrite=args.overwrite,
+                   meta=meta, hooks=hooks)
+    if result.stopped_by:
+        print(f"stopped by {result.stopped_by} at step {result.step}; checkpoint saved in {out}/latest. "
+              f"Continue with: tinygpt train --out {out} --resume", file=sys.stderr)
+        return 130 if result.stopped_by == "SIGINT" else 143
+    return 0
+
+
+class _ProgressHooks:
+    """Draws the progress bar (loss, lr, tokens/s, ETA) and prints evaluations."""
+
+    def __init__(self, total: int, quiet: bool = False):
+        self.total, self.quiet, self.bar, self.tps = total, quiet, None, None
+        self.bpc_unit = 1.0
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        from tqdm import tqdm
+        print(f"training on {info['device']} ({info['dtype']}), {info['params'] / 1e6:.2f}M parameters, "
+              f"{info['tokens_per_step']:,} tokens per step" + (f", resuming at step {info['step']}"
+                                                                  if info["resumed"] else ""), file=sys.stderr)
+        self.bar = tqdm(total=self.total, initial=info["step"], unit="step", dynamic_ncols=True,
+                        disable=self.quiet, file=sys.stderr)
+
+    def on_step(self, m: dict[str, Any]) -> None:
+        if self.bar is None:
+            return
+        self.tps = m["tokens_per_sec"] if self.tps is None else 0.9 * self.tps + 0.1 * m["tokens_per_sec"]
+        self.bar.set_postfix_str(f"loss {m['train_loss']:.4f}, lr {m['lr']:.2e}, {self.tps:,.0f} tok/s", refresh=False)
+        self.bar.update(m["step"] - self.bar.n)
+
+    def on_eval(self, m: dict[str, Any]) -> None:
+        import math
+        msg = f"step {m['step']}: train loss {m['eval_train_loss']:.4f}, val loss {m['val_loss']:.4f} " \
+              f"({m['val_loss'] / math.log(2):.3f} bits/token)"
+        if self.bar is not None and not self.quiet:
+            self.bar.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr)
+
+    def on_checkpoint(self, path: Path, kind: str) -> None: ...
+
+    def on_end(self, result: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        best = f", best val loss {result.best_val_loss:.4f}" if result.best_val_loss < float("inf") else ""
+        print(f"done: step {result.step}{best}; run saved in {result.out_dir}", file=sys.stderr)
+
+
+# --- sample ------------------------------------------------------------------------------------
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .device import choose_device
+    from .generate import beam_search, generate_text
+
+    device = choose_device(args.device)
+    model, tokenizer, _ = load_checkpoint(args.run_dir, args.checkpoint, device)
+    prompt = args.prompt
+    if args.prompt_file:
+        prompt = Path(args.prompt_file).read_text(encoding="utf-8")
+    if prompt == "":
+        prompt = "\n"  # the conventional start for character models
+    temperature = 0.0 if args.greedy else args.temperature
+    if temperature < 0:
+        raise CLIError("--temperature must be >= 0")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise CLIError("--top_p must be in (0, 1]")
+    if args.top_k is not None and args.top_k < 1:
+        raise CLIError("--top_k must be >= 1")
+    if args.max_new_tokens < 0:
+        raise CLIError("--max_new_tokens must be >= 0")
+    ids = tokenizer.encode(prompt)
+    block = model.config.block_size
+    if len(ids) > block:
+        print(f"note: the prompt has {len(ids)} tokens; the model sees only the last {block}", file=sys.stderr)
+    for i in range(args.num_samples):
+        if i:
+            print("\n" + "-" * 40)
+        if args.num_beams > 1:
+            eos = None
+            beams = beam_search(model, ids, args.max_new_tokens, args.num_beams, args.length_penalty, eos)
+            text = tokenizer.decode(beams[0].tokens)
+            for s in args.stop:
+                if s and s in text:
+                    text = text[:text.index(s)]
+            print(prompt + text)
+            continue
+        seed = None if args.seed is None else args.seed + i
+        sys.stdout.write(prompt)
+        for piece in generate_text(model, tokenizer, prompt, args.max_new_tokens, stop=args.stop,
+                                   temperature=temperature, top_k=args.top_k, top_p=args.top_p,
+                                   seed=seed, use_cache=not args.no_cache):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    return 0
+
+
+# --- eval --------------------------------------------------------------------------------------
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import math
+
+    from .checkpoint import load_checkpoint
+    from .data import read_text, to_array
+    from .device import choose_device
+    from .train import evaluate_stream
+
+    device = choose_device(args.device)
+    model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, device)
+    data_path = args.data or cfg.get("data")
+    if not data_path:
+        raise CLIError("--data is required (the checkpoint does not record its data)")
+    text = read_text(data_path)
+    val_fraction = cfg.get("train", {}).get("val_fraction", 0.1)
+    n = int(len(text) * (1 - val_fraction))
+    part = {"val": text[n:], "train": text[:n], "all": text}[args.split]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ids = to_array(tokenizer.encode(part), tokenizer.vocab_size)
+    loss, n_tokens = evaluate_stream(model, ids, model.config.block_size, args.batch_size, device)
+    # the first token is not predicted: count the characters/bytes of the predicted text only
+    n_chars = len(part) - len(tokenizer.decode(ids[:1].tolist()))
+    n_bytes = len(part.encode("utf-8")) - len(tokenizer.decode(ids[:1].tolist()).encode("utf-8"))
+    res = {"checkpoint": cfg["path"], "data": str(data_path), "split": args.split, "tokens": n_tokens,
+           "loss": loss, "perplexity": math.exp(loss),
+           "bits_per_char": loss * n_tokens / n_chars / math.log(2),
+           "bits_per_byte": loss * n_tokens / n_bytes / math.log(2),
+           "unknown_chars": bool(caught)}
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{res['split']} loss {loss:.4f} (perplexity {res['perplexity']:.2f}), "
+              f"{res['bits_per_char']:.4f} bits per character, {res['bits_per_byte']:.4f} bits per byte, "
+              f"{n_tokens:,} tokens")
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tinygpt", description="Build, train, run and look inside a GPT written from scratch.")
+    p.add_argument("--version", action="version", version=f"tinygpt {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a model on a text file or folder",
+                       description="Train a character-level model. Settings: defaults < --preset < --config < flags.")
+    t.add_argument("--data", help="a UTF-8 text file or a folder of .txt files")
+    t.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl)")
+    t.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe")
+    t.add_argument("--config", metavar="FILE", help="a TOML file of hyperparameters (flat keys)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate text from a trained run",
+                       description="Stream generated text. The model sees at most block_size tokens; past that "
+                                   "the window slides (keeps the last 3/4) and generation goes on.")
+    s.add_argument("run_dir", help="run directory (uses best/, else latest/) or a checkpoint directory")
+    s.add_argument("--prompt", default="", help="text to continue (default: a newline)")
+    s.add_argument("--prompt_file", help="read the prompt from a file")
+    s.add_argument("--max_new_tokens", type=int, default=500)
+    s.add_argument("--temperature", type=float, default=DEFAULT_SAMPLE_TEMPERATURE, help="0 means greedy")
+    s.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    s.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens")
+    s.add_argument("--top_p", type=float, default=None, help="sample within the smallest set of probability >= p")
+    s.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
+    s.add_argument("--num_samples", type=int, default=1)
+    s.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
+    s.add_argument("--num_beams", type=int, default=1, help="beam search with this many beams (>1)")
+    s.add_argument("--length_penalty", type=float, default=1.0, help="beam score = logprob / length**penalty")
+    s.add_argument("--no_cache", action="store_true", help="recompute the whole window each token (reference path)")
+    s.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("eval", help="loss and bits per character of a run on a text",
+                       description="Exact loss over a whole split (every token predicted once).")
+    e.add_argument("run_dir")
+    e.add_argument("--data", help="text file or folder (default: the run's training data)")
+    e.add_argument("--split", choices=("val", "train", "all"), default="val",
+                   help="which part of the text, split as in training (default: val)")
+    e.add_argument("--batch_size", type=int, default=32)
+    e.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _format_warning
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:  # our errors are ValueErrors with one-line messages
+        msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}"
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
