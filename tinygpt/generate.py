@@ -183,5 +183,6 @@ def beam_search(model: nn.Module, prompt: Sequence[int], max_new_tokens: int, nu
             cache = None
     live = [Beam(seq[i, n_prompt:].tolist(), float(scores[i]), rank(float(scores[i]), seq.size(1) - n_prompt))
             for i in range(seq.size(0))]
-    beams = sorted(finished + live, key=lambda b: b.score, reverse=True)
+    # once num_beams beams have ended, the unfinished ones are not candidates (they stopped mid-way)
+    beams = sorted(finished if len(finished) >= num_beams else finished + live, key=lambda b: b.score, reverse=True)
     return beams[:num_beams]

@@ -1,0 +1,47 @@
+"""Shared fixtures: a small text, tiny model configs, and a CLI runner. Everything runs on CPU in tmp_path."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def shakespeare_text() -> str:
+    if SHAKESPEARE.exists():
+        return SHAKESPEARE.read_text(encoding="utf-8")[:60_000]
+    # a fallback so the suite still runs outside the usual layout
+    return ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 800)
+
+
+@pytest.fixture
+def text_file(tmp_path: Path, shakespeare_text: str) -> Path:
+    p = tmp_path / "input.txt"
+    p.write_text(shakespeare_text, encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process: returns (exit code, stdout, stderr)."""
+    from tinygpt.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse errors and --help
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+TINY_FLAGS = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
+              "--eval_iters=2", "--eval_interval=5", "--log_interval=1", "--device=cpu", "--quiet"]

@@ -1,0 +1,146 @@
+import math
+
+import pytest
+import torch
+
+from tinygpt.config import ModelConfig
+from tinygpt.models import GPT, BigramLM, build_model, count_params
+from tinygpt.models.attention import causal_mask, manual_attention
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.mark.parametrize("kind", ["gpt", "bigram"])
+def test_forward_contract(kind):
+    torch.manual_seed(0)
+    model = build_model(tiny(model=kind))
+    idx = torch.randint(0, 11, (3, 7))
+    logits, loss = model(idx)
+    assert logits.shape == (3, 7, 11) and loss is None
+    logits2, loss = model(idx, idx)
+    assert logits2.shape == (3, 7, 11) and loss.ndim == 0
+    assert torch.equal(logits, logits2)  # the output does not depend on whether targets are given
+
+
+def test_initial_loss_is_near_uniform():
+    torch.manual_seed(0)
+    model = GPT(tiny(vocab_size=50))
+    idx, targets = torch.randint(0, 50, (2, 8, 16))
+    _, loss = model(idx, targets)
+    assert abs(loss.item() - math.log(50)) < 0.1
+
+
+def test_ignore_index_masks_targets():
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    idx = torch.randint(0, 11, (2, 8))
+    y = idx.clone()
+    y[:, :5] = -1
+    logits, loss = model(idx, y)
+    ref = torch.nn.functional.cross_entropy(logits[:, 5:].reshape(-1, 11), idx[:, 5:].reshape(-1))
+    assert torch.allclose(loss, ref, atol=1e-6)
+
+
+def test_gpt2_names_and_tied_head():
+    model = GPT(tiny())
+    names = set(dict(model.named_parameters()))
+    for n in ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight",
+              "transformer.h.0.attn.c_attn.weight", "transformer.h.0.attn.c_proj.bias",
+              "transformer.h.1.mlp.c_fc.weight", "transformer.h.1.mlp.c_proj.weight", "transformer.ln_f.bias"]:
+        assert n in names
+    assert model.lm_head.weight is model.transformer.wte.weight
+    # 2 layers x 12*C^2 + biases/norms, plus embeddings once (tied head not counted twice)
+    C, V, T = 32, 11, 16
+    per_layer = 12 * C * C + 13 * C
+    assert count_params(model) == 2 * per_layer + V * C + T * C + 2 * C
+    assert count_params(model, non_embedding=True) == count_params(model) - T * C
+
+
+def test_gpt2_init_scales_residual_projections():
+    torch.manual_seed(0)
+    model = GPT(tiny(n_layer=8, n_embd=128, n_head=4))
+    std = model.transformer.h[0].attn.c_proj.weight.std().item()
+    assert abs(std - 0.02 / math.sqrt(16)) < 0.001
+    assert abs(model.transformer.h[0].mlp.c_fc.weight.std().item() - 0.02) < 0.001
+
+
+def test_causal_mask_known_answer():
+    assert causal_mask(2, 3, "cpu").int().tolist() == [[1, 1, 0], [1, 1, 1]]
+    assert causal_mask(3, 3, "cpu").int().tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+
+
+def test_manual_attention_equals_sdpa():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 9, 8) for _ in range(3))
+    out, w = manual_attention(q, k, v)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(out, ref, atol=1e-5)
+    # queries that are the last 3 of 9 positions (the KV-cache case)
+    out3, _ = manual_attention(q[:, :, -3:], k, v)
+    assert torch.allclose(out3, ref[:, :, -3:], atol=1e-5)
+
+
+def test_model_manual_path_equals_fast_path_and_capture_is_sane():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.randint(0, 11, (2, 10))
+    fast, _ = model(idx)
+    cap: dict = {}
+    slow, _ = model(idx, capture=cap)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    for i in range(2):
+        w = cap[f"attn.{i}"]
+        assert w.shape == (2, 4, 10, 10)
+        assert torch.allclose(w.sum(-1), torch.ones(2, 4, 10), atol=1e-5)
+        assert torch.all(w.triu(diagonal=1) == 0)
+        assert cap[f"resid.{i}"].shape == (2, 10, 32)
+    assert torch.allclose(model.lm_head(cap["ln_f"]), fast, atol=1e-5)
+
+
+def test_kv_cache_matches_full_forward():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.randint(0, 11, (2, 12))
+    full, _ = model(idx)
+    cache = model.new_cache(2)
+    a, _ = model(idx[:, :5], cache=cache)       # prefill 5
+    b, _ = model(idx[:, 5:6], cache=cache)      # one token
+    c, _ = model(idx[:, 6:], cache=cache)       # several tokens after a prefix
+    assert torch.allclose(torch.cat([a, b, c], 1), full, atol=1e-5)
+    assert cache.pos == 12
+
+
+def test_too_long_input_is_an_error():
+    model = GPT(tiny())
+    with pytest.raises(ValueError, match="exceeds block_size"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_bigram_is_a_lookup_table():
+    model = BigramLM(tiny(model="bigram"))
+    idx = torch.tensor([[3, 3, 5]])
+    logits, _ = model(idx)
+    assert torch.equal(logits[0, 0], model.wte.weight[3]) and torch.equal(logits[0, 0], logits[0, 1])
+
+
+def test_matches_hugging_face_gpt2():
+    """Same weights in Hugging Face's GPT2LMHeadModel give the same logits (its Conv1D stores W transposed)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = tiny(n_embd=32, n_head=4, n_layer=2, vocab_size=37, block_size=16)
+    ours = GPT(cfg).eval()
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=37, n_positions=16, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0, embd_pdrop=0,
+        attn_pdrop=0, activation_function="gelu", layer_norm_epsilon=1e-5)).eval()
+    transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    sd = {k: v for k, v in hf.state_dict().items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+    with torch.no_grad():
+        for k, v in ours.state_dict().items():
+            src = sd[k]
+            ours.state_dict()[k].copy_(src.t() if k.endswith(transposed) else src)
+    idx = torch.randint(0, 37, (2, 16))
+    assert torch.allclose(ours(idx)[0], hf(idx).logits, atol=1e-4)
