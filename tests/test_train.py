@@ -120,8 +120,16 @@ def test_ddp_two_cpu_processes(tmp_path, text_file):
            "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2", "--max_iters=4",
            "--eval_interval=2", "--eval_iters=1", "--device=cpu", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
+    # a new process group, so a hung run can be killed with all its workers
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    r = subprocess.CompletedProcess(cmd, proc.returncode, "", stderr)
+    assert r.returncode == 0, "\n".join(ln for ln in r.stderr.splitlines() if "Error" in ln or "error" in ln)[-3000:]
     state = torch.load(out / "latest/state.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2 and state["step"] == 4
     lines = read_metrics(out)

@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
+
+    from .cli_tokenizer import add_tokenizer_parser
+    add_tokenizer_parser(sub)
     return p
 
 
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning  # one plain line, no source excerpt
-            return args.func(args)
+            return args.func(args) or 0
     except (ValueError, OSError) as e:  # our errors are ValueErrors with one-line messages
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}"
         print(f"error: {msg}", file=sys.stderr)
