@@ -34,9 +34,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .cache import cache_dir
     from .data import TextData, read_text
-    from .tokenizers import CharTokenizer
-    from .train import prepare_run_dir, resume_configs, train  # noqa: F401
+    from .tokenizers.choose import tokenizer_for_training
+    from .train import resume_configs, train
 
     out = Path(args.out)
     overrides: dict[str, Any] = {}
@@ -67,7 +68,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     text = read_text(data_path)
     if tokenizer is None:
         n_train = int(len(text) * (1 - train_cfg.val_fraction))
-        tokenizer = CharTokenizer.train(text[:n_train])
+        tokenizer, how = tokenizer_for_training(args.tokenizer, text[:n_train], args.vocab_size,
+                                                cache_dir("tokenizers"))
+        print(f"tokenizer: {how}", file=sys.stderr)
         model_cfg.vocab_size = tokenizer.vocab_size
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # validation characters unseen in training are expected
@@ -107,8 +110,9 @@ class _ProgressHooks:
 
     def on_eval(self, m: dict[str, Any]) -> None:
         import math
-        msg = f"step {m['step']}: train loss {m['eval_train_loss']:.4f}, val loss {m['val_loss']:.4f} " \
-              f"({m['val_loss'] / math.log(2):.3f} bits/token)"
+        unit = f"{m['val_bits_per_byte']:.3f} bits/byte" if "val_bits_per_byte" in m \
+            else f"{m['val_loss'] / math.log(2):.3f} bits/token"
+        msg = f"step {m['step']}: train loss {m['eval_train_loss']:.4f}, val loss {m['val_loss']:.4f} ({unit})"
         if self.bar is not None and not self.quiet:
             self.bar.write(msg, file=sys.stderr)
         else:
@@ -229,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", metavar="FILE", help="a TOML file of hyperparameters (flat keys)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    t.add_argument("--tokenizer", default="char",
+                   help="char (default), bpe (trained on the training split, cached), or a tokenizer .json file")
+    t.add_argument("--vocab_size", type=int, default=None, help="BPE vocabulary size (default 4096)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)

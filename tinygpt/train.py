@@ -299,6 +299,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
                 dist.all_reduce(t)
                 loss = t.item() / world
             res[split] = loss
+        if hasattr(source, "tokens_per_char"):  # bits per character / byte compare across tokenizers
+            res["val_bits_per_char"] = bits(res["val"], source.tokens_per_char("val"))
+            res["val_bits_per_byte"] = bits(res["val"], source.tokens_per_byte("val"))
         return res
 
     def log(line: dict[str, Any]) -> None:
@@ -319,7 +322,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
         ev = run_eval()
         last_val = ev["val"]
         line = {"step": 0, "train_loss": ev["train"], "lr": lr_at(0, cfg), "tokens_per_sec": 0.0,
-                "elapsed_s": 0.0, "val_loss": ev["val"], "eval_train_loss": ev["train"]}
+                "elapsed_s": 0.0, "val_loss": ev.pop("val"), "eval_train_loss": ev.pop("train"), **ev}
         log(line)
         if master:
             hooks.on_eval(line)
@@ -362,7 +365,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
                 if is_eval:
                     ev = run_eval()
                     last_val = ev["val"]
-                    line.update(val_loss=ev["val"], eval_train_loss=ev["train"])
+                    line.update(val_loss=ev.pop("val"), eval_train_loss=ev.pop("train"), **ev)
                 log(line)
                 if master:
                     hooks.on_step(line)

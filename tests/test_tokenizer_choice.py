@@ -1,0 +1,40 @@
+import json
+
+import pytest
+
+from conftest import TINY_FLAGS
+from tinygpt.tokenizers import ByteBPETokenizer, CharTokenizer, TokenizerError
+from tinygpt.tokenizers.choose import tokenizer_for_training
+
+
+def test_char_bpe_and_file(tmp_path, shakespeare_text):
+    text = shakespeare_text[:5000]
+    tok, _ = tokenizer_for_training("char", text)
+    assert isinstance(tok, CharTokenizer)
+    bpe, how = tokenizer_for_training("bpe", text, 300, tmp_path)
+    assert isinstance(bpe, ByteBPETokenizer) and bpe.vocab_size == 300 and "trained" in how
+    again, how = tokenizer_for_training("bpe", text, 300, tmp_path)
+    assert again == bpe and "reused" in how
+    other, how = tokenizer_for_training("bpe", text + "x", 300, tmp_path)
+    assert "trained" in how  # another text is another cache entry
+    bpe.save(tmp_path / "mine.json")
+    given, _ = tokenizer_for_training(str(tmp_path / "mine.json"), "unused")
+    assert given == bpe
+    with pytest.raises(TokenizerError, match="> 256"):
+        tokenizer_for_training("bpe", text, 200, tmp_path)
+    with pytest.raises(TokenizerError, match="unknown tokenizer"):
+        tokenizer_for_training("sentencepiece", text)
+
+
+def test_train_with_bpe_reports_bits_per_byte(cli, tmp_path, text_file, monkeypatch):
+    monkeypatch.setenv("TINYGPT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--data", text_file, "--out", out, "--tokenizer", "bpe", "--vocab_size", "300",
+                       "--max_iters=2", *TINY_FLAGS)
+    assert code == 0, err
+    assert "bits/byte" in err
+    assert json.loads((out / "latest/config.json").read_text())["tokenizer"] == "bpe"
+    code, text, _ = cli("eval", out, "--json")
+    res = json.loads(text)
+    # BPE tokens cover several bytes: bits per byte is well below bits per token
+    assert res["bits_per_byte"] < res["loss"] / 0.6931 / 1.5
