@@ -35,6 +35,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .cache import cache_dir
+    from .corpora import resolve_data
     from .data import TextData, read_text
     from .tokenizers.choose import tokenizer_for_training
     from .train import resume_configs, train
@@ -65,6 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model_cfg, train_cfg = build_configs(overrides, preset)
         data_path = args.data
         tokenizer = None
+    data_path = resolve_data(data_path)
     text = read_text(data_path)
     if tokenizer is None:
         n_train = int(len(text) * (1 - train_cfg.val_fraction))
@@ -192,7 +194,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data_path = args.data or cfg.get("data")
     if not data_path:
         raise CLIError("--data is required (the checkpoint does not record its data)")
-    text = read_text(data_path)
+    from .corpora import resolve_data
+    text = read_text(resolve_data(data_path))
     val_fraction = cfg.get("train", {}).get("val_fraction", 0.1)
     n = int(len(text) * (1 - val_fraction))
     part = {"val": text[n:], "train": text[:n], "all": text}[args.split]
@@ -227,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on a text file or folder",
                        description="Train a character-level model. Settings: defaults < --preset < --config < flags.")
-    t.add_argument("--data", help="a UTF-8 text file or a folder of .txt files")
+    t.add_argument("--data", help="a UTF-8 text file, a folder of .txt files, or a corpus name (see tinygpt corpora)")
     t.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl)")
     t.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe")
     t.add_argument("--config", metavar="FILE", help="a TOML file of hyperparameters (flat keys)")
@@ -273,8 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
 
+    from .cli_corpora import add_corpora_parser
     from .cli_tokenizer import add_tokenizer_parser
     add_tokenizer_parser(sub)
+    add_corpora_parser(sub)
     return p
 
 
