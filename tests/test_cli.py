@@ -144,3 +144,25 @@ def test_unknown_characters_warn_once_and_do_not_crash(cli, tmp_path, text_file)
     assert cli("train", "--data", text_file, "--out", out, "--max_iters=1", *TINY_FLAGS)[0] == 0
     code, text, err = cli("sample", out, "--prompt", "€€ hello ☃", "--max_new_tokens", "3")
     assert code == 0 and err.count("warning:") == 1 and "Traceback" not in err
+
+
+def test_plot_makes_a_png_of_the_expected_size(cli, tmp_path, text_file):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    assert cli("train", "--data", text_file, "--out", out, "--max_iters=6", *TINY_FLAGS)[0] == 0
+    code, text, err = cli("plot", out, out, "--labels", "a", "b", "--out", tmp_path / "loss.png")
+    assert code == 0, err
+    data = (tmp_path / "loss.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (990, 605)
+    code, _, err = cli("plot", out, "--labels", "a", "b")
+    assert "one label per run" in _one_line_error(code, err)
+    code, _, err = cli("plot", tmp_path / "nothing")
+    assert "metrics.jsonl" in _one_line_error(code, err)
+
+
+def test_smoothing_known_answer():
+    from tinygpt.plot import smooth
+    assert smooth([1, 3], 0.5) == pytest.approx([1.0, 7 / 3])
+    assert smooth([2, 2, 2], 0.9) == pytest.approx([2, 2, 2])

@@ -78,7 +78,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")  # validation characters unseen in training are expected
         source = TextData.from_text(text, tokenizer, model_cfg.block_size, train_cfg.val_fraction)
     meta = {"data": str(Path(data_path).resolve())}
-    hooks = _ProgressHooks(train_cfg.max_iters, quiet=args.quiet)
+    writer = None
+    if args.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise CLIError("--tensorboard needs TensorBoard: pip install 'tinygpt[tensorboard]'") from None
+        writer = SummaryWriter(str(out / "tensorboard"))
+    hooks = _ProgressHooks(train_cfg.max_iters, quiet=args.quiet, writer=writer)
     result = train(model_cfg, train_cfg, source, tokenizer, out, resume=args.resume, overwrite=args.overwrite,
                    meta=meta, hooks=hooks)
     if result.stopped_by:
@@ -91,9 +98,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 class _ProgressHooks:
     """Draws the progress bar (loss, lr, tokens/s, ETA) and prints evaluations."""
 
-    def __init__(self, total: int, quiet: bool = False):
+    def __init__(self, total: int, quiet: bool = False, writer: Any = None):
         self.total, self.quiet, self.bar, self.tps = total, quiet, None, None
-        self.bpc_unit = 1.0
+        self.writer = writer  # a TensorBoard SummaryWriter, or None
 
     def on_start(self, info: dict[str, Any]) -> None:
         from tqdm import tqdm
@@ -109,12 +116,19 @@ class _ProgressHooks:
         self.tps = m["tokens_per_sec"] if self.tps is None else 0.9 * self.tps + 0.1 * m["tokens_per_sec"]
         self.bar.set_postfix_str(f"loss {m['train_loss']:.4f}, lr {m['lr']:.2e}, {self.tps:,.0f} tok/s", refresh=False)
         self.bar.update(m["step"] - self.bar.n)
+        if self.writer is not None:
+            for k in ("train_loss", "lr", "tokens_per_sec"):
+                self.writer.add_scalar(k, m[k], m["step"])
 
     def on_eval(self, m: dict[str, Any]) -> None:
         import math
         unit = f"{m['val_bits_per_byte']:.3f} bits/byte" if "val_bits_per_byte" in m \
             else f"{m['val_loss'] / math.log(2):.3f} bits/token"
         msg = f"step {m['step']}: train loss {m['eval_train_loss']:.4f}, val loss {m['val_loss']:.4f} ({unit})"
+        if self.writer is not None:
+            for k in ("val_loss", "eval_train_loss", "val_bits_per_char", "val_bits_per_byte"):
+                if k in m:
+                    self.writer.add_scalar(k, m[k], m["step"])
         if self.bar is not None and not self.quiet:
             self.bar.write(msg, file=sys.stderr)
         else:
@@ -125,6 +139,8 @@ class _ProgressHooks:
     def on_end(self, result: Any) -> None:
         if self.bar is not None:
             self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
         best = f", best val loss {result.best_val_loss:.4f}" if result.best_val_loss < float("inf") else ""
         print(f"done: step {result.step}{best}; run saved in {result.out_dir}", file=sys.stderr)
 
@@ -220,6 +236,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- plot --------------------------------------------------------------------------------------
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_runs
+
+    if args.labels and len(args.labels) != len(args.runs):
+        raise CLIError(f"--labels needs one label per run ({len(args.runs)})")
+    try:
+        path = plot_runs(args.runs, args.out, args.labels, args.title)
+    except ImportError as e:
+        raise CLIError(str(e)) from None
+    print(f"saved {path}")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="char (default), bpe (trained on the training split, cached), or a tokenizer .json file")
     t.add_argument("--vocab_size", type=int, default=None, help="BPE vocabulary size (default 4096)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--tensorboard", action="store_true", help="also log scalars to RUN/tensorboard (needs tensorboard)")
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
@@ -275,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
+
+    pl = sub.add_parser("plot", help="save a PNG of the loss curves of one or several runs")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run directories (with metrics.jsonl)")
+    pl.add_argument("--out", default="loss.png", help="output PNG (default loss.png)")
+    pl.add_argument("--labels", nargs="+", help="one legend label per run (default: directory names)")
+    pl.add_argument("--title", default=None)
+    pl.set_defaults(func=cmd_plot)
 
     from .cli_corpora import add_corpora_parser
     from .cli_tokenizer import add_tokenizer_parser
