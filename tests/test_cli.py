@@ -166,3 +166,24 @@ def test_smoothing_known_answer():
     from tinygpt.plot import smooth
     assert smooth([1, 3], 0.5) == pytest.approx([1.0, 7 / 3])
     assert smooth([2, 2, 2], 0.9) == pytest.approx([2, 2, 2])
+
+
+def test_demo_sample_eval_on_a_task_checkpoint(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("demo", "--max_iters=20", "--eval_interval=10", "--batch_size=16", "--n_layer=1",
+                         "--device=cpu", "--quiet")
+    assert code == 0, err
+    assert "held-out" in out and "Next, try" in out and (tmp_path / "runs/calculator/best").exists()
+    # a second demo never overwrites the first
+    code, out, err = cli("demo", "--max_iters=2", "--eval_interval=10", "--batch_size=16", "--n_layer=1",
+                         "--device=cpu", "--quiet")
+    assert code == 0 and (tmp_path / "runs/calculator-2/best").exists()
+    code, answer, err = cli("sample", "runs/calculator", "--prompt", "two plus three")
+    assert code == 0 and answer.strip() and "<eos>" not in answer
+    for bad, match in [("", "empty"), ("two plus banana", "unknown word 'banana'"), ("ROMEO:", "unknown word"),
+                       ("two hundred plus one", "out of range")]:
+        code, _, err = cli("sample", "runs/calculator", "--prompt", bad)
+        assert match in _one_line_error(code, err)
+    code, text, _ = cli("eval", "runs/calculator", "--json")
+    res = json.loads(text)
+    assert set(res["heldout"]) == {"plus", "minus"} and res["train"]["times"]["total"] == 169

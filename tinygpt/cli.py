@@ -153,7 +153,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .generate import beam_search, generate_text
 
     device = choose_device(args.device)
-    model, tokenizer, _ = load_checkpoint(args.run_dir, args.checkpoint, device)
+    model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, device)
+    if "task" in cfg:  # a task checkpoint answers questions: wrap the prompt, stop at the end of the answer
+        from .tasks import task_from_dict
+        task = task_from_dict(cfg["task"])
+        print(task.answer(model, args.prompt))
+        return 0
     prompt = args.prompt
     if args.prompt_file:
         prompt = Path(args.prompt_file).read_text(encoding="utf-8")
@@ -207,6 +212,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     device = choose_device(args.device)
     model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, device)
+    if "task" in cfg:
+        return _eval_task(args, model, cfg)
     data_path = args.data or cfg.get("data")
     if not data_path:
         raise CLIError("--data is required (the checkpoint does not record its data)")
@@ -233,6 +240,77 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{res['split']} loss {loss:.4f} (perplexity {res['perplexity']:.2f}), "
               f"{res['bits_per_char']:.4f} bits per character, {res['bits_per_byte']:.4f} bits per byte, "
               f"{n_tokens:,} tokens")
+    return 0
+
+
+def _eval_task(args: argparse.Namespace, model: Any, cfg: dict[str, Any]) -> int:
+    from .tasks import task_from_dict
+
+    if args.data:
+        raise CLIError("a task checkpoint is evaluated on its own problems; drop --data")
+    task = task_from_dict(cfg["task"])
+    res = {"checkpoint": cfg["path"], "task": task.name,
+           "heldout": task.score(model, "val"), "train": task.score(model, "train")}
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(_accuracy_table(res))
+    return 0
+
+
+def _accuracy_table(res: dict[str, Any]) -> str:
+    """Exact-match accuracy per operation, held-out and training problems side by side."""
+    rows = [f"{'operation':<10} {'held-out':>22} {'training':>22}"]
+    for op in res["train"]:
+        cells = []
+        for split in ("heldout", "train"):
+            r = res[split].get(op)
+            cells.append(f"{r['accuracy']:7.1%} ({r['correct']}/{r['total']})" if r else "(none held out)")
+        rows.append(f"{op:<10} {cells[0]:>22} {cells[1]:>22}")
+    return "\n".join(rows)
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import report, train_calculator
+    from .train import holds_run
+
+    out = Path(args.out) if args.out else Path("runs/calculator")
+    if args.out is None and not args.overwrite:  # rerunning the default demo never clobbers an earlier one
+        n = 2
+        while holds_run(out):
+            out = Path(f"runs/calculator-{n}")
+            n += 1
+    overrides = _overrides(args)
+    print(f"tinygpt demo: a GPT learns arithmetic in English words (\"seven times eight\" -> \"fifty six\"),\n"
+          f"trained from scratch; it is then tested on questions it never saw. Run directory: {out}", file=sys.stderr)
+    hooks = _ProgressHooks(0, quiet=args.quiet)
+    from .demo import CALCULATOR_DEFAULTS
+    from .config import parse_value
+    hooks.total = parse_value("max_iters", overrides.get("max_iters", CALCULATOR_DEFAULTS["max_iters"]))
+    result = train_calculator(out, overrides, hooks=hooks, overwrite=args.overwrite)
+    if result.stopped_by:
+        print(f"stopped by {result.stopped_by}; the run so far is in {out}", file=sys.stderr)
+        return 130
+    rep = report(out)
+    print()
+    print("Exact-match accuracy of greedy answers:")
+    print(_accuracy_table(rep))
+    print()
+    print("Questions it never saw in training:")
+    for ex in rep["examples"]:
+        mark = "ok" if ex["correct"] else f"wrong, expected {ex['expected']}"
+        print(f"  {ex['question']:<28} -> {ex['answer']:<28} ({mark})")
+    secs = rep.get("train_seconds")
+    if secs:
+        print(f"\ntraining took {secs:.0f} s; the run is saved in {out}")
+    print(f"""
+Next, try:
+  tinygpt sample {out} --prompt "two plus three"          # ask it anything in its range
+  tinygpt eval {out}                                      # the accuracy table again
+  tinygpt plot {out} --out calculator.png                  # its loss curves
+  tinygpt train --data shakespeare --out runs/shakespeare   # a character model of Shakespeare""")
     return 0
 
 
@@ -307,6 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="the first run: train the calculator GPT (about 2 minutes on a CPU)",
+                       description="Train a 4-layer GPT to answer arithmetic questions in English words, "
+                                   "score it on questions it never saw, and save the run.")
+    d.add_argument("--out", default=None, help="run directory (default runs/calculator, or the next free "
+                                               "runs/calculator-N)")
+    d.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_flags(d)
+    d.set_defaults(func=cmd_demo)
 
     pl = sub.add_parser("plot", help="save a PNG of the loss curves of one or several runs")
     pl.add_argument("runs", nargs="+", metavar="RUN", help="run directories (with metrics.jsonl)")
