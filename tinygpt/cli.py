@@ -157,7 +157,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if "task" in cfg:  # a task checkpoint answers questions: wrap the prompt, stop at the end of the answer
         from .tasks import task_from_dict
         task = task_from_dict(cfg["task"])
-        print(task.answer(model, args.prompt))
+        answer = task.answer(model, args.prompt)
+        print(answer)
+        if not answer:
+            print("note: the model ended its answer at once (it may need more training)", file=sys.stderr)
         return 0
     prompt = args.prompt
     if args.prompt_file:
