@@ -144,3 +144,67 @@ def test_matches_hugging_face_gpt2():
             ours.state_dict()[k].copy_(src.t() if k.endswith(transposed) else src)
     idx = torch.randint(0, 37, (2, 16))
     assert torch.allclose(ours(idx)[0], hf(idx).logits, atol=1e-4)
+
+
+def test_teaching_multi_head_equals_batched_attention_with_copied_weights():
+    """The loop over Head modules computes exactly what CausalSelfAttention computes in one batch."""
+    from tinygpt.models import CausalSelfAttention, MultiHeadAttention
+
+    torch.manual_seed(0)
+    C, nh, hs = 32, 4, 8
+    batched = CausalSelfAttention(tiny(n_embd=C, n_head=nh)).eval()
+    teach = MultiHeadAttention(nh, C, block_size=16, bias=True).eval()
+    W, b = batched.c_attn.weight, batched.c_attn.bias  # rows: [q of all heads | k | v]
+    with torch.no_grad():
+        for h, head in enumerate(teach.heads):
+            for j, lin in enumerate((head.query, head.key, head.value)):
+                rows = slice(j * C + h * hs, j * C + (h + 1) * hs)
+                lin.weight.copy_(W[rows])
+                lin.bias.copy_(b[rows])
+        teach.proj.weight.copy_(batched.c_proj.weight)
+        teach.proj.bias.copy_(batched.c_proj.bias)
+    x = torch.randn(2, 10, C)
+    y_teach, w_teach = teach(x)
+    y_fast, _ = batched(x)
+    y_manual, w_manual = batched(x, manual=True)
+    assert torch.allclose(y_teach, y_fast, atol=1e-5)
+    assert torch.allclose(w_teach, w_manual, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["single_head", "multi_head"])
+def test_teaching_rungs_follow_the_contract_and_capture(kind):
+    torch.manual_seed(0)
+    model = build_model(tiny(model=kind)).eval()
+    idx = torch.randint(0, 11, (2, 9))
+    cap: dict = {}
+    logits, _ = model(idx, capture=cap)
+    assert logits.shape == (2, 9, 11)
+    w = cap["attn.0"]
+    assert w.shape == (2, 1 if kind == "single_head" else 4, 9, 9)
+    assert torch.allclose(w.sum(-1), torch.ones_like(w.sum(-1))) and torch.all(w.triu(1) == 0)
+
+
+def test_gpt_without_positions_cannot_tell_order():
+    """Invariant: with no position embedding, one layer's output at the last position ignores the order of
+    the tokens before it (deeper layers see prefixes, which do change); the full GPT does not."""
+    idx = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    perm = torch.tensor([[3, 1, 5, 2, 4, 6]])
+    for kind, same in [("gpt_no_pos", True), ("gpt", False)]:
+        torch.manual_seed(0)
+        model = build_model(tiny(model=kind, n_layer=1)).eval()
+        a, b = model(idx)[0][0, -1], model(perm)[0][0, -1]
+        assert torch.allclose(a, b, atol=1e-5) == same, kind
+
+
+def test_ablations_remove_their_piece():
+    names = {k: set(dict(build_model(tiny(model=k)).named_parameters())) for k in
+             ["gpt", "gpt_no_pos", "gpt_no_layernorm", "gpt_no_mlp", "gpt_no_residual"]}
+    assert "transformer.wpe.weight" not in names["gpt_no_pos"]
+    assert not any("ln_" in n for n in names["gpt_no_layernorm"])
+    assert not any(".mlp." in n for n in names["gpt_no_mlp"])
+    assert names["gpt_no_residual"] == names["gpt"]
+    torch.manual_seed(0)
+    m = build_model(tiny(model="gpt_no_mlp"))
+    cache = m.new_cache(1)  # ablations keep the KV cache
+    idx = torch.randint(0, 11, (1, 6))
+    assert torch.allclose(m(idx)[0], torch.cat([m(idx[:, :3], cache=cache)[0], m(idx[:, 3:], cache=cache)[0]], 1), atol=1e-5)

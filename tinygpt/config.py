@@ -17,7 +17,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-MODEL_TYPES = ("bigram", "gpt")
+MODEL_TYPES = ("bigram", "single_head", "multi_head", "gpt",
+               "gpt_no_pos", "gpt_no_residual", "gpt_no_layernorm", "gpt_no_mlp")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

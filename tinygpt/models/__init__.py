@@ -6,9 +6,12 @@ import torch.nn as nn
 from ..config import ModelConfig
 from .attention import CausalSelfAttention, KVCache
 from .bigram import BigramLM
-from .gpt import GPT
+from .gpt import GPT, VARIANTS
+from .zoo import AttentionLM, Head, MultiHeadAttention
 
-MODELS: dict[str, type[nn.Module]] = {"bigram": BigramLM, "gpt": GPT}
+# The ladder, bottom to top, then the GPT's ablations. Every model: forward(idx, targets) -> (logits, loss).
+MODELS: dict[str, type[nn.Module]] = {"bigram": BigramLM, "single_head": AttentionLM, "multi_head": AttentionLM,
+                                      **{name: GPT for name in VARIANTS}}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -28,4 +31,4 @@ def count_params(model: nn.Module, non_embedding: bool = False) -> int:
     return n
 
 
-__all__ = ["GPT", "BigramLM", "KVCache", "CausalSelfAttention", "MODELS", "build_model", "count_params"]
+__all__ = ["GPT", "BigramLM", "AttentionLM", "Head", "MultiHeadAttention", "VARIANTS", "KVCache", "CausalSelfAttention", "MODELS", "build_model", "count_params"]

@@ -16,6 +16,20 @@ from .attention import CausalSelfAttention, KVCache
 
 IGNORE_INDEX = -1
 
+# The full GPT and its ablations for the ladder: "what breaks if you remove it". Each name switches off
+# one piece; everything else (sizes, training) stays the same.
+VARIANTS: dict[str, dict[str, bool]] = {
+    "gpt": {},
+    "gpt_no_pos": {"pos": False},            # no position embedding: attention sees a bag of tokens
+    "gpt_no_residual": {"residual": False},  # blocks replace the stream instead of adding to it
+    "gpt_no_layernorm": {"layernorm": False},
+    "gpt_no_mlp": {"mlp": False},            # attention only: no per-position computation
+}
+
+
+def _features(model: str) -> dict[str, bool]:
+    return {"pos": True, "residual": True, "layernorm": True, "mlp": True, **VARIANTS[model]}
+
 
 class MLP(nn.Module):
     """Position-wise feed-forward: expand 4x, GELU, project back."""
@@ -31,21 +45,30 @@ class MLP(nn.Module):
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
-class Block(nn.Module):
-    """x + attn(ln(x)), then x + mlp(ln(x)): the residual stream is read and written, never replaced."""
+def _norm(cfg: ModelConfig, on: bool) -> nn.Module:
+    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias) if on else nn.Identity()
 
-    def __init__(self, cfg: ModelConfig):
+
+class Block(nn.Module):
+    """x + attn(ln(x)), then x + mlp(ln(x)): the residual stream is read and written, never replaced.
+    (The ladder's ablations can drop the residual additions, the LayerNorms or the MLP.)"""
+
+    def __init__(self, cfg: ModelConfig, residual: bool = True, layernorm: bool = True, mlp: bool = True):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.residual = residual
+        self.ln_1 = _norm(cfg, layernorm)
         self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.mlp = MLP(cfg)
+        if mlp:
+            self.ln_2 = _norm(cfg, layernorm)
+            self.mlp = MLP(cfg)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
                 manual: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         a, weights = self.attn(self.ln_1(x), cache, layer, manual)
-        x = x + a
-        x = x + self.mlp(self.ln_2(x))
+        x = x + a if self.residual else a
+        if hasattr(self, "mlp"):
+            m = self.mlp(self.ln_2(x))
+            x = x + m if self.residual else m
         return x, weights
 
 
@@ -63,13 +86,15 @@ class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
+        f = _features(cfg.model)
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
-            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
             drop=nn.Dropout(cfg.dropout),
-            h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
-            ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+            h=nn.ModuleList(Block(cfg, f["residual"], f["layernorm"], f["mlp"]) for _ in range(cfg.n_layer)),
+            ln_f=_norm(cfg, f["layernorm"]),
         ))
+        if f["pos"]:
+            self.transformer.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying: one matrix reads and writes tokens
         self.apply(self._init_weights)
@@ -92,8 +117,10 @@ class GPT(nn.Module):
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} positions exceeds block_size {self.config.block_size}")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        x = self.transformer.drop(x)
         manual = capture is not None
         if manual:
             capture["embed"] = x
