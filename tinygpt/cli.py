@@ -317,6 +317,39 @@ Next, try:
     return 0
 
 
+# --- ladder ------------------------------------------------------------------------------------
+
+def cmd_ladder(args: argparse.Namespace) -> int:
+    from .corpora import resolve_data
+    from .data import read_text
+    from .ladder import RUNGS, format_table, run_ladder
+
+    text = read_text(resolve_data(args.data))
+    rungs = args.rungs.split(",") if args.rungs else list(RUNGS)
+    overrides = _overrides(args)
+    out = Path(args.out)
+
+    def hooks(rung: str) -> _ProgressHooks:
+        print(f"\n== {rung} ==", file=sys.stderr)
+        from .config import parse_value
+        from .ladder import LADDER_DEFAULTS
+        return _ProgressHooks(parse_value("max_iters", overrides.get("max_iters", LADDER_DEFAULTS["max_iters"])),
+                              quiet=args.quiet)
+
+    rows = run_ladder(text, out, overrides, rungs, overwrite=args.overwrite, hooks=hooks)
+    print()
+    print(format_table(rows))
+    (out / "ladder.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    try:
+        from .plot import plot_runs
+        png = plot_runs([out / r for r in rungs], out / "ladder.png", rungs,
+                        title="The model ladder: validation loss of each rung")
+        print(f"\nvalidation curves: {png}")
+    except ImportError:
+        print("\n(no plot: pip install 'tinygpt[plot]' for the curves)")
+    return 0
+
+
 # --- plot --------------------------------------------------------------------------------------
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -398,6 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_flags(d)
     d.set_defaults(func=cmd_demo)
+
+    la = sub.add_parser("ladder", help="train every rung of the model ladder on one text and compare",
+                        description="bigram -> single head -> multi-head -> GPT, and the GPT without position "
+                                    "embeddings, residuals, LayerNorm or MLP: same data, same budget.")
+    la.add_argument("--data", required=True, help="a text file, folder or corpus name")
+    la.add_argument("--out", default="runs/ladder", help="directory for the rungs' runs (default runs/ladder)")
+    la.add_argument("--rungs", help="comma-separated subset of the rungs (default: all)")
+    la.add_argument("--overwrite", action="store_true", help="replace a ladder already in --out")
+    la.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_config_flags(la)
+    la.set_defaults(func=cmd_ladder)
 
     pl = sub.add_parser("plot", help="save a PNG of the loss curves of one or several runs")
     pl.add_argument("runs", nargs="+", metavar="RUN", help="run directories (with metrics.jsonl)")
