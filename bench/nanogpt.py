@@ -36,6 +36,7 @@ Command line (prints JSON):
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import pickle
@@ -133,7 +134,8 @@ def _env(python: str, threads: int | None, extra: dict | None) -> dict:
     missing = [m for m in _STUBS if subprocess.run(
         [python, "-c", f"import {m}"], capture_output=True, env=env).returncode != 0]
     if missing:
-        stub_dir = Path(tempfile.mkdtemp(prefix="nanogpt_stubs_"))
+        stub_dir = Path(tempfile.gettempdir()) / f"tinygpt_bench_nanogpt_stubs_{'_'.join(sorted(missing))}"
+        stub_dir.mkdir(exist_ok=True)
         for m in missing:
             (stub_dir / f"{m}.py").write_text(_STUBS[m])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stub_dir), env.get("PYTHONPATH")]))
@@ -286,6 +288,7 @@ def run_nanogpt_sample(nanogpt_dir, out_dir, *, start: str = "\n", max_new_token
     """
     d = resolve_nanogpt_dir(nanogpt_dir)
     out_dir = Path(out_dir).resolve()
+    _check_start(start)
     if not (out_dir / "ckpt.pt").is_file():
         raise FileNotFoundError(f"no ckpt.pt in {out_dir}")
     ov = ["--init_from=resume", f"--out_dir={out_dir}", f"--device={device}", "--compile=False",
@@ -320,6 +323,19 @@ def run_nanogpt_sample(nanogpt_dir, out_dir, *, start: str = "\n", max_new_token
             "new_tokens": new, "generate_s": secs, "calls": calls, "samples": samples,
             "text": samples[0] if samples else "", **{k: res[k] for k in ("returncode", "wall_s", "cpu_s",
                                                                             "stdout", "stderr")}}
+
+
+def _check_start(start: str) -> None:
+    """nanoGPT's configurator splits `--key=value` on every '=' and literal_evals the value, keeping the
+    result only when its type matches (str here): refuse prompts it would mangle or reject."""
+    if "=" in start:
+        raise ValueError("nanoGPT's configurator cannot take a --start containing '='; use start='FILE:path'")
+    try:
+        val = ast.literal_eval(start)
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+        return
+    if not isinstance(val, str) or val != start:
+        raise ValueError(f"nanoGPT's configurator would turn --start={start!r} into {val!r}; use start='FILE:path'")
 
 
 def _decode_samples(nanogpt_dir: Path, out_dir: Path, ids: list[list[int]]) -> list[str] | None:

@@ -16,6 +16,16 @@ from tinygpt.tasks import (CalculatorConfig, CalculatorTask, Problem, QuestionEr
 from tinygpt.tokenizers import REGISTRY, TokenizerError, WordTokenizer, load_tokenizer
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: one thread is as fast as two, and immune to stalls when the cores are busy
+    (with two threads every small op waits for both to be scheduled; measured 1 s -> 100 s under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def task() -> CalculatorTask:
     return CalculatorTask()
