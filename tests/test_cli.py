@@ -179,7 +179,7 @@ def test_demo_sample_eval_on_a_task_checkpoint(cli, tmp_path, monkeypatch):
                          "--device=cpu", "--quiet")
     assert code == 0 and (tmp_path / "runs/calculator-2/best").exists()
     code, answer, err = cli("sample", "runs/calculator", "--prompt", "two plus three")
-    assert code == 0 and answer.endswith("\n") and "<eos>" not in answer and "=" not in answer
+    assert code == 0 and answer.endswith("\n") and "<eos>" not in answer
     for bad, match in [("", "empty"), ("two plus banana", "unknown word 'banana'"), ("ROMEO:", "unknown word"),
                        ("two hundred plus one", "out of range")]:
         code, _, err = cli("sample", "runs/calculator", "--prompt", bad)

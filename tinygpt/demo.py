@@ -18,7 +18,7 @@ from .train import Hooks, RunResult, read_metrics, resume_configs, train
 CALCULATOR_DEFAULTS: dict[str, Any] = dict(
     model="gpt", n_layer=4, n_head=4, n_embd=64, dropout=0.0, bias=True,
     learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=4000, batch_size=128,
-    weight_decay=0.1, grad_clip=1.0, eval_interval=250, eval_iters=10, log_interval=10,
+    weight_decay=0.1, grad_clip=1.0, eval_interval=500, eval_iters=10, log_interval=10,
     device="auto", dtype="float32",
 )
 
