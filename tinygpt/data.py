@@ -14,7 +14,7 @@ import torch
 
 from .tokenizers import Tokenizer
 
-IGNORE_INDEX = -1  # targets equal to this do not count in the loss (see models: cross_entropy)
+from .models.loss import IGNORE_INDEX  # targets equal to it do not count in the loss
 
 
 class DataError(ValueError):

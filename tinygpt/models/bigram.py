@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..config import ModelConfig
+from .loss import next_token_loss
 
-IGNORE_INDEX = -1
 
 
 class BigramLM(nn.Module):
@@ -25,6 +24,5 @@ class BigramLM(nn.Module):
         logits = self.wte(idx)  # (B, T, vocab)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
-                                   ignore_index=IGNORE_INDEX)
+            loss = next_token_loss(logits, targets)
         return logits, loss

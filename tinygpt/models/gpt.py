@@ -9,12 +9,11 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..config import ModelConfig
+from .loss import next_token_loss
 from .attention import CausalSelfAttention, KVCache
 
-IGNORE_INDEX = -1
 
 # The full GPT and its ablations for the ladder: "what breaks if you remove it". Each name switches off
 # one piece; everything else (sizes, training) stays the same.
@@ -137,8 +136,7 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
-                                   ignore_index=IGNORE_INDEX)
+            loss = next_token_loss(logits, targets)
         return logits, loss
 
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,

@@ -12,8 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from .loss import next_token_loss
 
-IGNORE_INDEX = -1
 
 
 class Head(nn.Module):
@@ -83,6 +83,5 @@ class AttentionLM(nn.Module):
         logits = self.lm_head(y)  # (B, T, vocab)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
-                                   ignore_index=IGNORE_INDEX)
+            loss = next_token_loss(logits, targets)
         return logits, loss
