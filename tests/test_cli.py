@@ -6,7 +6,8 @@ import pytest
 from conftest import TINY_FLAGS
 
 
-@pytest.mark.parametrize("cmd", [[], ["train"], ["sample"], ["eval"]])
+@pytest.mark.parametrize("cmd", [[], ["train"], ["sample"], ["eval"], ["demo"], ["ladder"], ["plot"], ["corpora"],
+                                 ["tokenizer"], ["tokenizer", "train"]])
 def test_help(cli, cmd):
     code, out, _ = cli(*cmd, "--help")
     assert code == 0 and "usage: tinygpt" in out
