@@ -231,7 +231,7 @@ def test_short_training_run_learns(trained_run, task):
     assert model.config.n_embd == 64 and model.config.n_layer == 4 and model.config.block_size == task.block_size
     assert isinstance(task.answer(model, "two plus three"), str)
     # the times table is seen most often per problem: some of it is learned already
-    assert task.score(model, "train", max_per_op=60)["times"]["correct"] > 0
+    assert task.score(model, "train", max_per_op=60)["times"]["correct"] > 5  # 23 of 60 when measured
 
     prompts = _sample_prompts(task)
     assert task.complete(model, prompts) == task.complete_slow(model, prompts)

@@ -92,8 +92,9 @@ class CalculatorConfig:
 
     ranges: operation -> (lowest, highest) operand; minus keeps only non-negative results.
     mix: training draws an operation with these relative weights, then one of its problems uniformly,
-      so the 169 times-table problems are seen as often as the ~9,000 plus ones (uniform sampling over
-      all problems leaves times at ~70 % exact match).
+      so the times table (169 problems) gets as many draws as plus (9,000): uniform sampling over all
+      problems leaves times at ~70 % exact match. Measured: times at weight 0.5 also slowed plus/minus
+      (67-72 % held-out after 3000 steps vs 99 %), weight 2 slightly (96-98 %); 1:1:1 is the default.
     heldout_ops: the operations that lend `heldout_fraction` of their problems to the held-out ("val")
       split; the others are learned by heart (all of them in training).
     """

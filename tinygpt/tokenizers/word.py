@@ -35,7 +35,8 @@ class WordTokenizer(Tokenizer):
         self.itos = self.specials + self.words
         for w in self.itos:
             if not isinstance(w, str) or not w or w != w.strip() or len(w.split()) != 1:
-                raise TokenizerError(f"vocabulary entries must be non-empty strings without whitespace, got {_short(str(w))}")
+                raise TokenizerError(f"vocabulary entries must be non-empty strings without whitespace, "
+                                     f"got {_short(str(w))}")
         if len(set(self.itos)) != len(self.itos):
             dup = next(w for i, w in enumerate(self.itos) if w in self.itos[:i])
             raise TokenizerError(f"vocabulary entry {_short(dup)} appears twice")
