@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
 
-    d = sub.add_parser("demo", help="the first run: train the calculator GPT (about 2 minutes on a CPU)",
+    d = sub.add_parser("demo", help="the first run: train the calculator GPT (2-3 minutes on a 2-core CPU)",
                        description="Train a 4-layer GPT to answer arithmetic questions in English words, "
                                    "score it on questions it never saw, and save the run.")
     d.add_argument("--out", default=None, help="run directory (default runs/calculator, or the next free "
