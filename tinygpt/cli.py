@@ -302,9 +302,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(_accuracy_table(rep))
     print()
     print("Questions it never saw in training:")
+    wq = max((len(ex["question"]) for ex in rep["examples"]), default=0)
+    wa = max((len(ex["answer"]) for ex in rep["examples"]), default=0)
     for ex in rep["examples"]:
         mark = "ok" if ex["correct"] else f"wrong, expected {ex['expected']}"
-        print(f"  {ex['question']:<28} -> {ex['answer']:<28} ({mark})")
+        print(f"  {ex['question']:<{wq}}  ->  {ex['answer']:<{wa}}  ({mark})")
     secs = rep.get("train_seconds")
     if secs:
         print(f"\ntraining took {secs:.0f} s; the run is saved in {out}")
