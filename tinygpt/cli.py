@@ -52,7 +52,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.update(file_cfg)
     overrides.update(_overrides(args))
 
-    meta: dict[str, Any] = {}
     if args.resume:
         model_cfg, train_cfg, old = resume_configs(out, overrides)
         data_path = args.data or old.get("data")
@@ -85,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ImportError:
             raise CLIError("--tensorboard needs TensorBoard: pip install 'tinygpt[tensorboard]'") from None
         writer = SummaryWriter(str(out / "tensorboard"))
-    hooks = _ProgressHooks(train_cfg.max_iters, quiet=args.quiet, writer=writer)
+    hooks = _ProgressHooks(quiet=args.quiet, writer=writer)
     result = train(model_cfg, train_cfg, source, tokenizer, out, resume=args.resume, overwrite=args.overwrite,
                    meta=meta, hooks=hooks)
     if result.stopped_by:
@@ -98,8 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 class _ProgressHooks:
     """Draws the progress bar (loss, lr, tokens/s, ETA) and prints evaluations."""
 
-    def __init__(self, total: int, quiet: bool = False, writer: Any = None):
-        self.total, self.quiet, self.bar, self.tps = total, quiet, None, None
+    def __init__(self, quiet: bool = False, writer: Any = None):
+        self.quiet, self.bar, self.tps = quiet, None, None
         self.writer = writer  # a TensorBoard SummaryWriter, or None
 
     def on_start(self, info: dict[str, Any]) -> None:
@@ -107,7 +106,7 @@ class _ProgressHooks:
         print(f"training on {info['device']} ({info['dtype']}), {info['params'] / 1e6:.2f}M parameters, "
               f"{info['tokens_per_step']:,} tokens per step" + (f", resuming at step {info['step']}"
                                                                   if info["resumed"] else ""), file=sys.stderr)
-        self.bar = tqdm(total=self.total, initial=info["step"], unit="step", dynamic_ncols=True,
+        self.bar = tqdm(total=info["max_iters"], initial=info["step"], unit="step", dynamic_ncols=True,
                         disable=self.quiet, file=sys.stderr)
 
     def on_step(self, m: dict[str, Any]) -> None:
@@ -288,10 +287,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     print(f"tinygpt demo: a GPT learns arithmetic in English words (\"seven times eight\" -> \"fifty six\"),\n"
           f"trained from scratch; it is then tested on questions it never saw. Run directory: {out}", file=sys.stderr)
-    hooks = _ProgressHooks(0, quiet=args.quiet)
-    from .demo import CALCULATOR_DEFAULTS
-    from .config import parse_value
-    hooks.total = parse_value("max_iters", overrides.get("max_iters", CALCULATOR_DEFAULTS["max_iters"]))
+    hooks = _ProgressHooks(quiet=args.quiet)
     result = train_calculator(out, overrides, hooks=hooks, overwrite=args.overwrite)
     if result.stopped_by:
         print(f"stopped by {result.stopped_by}; the run so far is in {out}", file=sys.stderr)
@@ -333,10 +329,7 @@ def cmd_ladder(args: argparse.Namespace) -> int:
 
     def hooks(rung: str) -> _ProgressHooks:
         print(f"\n== {rung} ==", file=sys.stderr)
-        from .config import parse_value
-        from .ladder import LADDER_DEFAULTS
-        return _ProgressHooks(parse_value("max_iters", overrides.get("max_iters", LADDER_DEFAULTS["max_iters"])),
-                              quiet=args.quiet)
+        return _ProgressHooks(quiet=args.quiet)
 
     rows = run_ladder(text, out, overrides, rungs, overwrite=args.overwrite, hooks=hooks)
     print()

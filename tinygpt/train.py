@@ -312,6 +312,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
     if master:
         from .models import count_params
         hooks.on_start({"device": device, "dtype": str(dtype).replace("torch.", ""), "step": step,
+                        "max_iters": cfg.max_iters,
                         "params": count_params(raw_model), "tokens_per_step": tokens_per_step,
                         "world_size": world, "resumed": resume})
 
