@@ -30,7 +30,6 @@ def _supports_cache(model: nn.Module) -> bool:
     return hasattr(model, "new_cache")
 
 
-@torch.inference_mode()
 def generate_tokens(model: nn.Module, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int,
                     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                     seed: int | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
@@ -39,6 +38,17 @@ def generate_tokens(model: nn.Module, prompt: Sequence[int] | torch.Tensor, max_
     temperature=0 is greedy. `use_cache=False` selects the uncached reference path, which recomputes
     the whole window every step (slow, obviously right); the KV-cache path must agree with it.
     """
+    for _, nxt in generate_steps(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache):
+        yield nxt
+
+
+@torch.inference_mode()
+def generate_steps(model: nn.Module, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int,
+                   temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                   seed: int | None = None, use_cache: bool = True
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """generate_tokens that also shows its work: yield (logits (B, V) the token was drawn from, token (B,)).
+    The logits are the model's raw output, before temperature and filtering (see interpret.trace_generation)."""
     device = next(model.parameters()).device
     idx = torch.as_tensor(prompt, dtype=torch.long, device=device)
     if idx.dim() == 1:
@@ -64,7 +74,7 @@ def generate_tokens(model: nn.Module, prompt: Sequence[int] | torch.Tensor, max_
         else:
             logits, _ = model(seq[:, start:])
         nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B,)
-        yield nxt
+        yield logits[:, -1, :], nxt
         seq = torch.cat([seq, nxt[:, None]], dim=1)
         if seq.size(1) - start > block:  # the window is full: slide it
             start = seq.size(1) - keep
