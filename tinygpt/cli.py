@@ -446,9 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plot)
 
     from .cli_corpora import add_corpora_parser
+    from .cli_inspect import add_inspect_parser
     from .cli_tokenizer import add_tokenizer_parser
     add_tokenizer_parser(sub)
     add_corpora_parser(sub)
+    add_inspect_parser(sub)
     return p
 
 

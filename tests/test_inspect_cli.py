@@ -1,0 +1,128 @@
+"""`tinygpt inspect`: every view on a text run and a calculator run, the JSON numbers, and clear errors."""
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_FLAGS
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("PIL")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny character run, a tiny calculator run and a bigram run (a few steps each: shapes, not skill)."""
+    from tinygpt.cli import main
+    from tinygpt.demo import train_calculator
+
+    root = tmp_path_factory.mktemp("inspect")
+    text = root / "input.txt"
+    text.write_text("ROMEO:\nWhat say you, my lord?\n\nJULIET:\nNothing, good night.\n" * 40, encoding="utf-8")
+    assert main(["train", "--data", str(text), "--out", str(root / "char"), "--max_iters=3", *TINY_FLAGS]) == 0
+    assert main(["train", "--data", str(text), "--out", str(root / "bigram"), "--model=bigram", "--max_iters=2",
+                 *TINY_FLAGS]) == 0
+    train_calculator(root / "calc", overrides=dict(max_iters=2, batch_size=8, eval_interval=2, eval_iters=1,
+                                                   n_layer=2, n_embd=32, device="cpu"))
+    return root
+
+
+def test_attention_png_and_json(cli, runs, tmp_path):
+    out, js = tmp_path / "a.png", tmp_path / "a.json"
+    code, text, err = cli("inspect", "attention", runs / "char", "--prompt", "ROMEO:\nWhat", "--out", out, "--json", js)
+    assert code == 0, err
+    assert "2 layer(s) × 2 head(s) over 11 tokens" in text
+    data = json.loads(js.read_text())
+    assert data["shape"] == [2, 2, 11, 11] and data["tokens"][:5] == list("ROMEO")
+    row = data["attention"][1][0][10]
+    assert sum(row) == pytest.approx(1, abs=1e-3)
+    from PIL import Image
+    assert Image.open(out).size[0] > 200
+
+
+def test_one_layer_one_head_and_bad_indices(cli, runs, tmp_path):
+    code, _, err = cli("inspect", "attention", runs / "char", "--prompt", "What", "--out", tmp_path / "b.png",
+                       "--layer", "1", "--head", "0")
+    assert code == 0, err
+    code, _, err = cli("inspect", "attention", runs / "char", "--prompt", "What", "--layer", "5")
+    assert code == 2 and "--layer 5 is out of range: the model has 2 layer(s)" in err and "Traceback" not in err
+
+
+def test_bigram_attention_is_a_clear_error(cli, runs, tmp_path):
+    code, _, err = cli("inspect", "attention", runs / "bigram", "--prompt", "What", "--out", tmp_path / "x.png")
+    assert code == 2 and "bigram model has no attention" in err and err.count("\n") == 1
+    assert not (tmp_path / "x.png").exists()
+    # saliency still makes sense: only the last token can matter
+    code, text, _ = cli("inspect", "saliency", runs / "bigram", "--prompt", "What", "--json")
+    assert code == 0 and json.loads(text)["scores"][:3] == [0, 0, 0]
+
+
+def test_animate_gif_has_one_frame_per_token(cli, runs, tmp_path):
+    out = tmp_path / "a.gif"
+    code, _, err = cli("inspect", "animate", runs / "char", "--prompt", "ROMEO:", "--out", out,
+                       "--max_new_tokens", "4", "--seed", "1", "--json", tmp_path / "a.json")
+    assert code == 0, err
+    from PIL import Image, ImageSequence
+    frames = [f.copy() for f in ImageSequence.Iterator(Image.open(out))]
+    assert len(frames) == 5  # the prompt, then one frame per new token
+    assert len({f.size for f in frames}) == 1
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert len(data["frames"]) == 5 and len(data["frames"][-1]) == 10
+
+
+def test_steps_terminal_json_png_and_html(cli, runs, tmp_path):
+    code, text, _ = cli("inspect", "steps", runs / "char", "--prompt", "ROMEO:", "--max_new_tokens", "3",
+                        "--temperature", "1.0", "--top_k", "2", "--seed", "0", "--json")
+    data = json.loads(text)
+    assert code == 0 and len(data["steps"]) == 3
+    for s in data["steps"]:
+        assert s["kept"] == 2 and len(s["after"]) == 2 and s["chosen"] in [p for p, _ in s["after"]]
+    code, text, _ = cli("inspect", "steps", runs / "char", "--prompt", "ROMEO:", "--max_new_tokens", "2",
+                        "--out", tmp_path / "s.png")
+    assert code == 0 and "step 2: chose" in text and (tmp_path / "s.png").stat().st_size > 0
+    code, _, _ = cli("inspect", "steps", runs / "char", "--prompt", "ROMEO:", "--out", tmp_path / "s.html")
+    assert code == 0 and "<table" in (tmp_path / "s.html").read_text()
+    code, _, err = cli("inspect", "steps", runs / "char", "--prompt", "ROMEO:", "--out", tmp_path / "s.txt")
+    assert code == 2 and ".png or .html" in err
+
+
+def test_logit_lens_and_saliency_on_the_calculator(cli, runs, tmp_path):
+    code, text, err = cli("inspect", "logit-lens", runs / "calc", "--prompt", "seven times eight", "--json")
+    assert code == 0, err
+    data = json.loads(text)
+    assert data["tokens"] == ["seven", "times", "eight", "="]  # the question is wrapped as the task expects
+    assert data["layers"] == ["embed", "resid.0", "resid.1"]
+    code, _, _ = cli("inspect", "logit-lens", runs / "calc", "--prompt", "seven times eight", "--out", tmp_path / "l.png")
+    assert code == 0 and (tmp_path / "l.png").exists()
+    code, text, _ = cli("inspect", "saliency", runs / "calc", "--prompt", "seven times eight", "--target", "fifty",
+                        "--out", tmp_path / "s.html", "--json")
+    data = json.loads(text)
+    assert code == 0 and data["target"] == "fifty" and len(data["scores"]) == 4
+    assert 'title="' in (tmp_path / "s.html").read_text()
+    code, _, err = cli("inspect", "saliency", runs / "calc", "--prompt", "seven times eight", "--target", "fifty six")
+    assert code == 2 and "exactly one token" in err
+    code, _, err = cli("inspect", "steps", runs / "calc", "--prompt", "seven times 8")
+    assert code == 2 and "unknown word" in err
+
+
+def test_report_is_one_offline_html_file(cli, runs, tmp_path):
+    out = tmp_path / "r.html"
+    code, _, err = cli("inspect", "report", runs / "calc", "--prompt", "two plus three", "--out", out)
+    assert code == 0, err
+    page = out.read_text()
+    for heading in ("Attention", "Logit lens", "Step by step", "Saliency"):
+        assert f"<h2>{heading}</h2>" in page
+    assert page.count("data:image/png;base64,") == 1 and page.count("data:image/gif;base64,") == 1
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+
+
+def test_long_prompt_is_cut_with_a_notice(cli, runs):
+    code, text, err = cli("inspect", "logit-lens", runs / "char", "--prompt", "What say you? " * 5)
+    assert code == 0 and "the model sees only the last 32" in err
+
+
+def test_empty_prompt_and_missing_run(cli, runs, tmp_path):
+    code, _, err = cli("inspect", "steps", runs / "char", "--prompt", "")
+    assert code == 2 and "prompt is empty" in err
+    code, _, err = cli("inspect", "attention", tmp_path / "nope", "--prompt", "x")
+    assert code == 2 and "Traceback" not in err
