@@ -60,14 +60,13 @@ def lens_table(layers: Sequence[str], top_pieces: Sequence[Sequence[str]], top_p
     each cell the layer's top next-token guess and its probability in percent."""
     T = len(labels)
     cols = list(range(max(0, T - max_columns), T))
-    width = 10
+    width = 11
     out = []
     if cols[0] > 0:
         out.append(f"(the last {len(cols)} of {T} positions)")
     out.append(f"{'input →':>9} " + "".join(f"{visible(labels[t])[:width - 1]:<{width}}" for t in cols))
     for name, pieces, probs in zip(layers, top_pieces, top_probs):
-        cells = "".join(f"{(visible(pieces[t])[:5] + ' ' + format(probs[t] * 100, '.0f') + '%'):<{width}}"
-                        for t in cols)
+        cells = "".join(f"{visible(pieces[t])[:5]:<5} {probs[t] * 100:3.0f}%  " for t in cols)
         out.append(f"{name:>9} {cells}")
     return "\n".join(out)
 
