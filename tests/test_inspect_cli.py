@@ -126,3 +126,48 @@ def test_empty_prompt_and_missing_run(cli, runs, tmp_path):
     assert code == 2 and "prompt is empty" in err
     code, _, err = cli("inspect", "attention", tmp_path / "nope", "--prompt", "x")
     assert code == 2 and "Traceback" not in err
+
+
+def test_outputs_are_checked_before_any_work(cli, runs, tmp_path):
+    for view, out in (("animate", "a.png"), ("saliency", "s.png"), ("report", "r.png"), ("attention", "noext")):
+        code, _, err = cli("inspect", view, runs / "char", "--prompt", "What", "--out", tmp_path / out)
+        assert code == 2 and "--out for" in err and not (tmp_path / out).exists()
+    same = tmp_path / "same.png"
+    code, _, err = cli("inspect", "attention", runs / "char", "--prompt", "What", "--out", same, "--json", same)
+    assert code == 2 and "same file" in err and not same.exists()
+    ckpt = runs / "char" / "best"
+    before = (ckpt / "config.json").read_bytes()
+    code, _, err = cli("inspect", "logit-lens", runs / "char", "--prompt", "What", "--json", ckpt / "config.json")
+    assert code == 2 and "checkpoint directory" in err and (ckpt / "config.json").read_bytes() == before
+    code, _, err = cli("inspect", "animate", runs / "char", "--prompt", "What", "--fps", "0.001")
+    assert code == 2 and "--fps" in err
+
+
+def test_json_alone_writes_no_image(cli, runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, text, _ = cli("inspect", "attention", runs / "char", "--prompt", "What", "--json")
+    assert code == 0 and json.loads(text)["shape"][0] == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_bigram_animation_says_it_has_no_attention(cli, runs, tmp_path):
+    code, _, err = cli("inspect", "animate", runs / "bigram", "--prompt", "What", "--out", tmp_path / "a.gif")
+    assert code == 2 and "bigram model has no attention" in err
+
+
+def test_steps_table_always_shows_the_chosen_token(cli, runs):
+    code, text, _ = cli("inspect", "steps", runs / "char", "--prompt", "ROMEO:", "--max_new_tokens", "6",
+                        "--temperature", "2.0", "--top", "1", "--seed", "3")
+    assert code == 0 and text.count("\n▶ ") == 6
+
+
+def test_report_uses_one_generation_for_animation_and_steps(cli, runs, tmp_path):
+    code, text, _ = cli("inspect", "report", runs / "char", "--prompt", "ROMEO:", "--out", tmp_path / "r.html",
+                        "--json")
+    data = json.loads(text)
+    assert code == 0 and data["animation"]["generated"] == data["steps"]["generated"]
+
+
+def test_bad_numbers_and_devices_are_one_line_errors(cli, runs):
+    for args in (["--temperature", "nan"], ["--top_p", "nan"], ["--seed", str(2 ** 70)], ["--device", "foo"]):
+        code, _, err = cli("inspect", "steps", runs / "char", "--prompt", "What", *args)
+        assert code == 2 and err.startswith("error:") and "Traceback" not in err, args

@@ -4,8 +4,8 @@ import torch
 
 from tinygpt.config import ModelConfig
 from tinygpt.generate import generate
-from tinygpt.interpret import (InterpretError, attention_maps, capture, generation_attention, logit_lens,
-                               saliency, trace_generation, window)
+from tinygpt.interpret import (InterpretError, attention_maps, capture, generation_attention, generation_windows,
+                               logit_lens, saliency, trace_generation, window)
 from tinygpt.models import build_model
 from tinygpt.sampling import filter_logits
 
@@ -192,3 +192,22 @@ def test_generation_attention_frames_grow_by_one_token():
     frames = generation_attention(model, PROMPT[:3], [1, 2, 3])
     assert [f.shape[-1] for f in frames] == [3, 4, 5, 6]
     torch.testing.assert_close(frames[-1], attention_maps(model, PROMPT[:3] + [1, 2, 3]))
+
+
+def test_generation_windows_follow_the_generate_policy():
+    from tinygpt.generate import keep_after_slide
+    wins = generation_windows(3, 20, 16)
+    assert wins[0] == (0, 3) and wins[13] == (0, 16)  # grows to the full window
+    assert wins[14] == (17 - keep_after_slide(16), 17)  # then slides to keep the last 3/4
+    assert all(b - a <= 16 for a, b in wins) and [b for _, b in wins] == list(range(3, 24))
+    assert generation_windows(20, 1, 16)[0] == (4, 20)  # a long prompt is cut to its end
+
+
+def test_generation_attention_past_the_window_is_what_the_model_read():
+    model = tiny()
+    prompt = PROMPT[:3]
+    tokens = generate(model, prompt, 20, temperature=0.0)
+    frames = generation_attention(model, prompt, tokens)
+    seq = prompt + tokens
+    for (a, b), f in zip(generation_windows(3, 20, 16), frames):
+        torch.testing.assert_close(f, attention_maps(model, seq[a:b]))

@@ -149,3 +149,14 @@ def test_steps_chart_has_the_promised_size(tmp_path, n, drawn):
 def test_steps_chart_needs_steps(tmp_path):
     with pytest.raises(ValueError, match="no generation steps"):
         viz.steps_chart([], tmp_path / "s.png")
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    from tinygpt.files import atomic_path
+    out = tmp_path / "keep.png"
+    out.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("the writer failed")
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["keep.png"]

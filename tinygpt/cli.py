@@ -470,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}"
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except ImportError as e:  # an optional extra is missing; our messages say what to install
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

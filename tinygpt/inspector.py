@@ -11,6 +11,7 @@ prompt (with a notice) and sample with temperature 0.8 unless told otherwise.
 """
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch.nn as nn
 from . import interpret
 from .report import (finite, html_page, image_html, lens_html, lens_table, saliency_html, saliency_terminal,
                      steps_html, steps_table, visible)
+from .files import write_text
 from .tokenizers import Tokenizer
 
 TEXT_TEMPERATURE = 0.8  # as `tinygpt sample`
@@ -37,7 +39,8 @@ class Subject:
 
     @property
     def label(self) -> str:
-        return f"{Path(self.cfg['path']).parent.name}/{Path(self.cfg['path']).name} ({self.cfg['model']['model']})"
+        path = Path(self.cfg["path"]).resolve()
+        return f"{path.parent.name}/{path.name} ({self.cfg['model']['model']})"
 
     def piece(self, i: int) -> str:
         return self.tokenizer.id_to_piece(int(i))
@@ -92,12 +95,14 @@ def _sampling(subject: Subject, temperature: float | None, top_k: int | None, to
               seed: int | None) -> dict[str, Any]:
     if temperature is None:
         temperature = 0.0 if subject.task is not None else TEXT_TEMPERATURE
-    if temperature < 0:
-        raise interpret.InterpretError("temperature must be >= 0")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise interpret.InterpretError("temperature must be a number >= 0")
     if top_k is not None and top_k < 1:
         raise interpret.InterpretError("top_k must be >= 1")
-    if top_p is not None and not 0 < top_p <= 1:
+    if top_p is not None and not 0 < top_p <= 1:  # also refuses NaN
         raise interpret.InterpretError("top_p must be in (0, 1]")
+    if seed is not None and not 0 <= seed < 2 ** 63:
+        raise interpret.InterpretError("seed must be between 0 and 2**63 - 1")
     return dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
 
 
@@ -116,13 +121,17 @@ def _trace(subject: Subject, ids: list[int], max_new_tokens: int | None, k: int,
 
 
 def _check_layer_head(subject: Subject, layer: int | None, head: int | None) -> None:
-    L, H = interpret.n_layers(subject.model), subject.model.config.n_head
-    if subject.cfg["model"]["model"] == "single_head":
-        H = 1
+    """Refuse a model without attention, and a layer or head it does not have (negative counts from the end)."""
+    if not interpret.has_attention(subject.model):
+        raise interpret.no_attention_error(subject.model, "attention")
+    L = interpret.n_layers(subject.model)
+    H = 1 if subject.cfg["model"]["model"] == "single_head" else subject.model.config.n_head
     if layer is not None and not -L <= layer < L:
-        raise interpret.InterpretError(f"--layer {layer} is out of range: the model has {L} layer(s), 0..{L - 1}")
-    if head is not None and not 0 <= head < H:
-        raise interpret.InterpretError(f"--head {head} is out of range: the model has {H} head(s), 0..{H - 1}")
+        raise interpret.InterpretError(f"--layer {layer} is out of range: the model has {L} layer(s), 0..{L - 1} "
+                                       f"(or -{L}..-1 from the last)")
+    if head is not None and not -H <= head < H:
+        raise interpret.InterpretError(f"--head {head} is out of range: the model has {H} head(s), 0..{H - 1} "
+                                       f"(or -{H}..-1 from the last)")
 
 
 # --- the views -----------------------------------------------------------------------------------
@@ -151,29 +160,36 @@ def attention(subject: Subject, prompt: str, out: str | Path | None = None, laye
     return view
 
 
-def animate(subject: Subject, prompt: str, out: str | Path, layer: int = -1, head: int | None = None,
+def animate(subject: Subject, prompt: str, out: str | Path | None, layer: int = -1, head: int | None = None,
             max_new_tokens: int | None = None, temperature: float | None = None, top_k: int | None = None,
             top_p: float | None = None, seed: int | None = None, fps: float = 2.0) -> View:
-    """Generate from the prompt and write a GIF of one layer's attention (a head, or the mean of the heads)
-    growing one token per frame, the newest token highlighted."""
+    """Generate from the prompt and write a GIF of one layer's attention (a head, or the mean of the heads),
+    one frame per new token, each computed on exactly the window the model was reading."""
     _check_layer_head(subject, layer, head)
     ids, notices = prompt_ids(subject, prompt)
-    sampling = _sampling(subject, temperature, top_k, top_p, seed)
-    trace = _trace(subject, ids, max_new_tokens, 1, sampling)
-    block = subject.model.config.block_size
-    seq = (ids + trace.tokens)[-block:]  # frames beyond the window show the last block_size tokens
-    n_prompt = max(1, len(seq) - len(trace.tokens))
-    frames = interpret.generation_attention(subject.model, seq[:n_prompt], seq[n_prompt:])
+    trace = _trace(subject, ids, max_new_tokens, 1, _sampling(subject, temperature, top_k, top_p, seed))
+    return _animate(subject, ids, trace, out, layer, head, fps, notices)
+
+
+def _animate(subject: Subject, ids: list[int], trace: interpret.Trace, out: str | Path | None, layer: int,
+             head: int | None, fps: float, notices: list[str]) -> View:
+    frames = interpret.generation_attention(subject.model, ids, trace.tokens)
+    windows = interpret.generation_windows(len(ids), len(trace.tokens), subject.model.config.block_size)
     L = interpret.n_layers(subject.model)
     layer_i = layer % L
-    data = {"tokens": subject.pieces(seq), "prompt_len": n_prompt, "generated": subject.pieces(trace.tokens),
-            "layer": layer_i, "head": head, "settings": sampling,
-            "frames": [_nested(f[layer_i].mean(0) if head is None else f[layer_i, head]) for f in frames]}
-    from .viz import attention_animation
-    path = attention_animation(frames, [visible(p) for p in subject.pieces(seq)], out, n_prompt, layer=layer_i,
-                               head=head, fps=fps)
+    H = frames[0].size(1)
+    head_i = None if head is None else head % H
+    seq = ids + trace.tokens
+    data = {"tokens": subject.pieces(seq), "prompt_len": len(ids), "generated": subject.pieces(trace.tokens),
+            "layer": layer_i, "head": head_i, "settings": trace.settings, "windows": windows,
+            "frames": [_nested(f[layer_i].mean(0) if head_i is None else f[layer_i, head_i]) for f in frames]}
     text = f"generated {subject.tokenizer.decode(trace.tokens)!r}; {len(frames)} frames of layer {layer_i}"
-    return View(data, text, [path], notices)
+    view = View(data, text, notices=notices)
+    if out is not None:
+        from .viz import attention_animation
+        view.files.append(attention_animation(frames, [visible(p) for p in subject.pieces(seq)], out, len(ids),
+                                              layer=layer_i, head=head_i, fps=fps))
+    return view
 
 
 def _step_dicts(subject: Subject, trace: interpret.Trace) -> list[dict[str, Any]]:
@@ -188,12 +204,16 @@ def steps(subject: Subject, prompt: str, out: str | Path | None = None, max_new_
           seed: int | None = None) -> View:
     """The step-by-step next-token view: a terminal table, and a PNG (out ending in .png) or HTML page."""
     ids, notices = prompt_ids(subject, prompt)
-    sampling = _sampling(subject, temperature, top_k, top_p, seed)
-    trace = _trace(subject, ids, max_new_tokens, k, sampling)
+    trace = _trace(subject, ids, max_new_tokens, k, _sampling(subject, temperature, top_k, top_p, seed))
+    return _steps(subject, ids, trace, out, notices)
+
+
+def _steps(subject: Subject, ids: list[int], trace: interpret.Trace, out: str | Path | None,
+           notices: list[str]) -> View:
     rows = _step_dicts(subject, trace)
-    data = {"prompt": subject.pieces(ids), "settings": sampling, "steps": rows,
+    data = {"prompt": subject.pieces(ids), "settings": trace.settings, "steps": rows,
             "generated": subject.pieces(trace.tokens)}
-    view = View(data, steps_table(rows, sampling), notices=notices)
+    view = View(data, steps_table(rows, trace.settings), notices=notices)
     if out is not None:
         out = Path(out)
         if out.suffix.lower() == ".png":
@@ -202,10 +222,10 @@ def steps(subject: Subject, prompt: str, out: str | Path | None = None, max_new_
                                             "before": [(visible(p), q) for p, q in r["before"]],
                                             "after": [(visible(p), q) for p, q in r["after"]]} for r in rows], out))
         else:
-            page = html_page(f"Step by step: {subject.label}", [("Prompt", f"<p><code>{_prompt_html(subject, ids)}"
-                                                                          f"</code></p>"),
-                                                                 ("Each new token", steps_html(rows, sampling))])
-            view.files.append(_write(out, page))
+            page = html_page(f"Step by step: {subject.label}",
+                             [("Prompt", f"<p><code>{_prompt_html(subject, ids)}</code></p>"),
+                              ("Each new token", steps_html(rows, trace.settings))])
+            view.files.append(write_text(out, page))
     return view
 
 
@@ -230,7 +250,7 @@ def logit_lens(subject: Subject, prompt: str, out: str | Path | None = None, k: 
         else:
             page = html_page(f"Logit lens: {subject.label}", [("Logit lens", lens_html(lens.layers, top1, p1.tolist(),
                                                                                        labels, nxt))])
-            view.files.append(_write(out, page))
+            view.files.append(write_text(out, page))
     return view
 
 
@@ -256,39 +276,42 @@ def saliency(subject: Subject, prompt: str, out: str | Path | None = None, targe
     data = {"tokens": pieces, "target": target_piece, "target_id": s.target, "target_prob": _r(s.target_prob),
             "method": s.method, "scores": [_r(x) for x in scores],
             "delta": None if s.delta is None else _r(s.delta)}
-    head = f"target {visible(target_piece)!r} (probability {s.target_prob:.3f}), {s.method}:"
+    head = f"target '{visible(target_piece)}' (probability {s.target_prob:.3f}), {s.method}:"
     view = View(data, head + "\n" + saliency_terminal(pieces, scores, color), notices=notices)
     if out is not None:
         page = html_page(f"Saliency: {subject.label}", [("Saliency", saliency_html(pieces, scores, target_piece,
                                                                                    s.method))])
-        view.files.append(_write(Path(out), page))
+        view.files.append(write_text(out, page))
     return view
 
 
 def report(subject: Subject, prompt: str, out: str | Path, max_new_tokens: int | None = None,
            temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
            seed: int | None = None, layer: int = -1) -> View:
-    """Everything above for one prompt in one self-contained offline HTML file (images embedded)."""
+    """Everything above for one prompt in one self-contained offline HTML file (images embedded). One
+    generation feeds both the animation and the step-by-step view; `layer` picks the animated layer."""
     ids, notices = prompt_ids(subject, prompt)
+    attends = interpret.has_attention(subject.model)
+    if attends:
+        _check_layer_head(subject, layer, None)
+    trace = _trace(subject, ids, max_new_tokens, 5, _sampling(subject, temperature, top_k, top_p, seed))
     sections: list[tuple[str, str]] = [("Prompt", f"<p><code>{_prompt_html(subject, ids)}</code> "
                                                   f"({len(ids)} tokens)</p>")]
     data: dict[str, Any] = {"prompt": subject.pieces(ids)}
-    images = True
     try:
         import matplotlib  # noqa: F401
         import PIL  # noqa: F401
+        images = True
     except ImportError:
         images = False
         notices.append("images need matplotlib and Pillow: pip install 'tinygpt[viz]'")
     with tempfile.TemporaryDirectory() as tmp:
-        if interpret.has_attention(subject.model):
+        if attends:
             att = attention(subject, prompt, Path(tmp) / "attention.png" if images else None)
             data["attention"] = att.data
             body = f"<pre>{_esc(att.text)}</pre>"
             if images:
-                anim = animate(subject, prompt, Path(tmp) / "animation.gif", layer=layer,
-                               max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                               seed=seed)
+                anim = _animate(subject, ids, trace, Path(tmp) / "animation.gif", layer, None, 2.0, [])
                 data["animation"] = anim.data
                 body = (image_html(att.files[0], "attention of every layer and head") + body +
                         f"<h3>While generating (layer {anim.data['layer']}, mean of the heads)</h3>" +
@@ -298,13 +321,13 @@ def report(subject: Subject, prompt: str, out: str | Path, max_new_tokens: int |
             lens = logit_lens(subject, prompt)
             data["logit_lens"] = lens.data
             labels = lens.data["tokens"]
-            top1 = [[pos[0] for pos in layer] for layer in lens.data["top_tokens"]]
-            p1 = [[pos[0] for pos in layer] for layer in lens.data["top_probs"]]
+            top1 = [[pos[0] for pos in row] for row in lens.data["top_tokens"]]
+            p1 = [[pos[0] for pos in row] for row in lens.data["top_probs"]]
             sections.append(("Logit lens", lens_html(lens.data["layers"], top1, p1, labels, labels[1:] + [""])))
         else:
-            sections.append(("Attention and logit lens", f"<p>{_esc(str(interpret.no_attention_error(subject.model, 'attention')))}</p>"))
-        st = steps(subject, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                   top_p=top_p, seed=seed)
+            why = interpret.no_attention_error(subject.model, "attention")
+            sections.append(("Attention and logit lens", f"<p>{_esc(str(why))}</p>"))
+        st = _steps(subject, ids, trace, None, [])
         data["steps"] = st.data
         sections.append(("Step by step", steps_html(st.data["steps"], st.data["settings"])))
         sal = saliency(subject, prompt)
@@ -312,7 +335,7 @@ def report(subject: Subject, prompt: str, out: str | Path, max_new_tokens: int |
         sections.append(("Saliency", saliency_html(sal.data["tokens"], sal.data["scores"], sal.data["target"],
                                                    sal.data["method"])))
         page = html_page(f"Inside {subject.label}", sections, notices)
-    path = _write(Path(out), page)
+    path = write_text(out, page)
     return View(data, f"report for {len(ids)} prompt tokens", [path], notices)
 
 
@@ -323,15 +346,6 @@ def _esc(text: str) -> str:
 
 def _prompt_html(subject: Subject, ids: list[int]) -> str:
     return "".join(f'<span class="tok" style="background:#eef">{_esc(visible(p))}</span>' for p in subject.pieces(ids))
-
-
-def _write(path: Path, text: str) -> Path:
-    """Write through a temporary file and rename, so an existing file is never left half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 __all__ = ["Subject", "View", "open_run", "prompt_ids", "attention", "animate", "steps", "logit_lens",

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .generate import generate_steps
+from .generate import generate_steps, keep_after_slide
 from .sampling import filter_logits
 
 
@@ -157,6 +157,8 @@ class Saliency:
 
 
 SALIENCY_METHODS = ("integrated_gradients", "gradient_x_input")
+MAX_IG_STEPS = 4096  # far past where the sum stops changing; 32 is plenty for these models
+IG_CHUNK = 64  # path points per forward/backward pass
 
 
 def _token_embedding(model: nn.Module) -> nn.Embedding:
@@ -188,8 +190,8 @@ def saliency(model: nn.Module, prompt: Sequence[int] | torch.Tensor, target: int
     """
     if method not in SALIENCY_METHODS:
         raise InterpretError(f"unknown saliency method {method!r} (integrated_gradients or gradient_x_input)")
-    if steps < 1:
-        raise InterpretError("steps must be >= 1")
+    if not 1 <= steps <= MAX_IG_STEPS:
+        raise InterpretError(f"integrated-gradients steps must be between 1 and {MAX_IG_STEPS}, got {steps}")
     ids = _ids(model, prompt)
     was_training = model.training
     model.eval()
@@ -208,9 +210,12 @@ def saliency(model: nn.Module, prompt: Sequence[int] | torch.Tensor, target: int
             (grad,) = torch.autograd.grad(_logit_from(model, ids, x, target).sum(), x)
         else:
             alphas = (torch.arange(steps, device=emb.device, dtype=emb.dtype) + 0.5) / steps
-            path = (alphas[:, None, None] * emb).requires_grad_(True)  # (steps, T, C)
-            (grads,) = torch.autograd.grad(_logit_from(model, ids, path, target).sum(), path)
-            grad = grads.mean(dim=0, keepdim=True)
+            grad = torch.zeros_like(emb)
+            for chunk in alphas.split(IG_CHUNK):  # a bounded batch of path points at a time
+                path = (chunk[:, None, None] * emb).requires_grad_(True)  # (chunk, T, C)
+                (grads,) = torch.autograd.grad(_logit_from(model, ids, path, target).sum(), path)
+                grad += grads.sum(dim=0, keepdim=True)
+            grad /= steps
             with torch.no_grad():
                 ends = _logit_from(model, ids, torch.cat([emb, torch.zeros_like(emb)]), target)
             delta = float(ends[0] - ends[1])
@@ -285,21 +290,32 @@ def _top(probs: torch.Tensor, k: int) -> list[tuple[int, float]]:
     return [(int(a), float(b)) for a, b in zip(i, p) if b > 0]
 
 
+def generation_windows(prompt_len: int, n_new: int, block_size: int) -> list[tuple[int, int]]:
+    """The context the model reads before each new token, as (start, end) slices of prompt + new tokens,
+    following generate's window policy (a prompt longer than block_size is cut to its end; a full window
+    slides to keep its last 3/4). One slice for the prompt, then one after each new token."""
+    keep = keep_after_slide(block_size)
+    start = max(0, prompt_len - block_size)
+    windows = [(start, prompt_len)]
+    for end in range(prompt_len + 1, prompt_len + n_new + 1):
+        if end - start > block_size:
+            start = end - keep
+        windows.append((start, end))
+    return windows
+
+
 def generation_attention(model: nn.Module, prompt: Sequence[int], tokens: Sequence[int]) -> list[torch.Tensor]:
-    """Attention while generating: for each new token, the maps (n_layer, n_head, t, t) the model computes
-    on the prompt plus the tokens generated so far, t growing by one per frame (for the animation).
-    The sequence is cut to block_size, so frames past the window show the last block_size tokens."""
+    """Attention while generating: one map (n_layer, n_head, t, t) per frame, computed on exactly the
+    window the model reads at that moment (see generation_windows): the prompt, then the prompt plus each
+    new token in turn. For the animation: t grows by one per frame until the window slides."""
     if not has_attention(model):
         raise no_attention_error(model, "attention")
-    seq, block = list(prompt) + list(tokens), model.config.block_size
-    frames = []
-    for n in range(len(prompt), len(seq) + 1):
-        part = seq[max(0, n - block):n]
-        frames.append(attention_maps(model, part))
-    return frames
+    seq = list(prompt) + list(tokens)
+    return [attention_maps(model, seq[a:b]) for a, b in
+            generation_windows(len(prompt), len(tokens), model.config.block_size)]
 
 
 __all__ = ["InterpretError", "no_attention_error", "window", "n_layers", "has_attention", "capture", "attention_maps", "LogitLens",
            "SALIENCY_METHODS",
            "logit_lens", "Saliency", "saliency", "TraceStep", "Trace", "trace_generation",
-           "generation_attention"]
+           "generation_windows", "generation_attention"]

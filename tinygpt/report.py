@@ -32,25 +32,30 @@ def _bar(p: float, width: int = 20) -> str:
 
 # --- terminal ------------------------------------------------------------------------------------
 
+def _candidates(s: dict) -> list[tuple[str, float, float]]:
+    """(piece, model probability, sampled probability) of a step's top candidates in the model's order, then
+    any the filters promoted into view, then the chosen token if it is in neither list."""
+    before, after = dict(s["before"]), dict(s["after"])
+    rows = [(p, q, after.get(p, 0.0)) for p, q in s["before"]]
+    rows += [(p, before.get(p, 0.0), q) for p, q in s["after"] if p not in before]
+    if s["chosen"] not in before and s["chosen"] not in after:
+        rows.append((s["chosen"], s.get("chosen_before", 0.0), s.get("chosen_after", 0.0)))
+    return rows
+
+
 def steps_table(steps: Sequence[dict], settings: dict) -> str:
     """The step-by-step view: for each generated token, the top candidates with their probability before
-    and after the sampling settings, and the one chosen. steps: dicts with "chosen", "before", "after"
+    and after the sampling settings, and the one chosen (▶). steps: dicts with "chosen", "before", "after"
     (lists of (piece, prob)), "chosen_before", "chosen_after", "kept"."""
     shown = ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None) or "defaults"
     lines = [f"sampling: {shown}   (model = raw probabilities; sampled = after the settings)"]
     for i, s in enumerate(steps, start=1):
-        lines.append(f"\nstep {i}: chose {visible(s['chosen'])!r}  (model {s['chosen_before']:.3f} -> sampled "
+        lines.append(f"\nstep {i}: chose '{visible(s['chosen'])}'  (model {s['chosen_before']:.3f} -> sampled "
                      f"{s['chosen_after']:.3f}; {s['kept']} token{'s' if s['kept'] != 1 else ''} left to sample from)")
-        after = dict(s["after"])
         lines.append(f"  {'token':<12} {'model':>6}  {'':<20} {'sampled':>7}")
-        for piece, p in s["before"]:
+        for piece, p, q in _candidates(s):
             mark = "▶" if piece == s["chosen"] else " "
-            q = after.get(piece, 0.0)
             lines.append(f"{mark} {visible(piece)[:12]:<12} {p:6.3f}  {_bar(p):<20} {q:7.3f}  {_bar(q)}")
-        for piece, q in s["after"]:  # candidates the filters promoted into view
-            if piece not in dict(s["before"]):
-                mark = "▶" if piece == s["chosen"] else " "
-                lines.append(f"{mark} {visible(piece)[:12]:<12} {'':>6}  {'':<20} {q:7.3f}  {_bar(q)}")
     return "\n".join(lines)
 
 
@@ -60,13 +65,13 @@ def lens_table(layers: Sequence[str], top_pieces: Sequence[Sequence[str]], top_p
     each cell the layer's top next-token guess and its probability in percent."""
     T = len(labels)
     cols = list(range(max(0, T - max_columns), T))
-    width = 11
+    width = 13
     out = []
     if cols[0] > 0:
         out.append(f"(the last {len(cols)} of {T} positions)")
     out.append(f"{'input →':>9} " + "".join(f"{visible(labels[t])[:width - 1]:<{width}}" for t in cols))
     for name, pieces, probs in zip(layers, top_pieces, top_probs):
-        cells = "".join(f"{visible(pieces[t])[:5]:<5} {probs[t] * 100:3.0f}%  " for t in cols)
+        cells = "".join(f"{visible(pieces[t])[:7]:<7} {probs[t] * 100:3.0f}%  " for t in cols)
         out.append(f"{name:>9} {cells}")
     return "\n".join(out)
 
@@ -86,8 +91,8 @@ def saliency_terminal(pieces: Sequence[str], scores: Sequence[float], color: boo
         else:
             parts.append(f"[{text} {s:+.2f}]")
     ranked = sorted(range(len(scores)), key=lambda i: -abs(scores[i]))[:5]
-    rank = "  ".join(f"{visible(pieces[i])!r} {scores[i]:+.3f}" for i in ranked)
-    return ("" if color else "") + " ".join(parts) + f"\nmost influential: {rank}"
+    rank = "  ".join(f"'{visible(pieces[i])}' {scores[i]:+.3f}" for i in ranked)
+    return " ".join(parts) + f"\nmost influential: {rank}"
 
 
 # --- HTML ----------------------------------------------------------------------------------------
@@ -123,10 +128,8 @@ def steps_html(steps: Sequence[dict], settings: dict) -> str:
     rows = [f"<p>Sampling settings: <code>{html.escape(shown)}</code>. Grey bar: the model's probability; "
             f"blue bar: the probability the token was drawn with. ▶ marks the token chosen.</p>"]
     for i, s in enumerate(steps, start=1):
-        after = dict(s["after"])
         cells = []
-        for piece, p in s["before"]:
-            q = after.get(piece, 0.0)
+        for piece, p, q in _candidates(s):
             mark = "▶ " if piece == s["chosen"] else ""
             cells.append(f"<tr><td class=\"piece\">{mark}{_e(piece)}</td>"
                          f"<td><div class=\"bar grey\" style=\"width:{p * 200:.1f}px\"></div> {p:.3f}</td>"

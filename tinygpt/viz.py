@@ -141,9 +141,11 @@ def _query_key_titles(fig, size, left: float, bottom: float, width: float, heigh
 
 
 def _save(fig, out) -> Path:
+    from .files import atomic_path
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI, format=out.suffix[1:] or "png")  # NOTE: never bbox_inches="tight" (sizes are exact)
+    with atomic_path(out) as tmp:  # a failed save never leaves a broken file where a good one was
+        fig.savefig(tmp, dpi=DPI, format=out.suffix[1:] or "png")  # NOTE: never bbox_inches="tight" (exact sizes)
     return out
 
 
@@ -243,8 +245,8 @@ def attention_animation(frames, labels: list[str], out, prompt_len: int, layer: 
     head=None shows the mean over heads. The newest token's row is outlined; the last frame is held 3x longer."""
     if not frames:
         raise ValueError("no frames to animate")
-    if fps <= 0:
-        raise ValueError("fps must be > 0")
+    if not 0.1 <= fps <= 50:  # also refuses NaN
+        raise ValueError(f"fps must be between 0.1 and 50, got {fps}")
     maps = [_array(f) for f in frames]
     if any(m.ndim != 4 or m.shape[-1] != m.shape[-2] for m in maps):
         raise ValueError("every frame must be (n_layer, n_head, t, t)")
@@ -321,10 +323,12 @@ def attention_animation(frames, labels: list[str], out, prompt_len: int, layer: 
     palette = images[-1].quantize(colors=255, method=Image.Quantize.FASTOCTREE)
     images = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
     ms = 1000 / fps
+    from .files import atomic_path
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(out, format="GIF", save_all=True, append_images=images[1:], loop=0,
-                   duration=[ms] * (len(images) - 1) + [3 * ms])
+    with atomic_path(out) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                       duration=[ms] * (len(images) - 1) + [3 * ms])
     return out
 
 
