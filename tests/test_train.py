@@ -82,6 +82,22 @@ def test_metrics_and_checkpoints(tmp_path, shakespeare_text):
     assert abs(lines[0]["val_loss"] - math.log(tok.vocab_size)) < 0.3
 
 
+def test_stop_when_ends_training_at_an_evaluation(tmp_path, shakespeare_text):
+    seen = []
+
+    def stop_when(model, metrics):
+        seen.append((metrics["step"], model.training))
+        return "good enough" if metrics["step"] >= 10 else None
+
+    m, c, data, tok = _setup(shakespeare_text[:20_000], max_iters=30)
+    res = train(m, c, data, tok, tmp_path / "run", stop_when=stop_when)
+    assert res.step == 10 and res.finished_early == "good enough" and res.stopped_by is None
+    assert seen == [(5, False), (10, False)]  # asked after each evaluation, with the model in eval mode
+    lines = read_metrics(tmp_path / "run")
+    assert lines[-1]["step"] == 10 and lines[-1]["finished_early"] == "good enough"
+    assert json.loads((tmp_path / "run/latest/config.json").read_text())["step"] == 10
+
+
 def test_run_dir_is_protected(tmp_path, shakespeare_text):
     m, c, data, tok = _setup(shakespeare_text[:20_000], max_iters=2)
     train(m, c, data, tok, tmp_path / "run")

@@ -19,9 +19,29 @@ from .train import Hooks, RunResult, read_metrics, resume_configs, train
 CALCULATOR_DEFAULTS: dict[str, Any] = dict(
     model="gpt", n_layer=4, n_head=4, n_embd=64, dropout=0.0, bias=True,
     learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=4000, batch_size=128,
-    weight_decay=0.1, grad_clip=1.0, eval_interval=500, eval_iters=10, log_interval=10,
+    weight_decay=0.1, grad_clip=1.0, eval_interval=250, eval_iters=10, log_interval=10,
     device="auto", dtype="float32",
 )
+
+
+# Training ends early once the model answers every one of a fixed sample of training questions (LEARNED_SAMPLE
+# per operation) right; checked at each evaluation once the training loss on answers is below LEARNED_LOSS.
+# Only training problems are looked at: the held-out ones stay unseen until the final report.
+LEARNED_SAMPLE = 300
+LEARNED_LOSS = 0.02
+
+
+def learned(task: CalculatorTask):
+    """A `stop_when` test for train(): a reason to stop once every sampled training question is answered."""
+    def check(model, metrics: dict[str, Any]) -> str | None:
+        if metrics.get("eval_train_loss", float("inf")) > LEARNED_LOSS:
+            return None
+        scores = task.score(model, "train", max_per_op=LEARNED_SAMPLE)
+        total = sum(s["total"] for s in scores.values())
+        if all(s["correct"] == s["total"] for s in scores.values()):
+            return f"it answers all {total} sampled training questions right"
+        return None
+    return check
 
 
 def calculator_configs(task: CalculatorTask, overrides: dict[str, Any] | None = None):
@@ -37,13 +57,14 @@ def calculator_configs(task: CalculatorTask, overrides: dict[str, Any] | None = 
 
 def train_calculator(out_dir: str | Path, overrides: dict[str, Any] | None = None, hooks: Hooks | None = None,
                      overwrite: bool = False, resume: bool = False,
-                     task: CalculatorConfig | dict[str, Any] | None = None) -> RunResult:
+                     task: CalculatorConfig | dict[str, Any] | None = None, finish_early: bool = True) -> RunResult:
     """Train the calculator into out_dir (a run directory: best/, latest/, metrics.jsonl).
 
     overrides: model/training config keys (nanoGPT names) replacing CALCULATOR_DEFAULTS.
     task: calculator settings (CalculatorConfig or its fields as a dict); stored in every checkpoint
     under "task", so `report`, `sample` and `eval` rebuild the same task. resume=True continues the run
     with the checkpoint's task and configs (training keys in overrides may change; the task may not).
+    finish_early: stop before max_iters once the model has learned its training problems (see `learned`).
     """
     out = Path(out_dir)
     if resume:
@@ -59,7 +80,8 @@ def train_calculator(out_dir: str | Path, overrides: dict[str, Any] | None = Non
         the_task = CalculatorTask(task)
         model_cfg, train_cfg = calculator_configs(the_task, overrides)
     return train(model_cfg, train_cfg, the_task, the_task.tokenizer, out, resume=resume, overwrite=overwrite,
-                 meta={"task": the_task.to_dict()}, hooks=hooks)
+                 meta={"task": the_task.to_dict()}, hooks=hooks,
+                 stop_when=learned(the_task) if finish_early else None)
 
 
 def report(run_dir: str | Path, which: str = "best", n_examples: int = 6, device: str = "cpu",
@@ -101,4 +123,4 @@ def report(run_dir: str | Path, which: str = "best", n_examples: int = 6, device
     return out
 
 
-__all__ = ["CALCULATOR_DEFAULTS", "calculator_configs", "train_calculator", "report"]
+__all__ = ["CALCULATOR_DEFAULTS", "learned", "calculator_configs", "train_calculator", "report"]

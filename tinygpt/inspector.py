@@ -246,7 +246,8 @@ def logit_lens(subject: Subject, prompt: str, out: str | Path | None = None, k: 
         if out.suffix.lower() == ".png":
             from .viz import logit_lens_grid
             view.files.append(logit_lens_grid(lens.layers, [[visible(p) for p in row] for row in top1], p1,
-                                              [visible(p) for p in labels], out, [visible(p) if p else "" for p in nxt]))
+                                              [visible(p) for p in labels], out,
+                                              [visible(p) if p else "" for p in nxt]))
         else:
             page = html_page(f"Logit lens: {subject.label}", [("Logit lens", lens_html(lens.layers, top1, p1.tolist(),
                                                                                        labels, nxt))])

@@ -315,7 +315,6 @@ def generation_attention(model: nn.Module, prompt: Sequence[int], tokens: Sequen
             generation_windows(len(prompt), len(tokens), model.config.block_size)]
 
 
-__all__ = ["InterpretError", "no_attention_error", "window", "n_layers", "has_attention", "capture", "attention_maps", "LogitLens",
-           "SALIENCY_METHODS",
-           "logit_lens", "Saliency", "saliency", "TraceStep", "Trace", "trace_generation",
-           "generation_windows", "generation_attention"]
+__all__ = ["InterpretError", "no_attention_error", "window", "n_layers", "has_attention", "capture",
+           "attention_maps", "LogitLens", "logit_lens", "SALIENCY_METHODS", "Saliency", "saliency", "TraceStep",
+           "Trace", "trace_generation", "generation_windows", "generation_attention"]

@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -106,6 +106,7 @@ class RunResult:
     best_val_loss: float
     last_val_loss: float | None
     stopped_by: str | None  # None if max_iters was reached, else "SIGINT" / "SIGTERM"
+    finished_early: str | None = None  # why stop_when ended training before max_iters (the run is complete)
 
 
 # --- run directories ---------------------------------------------------------------------------
@@ -194,12 +195,16 @@ def _dist_info() -> tuple[bool, int, int, int]:
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokenizer: Tokenizer,
           out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-          meta: dict[str, Any] | None = None, hooks: Hooks | None = None) -> RunResult:
+          meta: dict[str, Any] | None = None, hooks: Hooks | None = None,
+          stop_when: Callable[[nn.Module, dict[str, Any]], str | None] | None = None) -> RunResult:
     """Train `model_cfg` on `source` with `cfg`, writing checkpoints and metrics.jsonl into out_dir.
 
     resume=True continues the run in out_dir from latest/ exactly where it stopped (weights, optimizer,
     step, RNG and data position): N steps straight equal k steps + resume + N - k steps, bit for bit on CPU.
     meta: extra JSON facts stored in every checkpoint's config.json (data path, task, ...).
+    stop_when(model, metrics): asked after each evaluation (model in eval mode, metrics = that step's line);
+    returning a reason (a string) ends training there, as complete: a checkpoint is saved and the reason is
+    logged as "finished_early" and returned in RunResult.finished_early.
     """
     out = Path(out_dir)
     hooks = hooks or Hooks()
@@ -328,6 +333,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
         if master:
             hooks.on_eval(line)
     stop = _StopFlag()
+    finished: str | None = None
     with stop:
         while step < cfg.max_iters:
             t0 = time.perf_counter()
@@ -367,6 +373,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
                     ev = run_eval()
                     last_val = ev["val"]
                     line.update(val_loss=ev.pop("val"), eval_train_loss=ev.pop("train"), **ev)
+                    if stop_when is not None and step < cfg.max_iters:
+                        finished = _ask_stop(stop_when, raw_model, line, master, ddp)
+                        if finished:
+                            line["finished_early"] = finished
+                            stop_now = True
                 log(line)
                 if master:
                     hooks.on_step(line)
@@ -376,10 +387,27 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
                     save(line.get("val_loss"))
             if stop_now:
                 break
-    result = RunResult(out, step, best_val, last_val, stop.signal)
+    result = RunResult(out, step, best_val, last_val, stop.signal, finished)
     if master:
         hooks.on_end(result)
     return result
+
+
+def _ask_stop(stop_when: Callable[[nn.Module, dict[str, Any]], str | None], model: nn.Module,
+              metrics: dict[str, Any], master: bool, ddp: bool) -> str | None:
+    """Run the caller's finishing test on rank 0 (model in eval mode) and share the answer with every rank."""
+    reason = None
+    if master:
+        model.eval()
+        try:
+            reason = stop_when(model, metrics)
+        finally:
+            model.train()
+    if ddp:
+        box = [reason]
+        dist.broadcast_object_list(box, src=0)
+        reason = box[0]
+    return reason
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
