@@ -12,10 +12,11 @@ from .config import ConfigError, build_configs
 from .tasks import CalculatorConfig, CalculatorTask, task_from_dict
 from .train import Hooks, RunResult, read_metrics, resume_configs, train
 
-# The guide's numbers (n_embd 64, 4 layers, lr 1e-3); the rest tuned on a 2-core CPU: 4000 steps of 128
-# problems take ~2 minutes (~30-36 ms a step) and reached 99.3-100 % exact match on held-out plus and
-# minus and 100 % on times for 3 of 3 seeds. 3000-3500 steps missed 99 % for some seeds (the plateau
-# before the model "gets" carrying ends anywhere from step 1000 to 2500). block_size comes from the task.
+# The guide's numbers (n_embd 64, 4 layers, lr 1e-3); the rest tuned on a 2-core CPU: at most 4000 steps of
+# 128 problems (28-36 ms a step, so 2-2.5 minutes; training usually ends a little earlier, see `learned`).
+# The default seed reaches 99.9 % exact match on held-out plus, 99.6 % on minus, 100 % on the times table. Other
+# seeds can need longer: the plateau before the model "gets" carrying ends anywhere from step 1000 to 2500
+# and more (docs/LOG.md). block_size comes from the task.
 CALCULATOR_DEFAULTS: dict[str, Any] = dict(
     model="gpt", n_layer=4, n_head=4, n_embd=64, dropout=0.0, bias=True,
     learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=4000, batch_size=128,
