@@ -68,6 +68,16 @@ def test_gpt2_init_scales_residual_projections():
     assert abs(model.transformer.h[0].mlp.c_fc.weight.std().item() - 0.02) < 0.001
 
 
+def test_init_std_sets_the_scale_of_every_gpt_weight():
+    torch.manual_seed(0)
+    model = GPT(tiny(n_layer=8, n_embd=128, n_head=4, init_std=0.1))
+    assert abs(model.transformer.h[0].attn.c_proj.weight.std().item() - 0.1 / math.sqrt(16)) < 0.003
+    assert abs(model.transformer.h[0].mlp.c_fc.weight.std().item() - 0.1) < 0.003
+    assert abs(model.transformer.wte.weight.std().item() - 0.1) < 0.01
+    with pytest.raises(ValueError, match="init_std"):
+        tiny(init_std=0.0)
+
+
 def test_causal_mask_known_answer():
     assert causal_mask(2, 3, "cpu").int().tolist() == [[1, 1, 0], [1, 1, 1]]
     assert causal_mask(3, 3, "cpu").int().tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]

@@ -39,6 +39,7 @@ class ModelConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True
+    init_std: float = 0.02  # GPT weights start ~ N(0, init_std²), as GPT-2; small models learn faster with more
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_TYPES:
@@ -51,6 +52,8 @@ class ModelConfig:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.init_std <= 1.0:  # also refuses NaN
+            raise ConfigError(f"init_std must be in (0, 1], got {self.init_std}")
 
     @property
     def head_size(self) -> int:
