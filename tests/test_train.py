@@ -145,7 +145,7 @@ def test_ddp_two_cpu_processes(tmp_path, text_file):
         os.killpg(proc.pid, signal.SIGKILL)
         raise
     r = subprocess.CompletedProcess(cmd, proc.returncode, "", stderr)
-    assert r.returncode == 0, "\n".join(ln for ln in r.stderr.splitlines() if "Error" in ln or "error" in ln)[-3000:]
+    assert r.returncode == 0, r.stderr[-3000:]  # the end of torchrun's output names the failing rank and why
     state = torch.load(out / "latest/state.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2 and state["step"] == 4
     lines = read_metrics(out)
