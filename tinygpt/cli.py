@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ALL_KEYS, MODEL_KEYS, PRESETS, ConfigError, build_configs, load_toml, unknown_key_message
-
-DEFAULT_SAMPLE_TEMPERATURE = 0.8
+from .config import (ALL_KEYS, DEFAULT_TEMPERATURE, MODEL_KEYS, PRESETS, ConfigError, build_configs, load_toml,
+                     unknown_key_message)
 
 
 class CLIError(ValueError):
@@ -150,6 +149,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .device import choose_device
     from .generate import beam_search, generate_text
+    from .sampling import check_settings
 
     device = choose_device(args.device)
     model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, device)
@@ -167,12 +167,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if prompt == "":
         prompt = "\n"  # the conventional start for character models
     temperature = 0.0 if args.greedy else args.temperature
-    if temperature < 0:
-        raise CLIError("--temperature must be >= 0")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise CLIError("--top_p must be in (0, 1]")
-    if args.top_k is not None and args.top_k < 1:
-        raise CLIError("--top_k must be >= 1")
+    check_settings(temperature, args.top_k, args.top_p)
     if args.max_new_tokens < 0:
         raise CLIError("--max_new_tokens must be >= 0")
     ids = tokenizer.encode(prompt)
@@ -394,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt", default="", help="text to continue (default: a newline)")
     s.add_argument("--prompt_file", help="read the prompt from a file")
     s.add_argument("--max_new_tokens", type=int, default=500)
-    s.add_argument("--temperature", type=float, default=DEFAULT_SAMPLE_TEMPERATURE, help="0 means greedy")
+    s.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="0 means greedy")
     s.add_argument("--greedy", action="store_true", help="always take the most likely token")
     s.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens")
     s.add_argument("--top_p", type=float, default=None, help="sample within the smallest set of probability >= p")

@@ -113,7 +113,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             raise ValueError(f"--{flag} must be >= 1")
-    if getattr(args, "fps", 2.0) is not None and not 0.1 <= getattr(args, "fps", 2.0) <= 50:
+    if not 0.1 <= getattr(args, "fps", 2.0) <= 50:  # also refuses NaN
         raise ValueError("--fps must be between 0.1 and 50")
     out, js = _outputs(args)
     subject = inspector.open_run(args.run_dir, args.checkpoint, choose_device(args.device))

@@ -27,6 +27,9 @@ class ConfigError(ValueError):
     """An invalid configuration value or key; the message is one line, fit for the CLI."""
 
 
+DEFAULT_TEMPERATURE = 0.8  # sampling temperature of `tinygpt sample` and `tinygpt inspect` for text runs
+
+
 @dataclass
 class ModelConfig:
     """Architecture: what `build_model` needs. `vocab_size` comes from the tokenizer."""

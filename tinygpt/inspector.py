@@ -11,7 +11,6 @@ prompt (with a notice) and sample with temperature 0.8 unless told otherwise.
 """
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +22,10 @@ from . import interpret
 from .report import (finite, html_page, image_html, lens_html, lens_table, saliency_html, saliency_terminal,
                      steps_html, steps_table, visible)
 from .files import write_text
+from .config import DEFAULT_TEMPERATURE
+from .sampling import check_settings
 from .tokenizers import Tokenizer
 
-TEXT_TEMPERATURE = 0.8  # as `tinygpt sample`
 ROUND = 4  # decimals kept in the JSON outputs
 
 
@@ -94,13 +94,8 @@ def _nested(t) -> Any:
 def _sampling(subject: Subject, temperature: float | None, top_k: int | None, top_p: float | None,
               seed: int | None) -> dict[str, Any]:
     if temperature is None:
-        temperature = 0.0 if subject.task is not None else TEXT_TEMPERATURE
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise interpret.InterpretError("temperature must be a number >= 0")
-    if top_k is not None and top_k < 1:
-        raise interpret.InterpretError("top_k must be >= 1")
-    if top_p is not None and not 0 < top_p <= 1:  # also refuses NaN
-        raise interpret.InterpretError("top_p must be in (0, 1]")
+        temperature = 0.0 if subject.task is not None else DEFAULT_TEMPERATURE
+    check_settings(temperature, top_k, top_p)
     if seed is not None and not 0 <= seed < 2 ** 63:
         raise interpret.InterpretError("seed must be between 0 and 2**63 - 1")
     return dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
@@ -143,8 +138,9 @@ def attention(subject: Subject, prompt: str, out: str | Path | None = None, laye
     ids, notices = prompt_ids(subject, prompt)
     maps = interpret.attention_maps(subject.model, ids)  # (L, H, T, T)
     labels = [visible(p) for p in subject.pieces(ids)]
-    data = {"tokens": subject.pieces(ids), "ids": ids, "shape": list(maps.shape),
-            "attention": _nested(maps), "layer": layer, "head": head}
+    data = {"tokens": subject.pieces(ids), "ids": ids, "shape": list(maps.shape), "attention": _nested(maps),
+            "layer": None if layer is None else layer % maps.shape[0],
+            "head": None if head is None else head % maps.shape[1]}
     # the summary: where the last position looks, per layer, averaged over heads
     last = maps[:, :, -1, :].mean(dim=1)  # (L, T)
     lines = [f"{maps.shape[0]} layer(s) × {maps.shape[1]} head(s) over {len(ids)} tokens; where the last token "

@@ -32,7 +32,7 @@ def _bar(p: float, width: int = 20) -> str:
 
 # --- terminal ------------------------------------------------------------------------------------
 
-def _candidates(s: dict) -> list[tuple[str, float, float]]:
+def step_candidates(s: dict) -> list[tuple[str, float, float]]:
     """(piece, model probability, sampled probability) of a step's top candidates in the model's order, then
     any the filters promoted into view, then the chosen token if it is in neither list."""
     before, after = dict(s["before"]), dict(s["after"])
@@ -53,7 +53,7 @@ def steps_table(steps: Sequence[dict], settings: dict) -> str:
         lines.append(f"\nstep {i}: chose '{visible(s['chosen'])}'  (model {s['chosen_before']:.3f} -> sampled "
                      f"{s['chosen_after']:.3f}; {s['kept']} token{'s' if s['kept'] != 1 else ''} left to sample from)")
         lines.append(f"  {'token':<12} {'model':>6}  {'':<20} {'sampled':>7}")
-        for piece, p, q in _candidates(s):
+        for piece, p, q in step_candidates(s):
             mark = "▶" if piece == s["chosen"] else " "
             lines.append(f"{mark} {visible(piece)[:12]:<12} {p:6.3f}  {_bar(p):<20} {q:7.3f}  {_bar(q)}")
     return "\n".join(lines)
@@ -65,13 +65,14 @@ def lens_table(layers: Sequence[str], top_pieces: Sequence[Sequence[str]], top_p
     each cell the layer's top next-token guess and its probability in percent."""
     T = len(labels)
     cols = list(range(max(0, T - max_columns), T))
-    width = 13
+    cell = 7  # characters of each guess; a column is "guess  99%  "
+    width = cell + 7
     out = []
     if cols[0] > 0:
         out.append(f"(the last {len(cols)} of {T} positions)")
     out.append(f"{'input →':>9} " + "".join(f"{visible(labels[t])[:width - 1]:<{width}}" for t in cols))
     for name, pieces, probs in zip(layers, top_pieces, top_probs):
-        cells = "".join(f"{visible(pieces[t])[:7]:<7} {probs[t] * 100:3.0f}%  " for t in cols)
+        cells = "".join(f"{visible(pieces[t])[:cell]:<{cell}} {probs[t] * 100:3.0f}%  " for t in cols)
         out.append(f"{name:>9} {cells}")
     return "\n".join(out)
 
@@ -129,7 +130,7 @@ def steps_html(steps: Sequence[dict], settings: dict) -> str:
             f"blue bar: the probability the token was drawn with. ▶ marks the token chosen.</p>"]
     for i, s in enumerate(steps, start=1):
         cells = []
-        for piece, p, q in _candidates(s):
+        for piece, p, q in step_candidates(s):
             mark = "▶ " if piece == s["chosen"] else ""
             cells.append(f"<tr><td class=\"piece\">{mark}{_e(piece)}</td>"
                          f"<td><div class=\"bar grey\" style=\"width:{p * 200:.1f}px\"></div> {p:.3f}</td>"
@@ -186,5 +187,5 @@ def finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-__all__ = ["visible", "steps_table", "lens_table", "saliency_terminal", "data_uri", "saliency_html",
+__all__ = ["visible", "step_candidates", "steps_table", "lens_table", "saliency_terminal", "data_uri", "saliency_html",
            "steps_html", "lens_html", "html_page", "image_html", "finite"]

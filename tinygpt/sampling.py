@@ -1,7 +1,19 @@
 """From next-token logits to a token: temperature, top-k, top-p (nucleus) filtering, greedy and sampling."""
 from __future__ import annotations
 
+import math
+
 import torch
+
+
+def check_settings(temperature: float, top_k: int | None = None, top_p: float | None = None) -> None:
+    """Refuse sampling settings that make no sense, with a one-line message (NaN included)."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError("temperature must be a number >= 0 (0 means greedy)")
+    if top_k is not None and top_k < 1:
+        raise ValueError("top_k must be >= 1")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError("top_p must be in (0, 1]")
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,

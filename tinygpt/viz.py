@@ -437,17 +437,15 @@ def steps_figsize(n_steps: int) -> tuple[float, float]:
 
 
 def _candidates(step: dict) -> tuple[list[str], list[float], list[float]]:
-    """Pieces to draw (the top before filtering, then any others after, then the chosen one) and their
-    probabilities before and after; a piece missing from a list drew below its top-k (shown as 0)."""
-    before, after = dict(step.get("before", [])[::-1]), dict(step.get("after", [])[::-1])  # first wins
-    order = list(dict.fromkeys([p for p, _ in step.get("before", [])] + [p for p, _ in step.get("after", [])]))
-    order = order[:MAX_CANDIDATES]
-    chosen = step["chosen"]
-    if chosen not in order:
-        order = order[:MAX_CANDIDATES - 1] + [chosen]
-        before.setdefault(chosen, step.get("chosen_before", 0.0))
-        after.setdefault(chosen, step.get("chosen_after", 0.0))
-    return order, [before.get(p, 0.0) for p in order], [after.get(p, 0.0) for p in order]
+    """Pieces to draw and their probabilities before and after filtering (report.step_candidates: the top
+    before, then any others after, then the chosen one), at most MAX_CANDIDATES, the chosen one always."""
+    from .report import step_candidates
+
+    rows = step_candidates(step)
+    if len(rows) > MAX_CANDIDATES:
+        chosen = next(r for r in rows if r[0] == step["chosen"])
+        rows = rows[:MAX_CANDIDATES] if chosen in rows[:MAX_CANDIDATES] else rows[:MAX_CANDIDATES - 1] + [chosen]
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
 
 def steps_chart(steps: list[dict], out, max_steps: int = 12) -> Path:

@@ -8,7 +8,6 @@ from ..config import ModelConfig
 from .loss import next_token_loss
 
 
-
 class BigramLM(nn.Module):
     """Row i of the table holds the logits of the token that follows token i. No context, no attention:
     the bottom rung of the ladder, and the baseline every other model must beat."""

@@ -15,7 +15,6 @@ from ..config import ModelConfig
 from .loss import next_token_loss
 
 
-
 class Head(nn.Module):
     """One head: each position asks (query) and offers (key, value); it mixes the values of the positions
     before it, weighted by softmax(q·k / sqrt(head_size))."""
