@@ -5,16 +5,17 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from .attention import CausalSelfAttention, KVCache
+from .base import LanguageModel, Unsupported
 from .bigram import BigramLM
 from .gpt import GPT, VARIANTS
 from .zoo import AttentionLM, Head, MultiHeadAttention
 
 # The ladder, bottom to top, then the GPT's ablations. Every model: forward(idx, targets) -> (logits, loss).
-MODELS: dict[str, type[nn.Module]] = {"bigram": BigramLM, "single_head": AttentionLM, "multi_head": AttentionLM,
+MODELS: dict[str, type[LanguageModel]] = {"bigram": BigramLM, "single_head": AttentionLM, "multi_head": AttentionLM,
                                       **{name: GPT for name in VARIANTS}}
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
+def build_model(cfg: ModelConfig) -> LanguageModel:
     if cfg.vocab_size <= 0:
         raise ValueError("ModelConfig.vocab_size must be set (from the tokenizer) before building a model")
     return MODELS[cfg.model](cfg)
@@ -31,4 +32,4 @@ def count_params(model: nn.Module, non_embedding: bool = False) -> int:
     return n
 
 
-__all__ = ["GPT", "BigramLM", "AttentionLM", "Head", "MultiHeadAttention", "VARIANTS", "KVCache", "CausalSelfAttention", "MODELS", "build_model", "count_params"]
+__all__ = ["LanguageModel", "Unsupported", "GPT", "BigramLM", "AttentionLM", "Head", "MultiHeadAttention", "VARIANTS", "KVCache", "CausalSelfAttention", "MODELS", "build_model", "count_params"]

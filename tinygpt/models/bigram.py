@@ -5,10 +5,11 @@ import torch
 import torch.nn as nn
 
 from ..config import ModelConfig
+from .base import LanguageModel
 from .loss import next_token_loss
 
 
-class BigramLM(nn.Module):
+class BigramLM(LanguageModel):
     """Row i of the table holds the logits of the token that follows token i. No context, no attention:
     the bottom rung of the ladder, and the baseline every other model must beat."""
 
@@ -19,9 +20,14 @@ class BigramLM(nn.Module):
         nn.init.normal_(self.wte.weight, mean=0.0, std=0.02)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                cache: None = None, capture: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                cache: None = None, capture: None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self._check_abilities(cache, capture)
         logits = self.wte(idx)  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = next_token_loss(logits, targets)
         return logits, loss
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self.wte  # its rows are the logits themselves

@@ -11,8 +11,9 @@ import torch
 import torch.nn as nn
 
 from ..config import ModelConfig
-from .loss import next_token_loss
 from .attention import CausalSelfAttention, KVCache
+from .base import LanguageModel
+from .loss import next_token_loss
 
 
 # The full GPT and its ablations for the ladder: "what breaks if you remove it". Each name switches off
@@ -71,7 +72,7 @@ class Block(nn.Module):
         return x, weights
 
 
-class GPT(nn.Module):
+class GPT(LanguageModel):
     """forward(idx, targets=None) -> (logits (B, T, vocab), loss or None).
 
     `capture`: pass a dict to receive internals under stable names (this takes the manual attention path):
@@ -81,6 +82,9 @@ class GPT(nn.Module):
       "ln_f"       (B, T, C)     final LayerNorm output (what the head reads)
     `cache`: a KVCache; idx then holds only the new tokens, placed at positions cache.pos onwards.
     """
+
+    can_cache = True
+    can_capture = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -130,14 +134,28 @@ class GPT(nn.Module):
                 capture[f"resid.{i}"] = x
         if cache is not None:
             cache.pos += T
-        x = self.transformer.ln_f(x)
         if manual:
-            capture["ln_f"] = x
-        logits = self.lm_head(x)  # (B, T, vocab)
+            capture["ln_f"] = self.transformer.ln_f(x)
+        logits = self.readout(x)  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = next_token_loss(logits, targets)
         return logits, loss
+
+    @property
+    def attention_layers(self) -> int:
+        return self.config.n_layer
+
+    @property
+    def attention_heads(self) -> int:
+        return self.config.n_head
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    def readout(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.transformer.ln_f(x))
 
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
                   dtype: torch.dtype | None = None) -> KVCache:

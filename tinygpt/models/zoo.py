@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from .base import LanguageModel
 from .loss import next_token_loss
 
 
@@ -54,8 +55,10 @@ class MultiHeadAttention(nn.Module):
         return self.dropout(self.proj(y)), torch.stack([w for _, w in outs], dim=1)  # weights (B, nh, T, T)
 
 
-class AttentionLM(nn.Module):
+class AttentionLM(LanguageModel):
     """Token + position embeddings -> one attention layer -> output head. model = single_head | multi_head."""
+
+    can_capture = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -70,6 +73,7 @@ class AttentionLM(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache: None = None,
                 capture: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self._check_abilities(cache, capture)
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} positions exceeds block_size {self.config.block_size}")
@@ -84,3 +88,18 @@ class AttentionLM(nn.Module):
         if targets is not None:
             loss = next_token_loss(logits, targets)
         return logits, loss
+
+    @property
+    def attention_layers(self) -> int:
+        return 1
+
+    @property
+    def attention_heads(self) -> int:
+        return 1 if isinstance(self.sa, Head) else len(self.sa.heads)
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self.wte
+
+    def readout(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(x)
