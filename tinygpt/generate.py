@@ -27,7 +27,7 @@ def _block_size(model: nn.Module) -> int:
 
 
 def _supports_cache(model: nn.Module) -> bool:
-    return hasattr(model, "new_cache")
+    return model.can_cache
 
 
 def generate_tokens(model: nn.Module, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int,

@@ -295,7 +295,7 @@ class CalculatorTask:
         return out
 
     def _greedy(self, model: nn.Module, seq: torch.Tensor, steps: int) -> torch.Tensor:
-        cache = model.new_cache(seq.size(0)) if hasattr(model, "new_cache") else None
+        cache = model.new_cache(seq.size(0)) if model.can_cache else None
         new, done = [], torch.zeros(seq.size(0), dtype=torch.bool, device=seq.device)
         logits, _ = model(seq, cache=cache) if cache is not None else model(seq)
         for k in range(steps):

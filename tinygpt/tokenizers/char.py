@@ -16,7 +16,7 @@ class CharTokenizer(Tokenizer):
 
     >>> tok = CharTokenizer.train("hello")
     >>> tok.encode("hole"), tok.decode(tok.encode("hole"))
-    ([3, 4, 2, 1], 'hole')
+    ([2, 4, 3, 1], 'hole')
 
     Characters never seen in training map to `<unk>` (id 0) with one warning per tokenizer;
     `<unk>` decodes to U+FFFD, the Unicode replacement character.
