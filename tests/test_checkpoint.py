@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from tinygpt import checkpoint
-from tinygpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tinygpt.checkpoint import CheckpointError, save_checkpoint
+from tinygpt.run import RunError, load_checkpoint
 from tinygpt.config import ModelConfig
 from tinygpt.models import GPT
 from tinygpt.tokenizers import CharTokenizer
@@ -32,7 +33,7 @@ def test_a_failed_save_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint, "save_file", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match=r"could not write .*ck: No space left on device$"):
         save_checkpoint(tmp_path / "ck", _model(1), tok, {"step": 2})
     assert {p.name: p.read_bytes() for p in (tmp_path / "ck").iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary left behind
@@ -40,12 +41,15 @@ def test_a_failed_save_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
 
 def test_crash_between_renames_is_recovered(tmp_path):
     tok = CharTokenizer.train("abc")
-    save_checkpoint(tmp_path / "latest", _model(0), tok, {"step": 1})
+    saved = _model(0)
+    save_checkpoint(tmp_path / "latest", saved, tok, {"step": 1})
     (tmp_path / "latest").rename(tmp_path / ".old-latest")  # the state right after the first rename
     m, _, cfg = load_checkpoint(tmp_path, "latest")
-    assert cfg["step"] == 1
+    assert cfg["step"] == 1 and cfg["path"] == str(tmp_path / ".old-latest")
+    for (k, a), b in zip(saved.state_dict().items(), m.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_no_checkpoint(tmp_path):
-    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+    with pytest.raises(RunError, match="holds no checkpoint"):
         load_checkpoint(tmp_path)

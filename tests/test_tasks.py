@@ -218,8 +218,8 @@ def trained_run(tmp_path_factory):
 
 
 def test_short_training_run_learns(trained_run, task):
-    from tinygpt.checkpoint import load_checkpoint
-    from tinygpt.train import read_metrics
+    from tinygpt.run import load_checkpoint
+    from tinygpt.run import read_metrics
 
     out, result = trained_run
     assert result.step == 300

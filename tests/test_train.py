@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinygpt.checkpoint import load_checkpoint
+from tinygpt.run import load_checkpoint
 from tinygpt.config import TrainConfig, build_configs
 from tinygpt.data import TextData
 from tinygpt.tokenizers import CharTokenizer
-from tinygpt.train import RunDirError, lr_at, read_metrics, train
+from tinygpt.optim import lr_at
+from tinygpt.run import RunError as RunDirError, read_metrics
+from tinygpt.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

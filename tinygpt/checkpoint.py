@@ -1,8 +1,7 @@
 """Checkpoints are directories: config.json, model.safetensors, tokenizer.json and (for resuming) state.pt.
 
-A run directory holds `latest/` (complete, with training state) and `best/` (the weights with the lowest
-validation loss so far), plus metrics.jsonl. Every checkpoint is written into a temporary directory and
-swapped in with renames, so a crash or a full disk never leaves a half-written checkpoint behind: at
+One checkpoint directory is the unit here; a run directory (its `latest/` and `best/`, metrics, lock) is
+run.py's. Every checkpoint is written into a temporary directory and swapped in with renames, so a crash or a full disk never leaves a half-written checkpoint behind: at
 every instant either the new or the old copy is complete (`.old-<name>` is picked up if the crash came
 between the two renames). Nothing is unpickled: state.pt is read with torch.load(weights_only=True).
 """
@@ -90,27 +89,19 @@ def save_checkpoint(path: str | Path, model: nn.Module, tokenizer: Tokenizer, me
         _fsync_dir(path.parent)
         if old.exists():
             shutil.rmtree(old)
+    except (OSError, RuntimeError, SafetensorError) as e:  # torch.save reports a full disk as RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(e, "strerror", None) or _first_line(e)
+        raise CheckpointError(f"could not write {path}: {reason}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
 
 
-def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
-    """A checkpoint directory from a run directory (its `best/`, else `latest/`) or a checkpoint path."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no such run or checkpoint directory: {path}")
-    if not path.is_dir():
-        raise CheckpointError(f"{path} is not a directory (a run or checkpoint directory is expected)")
-    if (path / CONFIG).exists() and (path / WEIGHTS).exists():
-        return path
-    order = [which] + [w for w in ("best", "latest") if w != which]
-    for name in order:
-        for cand in (path / name, path / f".old-{name}"):
-            if (cand / CONFIG).exists():
-                return cand
-    raise CheckpointError(f"{path} holds no checkpoint (expected {CONFIG} and {WEIGHTS}, or best/ or latest/)")
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 def read_config(ckpt: Path) -> dict[str, Any]:
@@ -125,19 +116,23 @@ def read_config(ckpt: Path) -> dict[str, Any]:
     return cfg
 
 
-def load_checkpoint(path: str | Path, which: str = "best", device: str | torch.device = "cpu",
-                    ) -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
-    """Rebuild (model in eval mode, tokenizer, config dict) from a run or checkpoint directory."""
-    ckpt = resolve_checkpoint(path, which)
+def read_tokenizer(ckpt: Path) -> Tokenizer:
+    try:
+        return load_tokenizer(ckpt / TOKENIZER)
+    except TokenizerError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def load_model(ckpt: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
+    """Rebuild (model in eval mode, tokenizer, config dict) from one checkpoint directory, checking that the
+    config, the tokenizer and every weight agree (a mismatch is a one-line CheckpointError)."""
+    ckpt = Path(ckpt)
     cfg = read_config(ckpt)
     try:
         model_cfg: ModelConfig = model_config_from_dict(cfg["model"])
     except (ConfigError, TypeError) as e:
         raise CheckpointError(f"{ckpt / CONFIG}: invalid model config: {e}") from None
-    try:
-        tokenizer = load_tokenizer(ckpt / TOKENIZER)
-    except TokenizerError as e:
-        raise CheckpointError(str(e)) from None
+    tokenizer = read_tokenizer(ckpt)
     if tokenizer.vocab_size != model_cfg.vocab_size:
         raise CheckpointError(f"{ckpt}: the tokenizer has {tokenizer.vocab_size} tokens but the model expects "
                               f"{model_cfg.vocab_size}; the tokenizer does not belong to this model")
@@ -147,17 +142,28 @@ def load_checkpoint(path: str | Path, which: str = "best", device: str | torch.d
         weights = load_file(str(ckpt / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{ckpt / WEIGHTS} is corrupted: {e}") from None
+    bad = [k for k, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{ckpt / WEIGHTS} holds non-finite weights ({bad[0]}): the run had diverged when "
+                              f"it was saved")
     model = build_model(model_cfg)
-    try:
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-    except RuntimeError:  # a tensor of the wrong shape
-        raise CheckpointError(f"{ckpt / WEIGHTS} does not match the model config (tensor shapes differ)") from None
-    missing = [k for k in missing if k != "lm_head.weight"]  # tied to wte, stored once
+    expected = model.state_dict()
+    for name, tensor in expected.items():  # tied tensors are stored once (safetensors refuses shared memory)
+        if name not in weights:
+            twin = next((k for k, t in expected.items() if k in weights and t.data_ptr() == tensor.data_ptr()), None)
+            if twin is not None:
+                weights[name] = weights[twin]
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
         raise CheckpointError(f"{ckpt / WEIGHTS} does not match the model config "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError:  # a tensor of the wrong shape
+        raise CheckpointError(f"{ckpt / WEIGHTS} does not match the model config (tensor shapes differ)") from None
     model.to(device).eval()
-    return model, tokenizer, {**cfg, "path": str(ckpt)}
+    return model, tokenizer, cfg
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:
@@ -168,12 +174,3 @@ def load_state(ckpt: Path) -> dict[str, Any]:
         raise CheckpointError(f"{ckpt} has no {STATE}: it cannot be resumed") from None
     except Exception as e:  # torch raises several types for a damaged file
         raise CheckpointError(f"{ckpt / STATE} is corrupted: {type(e).__name__}") from None
-
-
-def latest_checkpoint_tokenizer(run_dir: str | Path) -> Tokenizer:
-    """The tokenizer of a run's latest checkpoint (what a resumed run must keep using)."""
-    ckpt = resolve_checkpoint(run_dir, "latest")
-    try:
-        return load_tokenizer(ckpt / TOKENIZER)
-    except TokenizerError as e:
-        raise CheckpointError(str(e)) from None

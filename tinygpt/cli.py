@@ -3,18 +3,119 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import (ALL_KEYS, DEFAULT_TEMPERATURE, MODEL_KEYS, PRESETS, ConfigError, build_configs, load_toml,
-                     unknown_key_message)
+from .config import ALL_KEYS, DEFAULT_TEMPERATURE, PRESETS, ConfigError, load_toml, unknown_key_message
 
 
 class CLIError(ValueError):
-    pass
+    """A command-line mistake; main() prints it as one line and exits 2."""
+
+
+class UsageError(CLIError):
+    """Unknown, missing or malformed arguments."""
+
+
+# --- argument types: every option's range is checked here, once, and the message names the option ----
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number > 0, got {text!r}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (`--lr` must not silently mean `--lr_decay_iters`) and with one-line
+    errors: a mistake raises UsageError instead of printing the usage and exiting."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        import difflib
+        import re
+        m = re.match(r"argument .*: invalid choice: '(.*?)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2))
+            close = difflib.get_close_matches(m.group(1), choices, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(choices)}"
+            raise UsageError(f"unknown choice {m.group(1)!r} for {self.prog} ({hint})")
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        ns, extras = super().parse_known_args(args, namespace)
+        if not hasattr(ns, "_parser"):  # the innermost subcommand's parser, to suggest its options
+            ns._parser = self
+        return ns, extras
+
+
+# nanoGPT and other tools' spellings of our options
+ALIASES = {"lr": "learning_rate", "epochs": "max_iters", "iters": "max_iters", "steps": "max_iters",
+           "wd": "weight_decay", "bs": "batch_size", "context": "block_size", "ctx": "block_size"}
+
+
+def suggest(flag: str, parser: argparse.ArgumentParser) -> str | None:
+    """The option a mistyped flag probably meant: suggest("--lr", train_parser) == "--learning_rate"."""
+    import difflib
+    name = flag.split("=", 1)[0].lstrip("-")
+    known = [o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    if ALIASES.get(name) in known:
+        return "--" + ALIASES[name]
+    by_initials = [k for k in known if len(name) > 1 and "".join(w[:1] for w in k.split("_")) == name]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    by_prefix = [k for k in known if k.startswith(name)]
+    for group in (by_initials, close, by_prefix):
+        if group:
+            return "--" + group[0]
+    return None
+
+
+def unknown_arguments(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    flag = next((e for e in extras if e.startswith("-")), None)
+    if flag is None:
+        return f"unexpected argument {extras[0]!r} (see {parser.prog} --help)"
+    hint = suggest(flag, parser)
+    shown = flag.split("=", 1)[0]
+    return f"unknown option {shown}" + (f" (did you mean {hint}?)" if hint else f" (see {parser.prog} --help)")
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -34,10 +135,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .cache import cache_dir
-    from .corpora import resolve_data
-    from .data import TextData, read_text
-    from .tokenizers.choose import tokenizer_for_training
-    from .train import resume_configs, train
+    from .text_run import plan_text_run
+    from .train import train
 
     out = Path(args.out)
     overrides: dict[str, Any] = {}
@@ -46,46 +145,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         file_cfg = load_toml(args.config)
         preset = preset or file_cfg.pop("preset", None)
         for k in file_cfg:
-            if k not in ALL_KEYS:
+            if k not in ALL_KEYS or k == "vocab_size":
                 raise ConfigError(f"{args.config}: {unknown_key_message(k)}")
         overrides.update(file_cfg)
     overrides.update(_overrides(args))
-
-    if args.resume:
-        model_cfg, train_cfg, old = resume_configs(out, overrides)
-        data_path = args.data or old.get("data")
-        if not data_path:
-            raise CLIError("the checkpoint does not record its data; pass --data")
-        from .checkpoint import latest_checkpoint_tokenizer
-        tokenizer = latest_checkpoint_tokenizer(out)
-    else:
-        if not args.data:
-            raise CLIError("--data is required (a UTF-8 text file or a folder of .txt files)")
-        model_cfg, train_cfg = build_configs(overrides, preset)
-        data_path = args.data
-        tokenizer = None
-    data_path = resolve_data(data_path)
-    text = read_text(data_path)
-    if tokenizer is None:
-        n_train = int(len(text) * (1 - train_cfg.val_fraction))
-        tokenizer, how = tokenizer_for_training(args.tokenizer, text[:n_train], args.vocab_size,
-                                                cache_dir("tokenizers"))
-        print(f"tokenizer: {how}", file=sys.stderr)
-        model_cfg.vocab_size = tokenizer.vocab_size
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # validation characters unseen in training are expected
-        source = TextData.from_text(text, tokenizer, model_cfg.block_size, train_cfg.val_fraction)
-    meta = {"data": str(Path(data_path).resolve())}
-    writer = None
-    if args.tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise CLIError("--tensorboard needs TensorBoard: pip install 'tinygpt[tensorboard]'") from None
-        writer = SummaryWriter(str(out / "tensorboard"))
-    hooks = _ProgressHooks(quiet=args.quiet, writer=writer)
-    result = train(model_cfg, train_cfg, source, tokenizer, out, resume=args.resume, overwrite=args.overwrite,
-                   meta=meta, hooks=hooks)
+    writer_factory = _tensorboard(out) if args.tensorboard else None  # checked before any work
+    plan = plan_text_run(out, args.data, overrides, preset=preset, tokenizer=args.tokenizer,
+                         vocab_size=args.vocab_size, resume=args.resume, change_data=args.change_data,
+                         cache_dir=cache_dir("tokenizers"))
+    for note in plan.notes:
+        print(note, file=sys.stderr)
+    hooks = _ProgressHooks(quiet=args.quiet, writer_factory=writer_factory)
+    result = train(plan.model_cfg, plan.train_cfg, plan.source, plan.tokenizer, out, resume=args.resume,
+                   overwrite=args.overwrite, meta=plan.meta, hooks=hooks)
     if result.stopped_by:
         print(f"stopped by {result.stopped_by} at step {result.step}; checkpoint saved in {out}/latest. "
               f"Continue with: tinygpt train --out {out} --resume", file=sys.stderr)
@@ -93,15 +165,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tensorboard(out: Path) -> Any:
+    """A function making the TensorBoard writer once the run directory is ours (so a refused run creates
+    nothing); TensorBoard missing is an error before any work."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CLIError("--tensorboard needs TensorBoard: pip install 'tinygpt[tensorboard]'") from None
+    return lambda: SummaryWriter(str(out / "tensorboard"))
+
+
 class _ProgressHooks:
     """Draws the progress bar (loss, lr, tokens/s, ETA) and prints evaluations."""
 
-    def __init__(self, quiet: bool = False, writer: Any = None):
+    def __init__(self, quiet: bool = False, writer_factory: Any = None):
         self.quiet, self.bar, self.tps = quiet, None, None
-        self.writer = writer  # a TensorBoard SummaryWriter, or None
+        self.writer_factory, self.writer = writer_factory, None  # TensorBoard, made when training starts
 
     def on_start(self, info: dict[str, Any]) -> None:
         from tqdm import tqdm
+        if self.writer_factory is not None:
+            self.writer = self.writer_factory()
         print(f"training on {info['device']} ({info['dtype']}), {info['params'] / 1e6:.2f}M parameters, "
               f"{info['tokens_per_step']:,} tokens per step" + (f", resuming at step {info['step']}"
                                                                   if info["resumed"] else ""), file=sys.stderr)
@@ -200,52 +284,42 @@ def cmd_sample(args: argparse.Namespace) -> int:
 # --- eval --------------------------------------------------------------------------------------
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import math
-
-    from .checkpoint import load_checkpoint
-    from .data import read_text, to_array
+    from .data import load_text, split_text
     from .device import choose_device
-    from .train import evaluate_stream
+    from .evaluate import evaluate_text
+    from .run import Run, kind_of
 
     device = choose_device(args.device)
-    model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, device)
-    if "task" in cfg:
+    model, tokenizer, cfg = Run(args.run_dir).load(args.checkpoint, device)
+    if kind_of(cfg) == "task":
         return _eval_task(args, model, cfg)
     data_path = args.data or cfg.get("data")
     if not data_path:
         raise CLIError("--data is required (the checkpoint does not record its data)")
-    from .corpora import resolve_data
-    text = read_text(resolve_data(data_path))
-    val_fraction = cfg.get("train", {}).get("val_fraction", 0.1)
-    n = int(len(text) * (1 - val_fraction))
-    part = {"val": text[n:], "train": text[:n], "all": text}[args.split]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ids = to_array(tokenizer.encode(part), tokenizer.vocab_size)
-    loss, n_tokens = evaluate_stream(model, ids, model.config.block_size, args.batch_size, device)
-    # the first token is not predicted: count the characters/bytes of the predicted text only
-    n_chars = len(part) - len(tokenizer.decode(ids[:1].tolist()))
-    n_bytes = len(part.encode("utf-8")) - len(tokenizer.decode(ids[:1].tolist()).encode("utf-8"))
-    res = {"checkpoint": cfg["path"], "data": str(data_path), "split": args.split, "tokens": n_tokens,
-           "loss": loss, "perplexity": math.exp(loss),
-           "bits_per_char": loss * n_tokens / n_chars / math.log(2),
-           "bits_per_byte": loss * n_tokens / n_bytes / math.log(2),
-           "unknown_chars": bool(caught)}
+    _, text = load_text(data_path)
+    train_part, val_part = split_text(text, cfg.get("train", {}).get("val_fraction", 0.1))
+    args.split = args.split or "val"
+    part = {"val": val_part, "train": train_part, "all": text}[args.split]
+    if len(part) < 2:
+        raise CLIError(f"the {args.split} split of {data_path} is too short to evaluate")
+    res = {"checkpoint": cfg["path"], "data": str(data_path), "split": args.split,
+           **evaluate_text(model, tokenizer, part, args.batch_size, device)}
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"{res['split']} loss {loss:.4f} (perplexity {res['perplexity']:.2f}), "
+        print(f"{res['split']} loss {res['loss']:.4f} (perplexity {res['perplexity']:.2f}), "
               f"{res['bits_per_char']:.4f} bits per character, {res['bits_per_byte']:.4f} bits per byte, "
-              f"{n_tokens:,} tokens")
+              f"{res['tokens']:,} tokens")
     return 0
 
 
 def _eval_task(args: argparse.Namespace, model: Any, cfg: dict[str, Any]) -> int:
-    from .tasks import task_from_dict
+    from .run import task_of
 
-    if args.data:
-        raise CLIError("a task checkpoint is evaluated on its own problems; drop --data")
-    task = task_from_dict(cfg["task"])
+    if args.data or args.split is not None:
+        raise CLIError("a task checkpoint is evaluated on its own problems (held-out and training); drop --data "
+                       "and --split")
+    task = task_of(cfg)
     res = {"checkpoint": cfg["path"], "task": task.name,
            "heldout": task.score(model, "val"), "train": task.score(model, "train")}
     if args.json:
@@ -271,12 +345,12 @@ def _accuracy_table(res: dict[str, Any]) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import report, train_calculator
-    from .train import holds_run
+    from .run import Run
 
     out = Path(args.out) if args.out else Path("runs/calculator")
     if args.out is None and not args.overwrite:  # rerunning the default demo never clobbers an earlier one
         n = 2
-        while holds_run(out):
+        while Run(out).holds_run():
             out = Path(f"runs/calculator-{n}")
             n += 1
     overrides = _overrides(args)
@@ -361,7 +435,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 # --- parser ------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tinygpt", description="Build, train, run and look inside a GPT written from scratch.")
+    p = Parser(prog="tinygpt", description="Build, train, run and look inside a GPT written from scratch.")
     p.add_argument("--version", action="version", version=f"tinygpt {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -374,9 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", metavar="FILE", help="a TOML file of hyperparameters (flat keys)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    t.add_argument("--tokenizer", default="char",
+    t.add_argument("--tokenizer", default=None,
                    help="char (default), bpe (trained on the training split, cached), or a tokenizer .json file")
-    t.add_argument("--vocab_size", type=int, default=None, help="BPE vocabulary size (default 4096)")
+    t.add_argument("--vocab_size", type=positive_int, default=None, help="BPE vocabulary size (default 4096)")
+    t.add_argument("--change_data", action="store_true",
+                   help="with --resume: continue on different --data than the run was trained on")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--tensorboard", action="store_true", help="also log scalars to RUN/tensorboard (needs tensorboard)")
     _add_config_flags(t)
@@ -407,9 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Exact loss over a whole split (every token predicted once).")
     e.add_argument("run_dir")
     e.add_argument("--data", help="text file or folder (default: the run's training data)")
-    e.add_argument("--split", choices=("val", "train", "all"), default="val",
+    e.add_argument("--split", choices=("val", "train", "all"), default=None,
                    help="which part of the text, split as in training (default: val)")
-    e.add_argument("--batch_size", type=int, default=32)
+    e.add_argument("--batch_size", type=positive_int, default=32, help="windows per forward pass (default 32)")
     e.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -459,21 +535,48 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=sys.stderr)
 
 
+def printable(text: str) -> str:
+    """A message fit for one terminal line: control characters (from prompts, file names) are escaped."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command. Every failure a user can cause is one line on stderr and an exit code: 2 for bad
+    input, 1 for a diverged run, 130 for Ctrl-C, 141 when the reader of our output went away."""
+    from .train import TrainingDiverged
+
     try:
+        parser = build_parser()
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            raise UsageError(unknown_arguments(extras, getattr(args, "_parser", parser)))
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning  # one plain line, no source excerpt
             return args.func(args) or 0
-    except (ValueError, OSError) as e:  # our errors are ValueErrors with one-line messages
+    except BrokenPipeError:  # `tinygpt sample ... | head`: the reader has all it wanted
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except OSError:
+            pass
+        return 141
+    except TrainingDiverged as e:
+        print(f"error: {printable(str(e))}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, MemoryError) as e:  # our errors are ValueErrors with one-line messages
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}"
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {printable(msg or type(e).__name__)}", file=sys.stderr)
         return 2
     except ImportError as e:  # an optional extra is missing; our messages say what to install
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        text = str(e)
+        if "out of memory" in text or "can't allocate" in text or "not enough memory" in text:
+            print(f"error: out of memory: {printable(text.splitlines()[0])}; make the model or the batch smaller",
+                  file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

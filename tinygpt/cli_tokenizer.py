@@ -8,7 +8,8 @@ import time
 from .tokenizers import ByteBPETokenizer, load_tokenizer
 from .tokenizers.bpe import PATTERNS
 from .tokenizers.interop import EXPORTERS, export
-from .tokenizers.stats import read_text_file, tokenizer_stats
+from .data import load_text
+from .tokenizers.stats import tokenizer_stats
 
 
 def add_tokenizer_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -18,7 +19,7 @@ def add_tokenizer_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     sub = parser.add_subparsers(dest="tokenizer_command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("train", help="train a byte-level BPE tokenizer on a UTF-8 text file")
-    p.add_argument("--data", required=True, help="UTF-8 text file to learn from")
+    p.add_argument("--data", required=True, help="a UTF-8 text file, a folder of .txt files, or a corpus name")
     p.add_argument("--vocab_size", type=int, required=True, help="256 bytes + merges + special tokens")
     p.add_argument("--out", required=True, help="tokenizer JSON file to write")
     p.add_argument("--pattern", default="gpt2",
@@ -42,7 +43,7 @@ def add_tokenizer_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
     p = sub.add_parser("stats", help="bytes per token, vocabulary usage and the longest tokens on a text")
     p.add_argument("tokenizer", help="tokenizer JSON file")
-    p.add_argument("--data", required=True, help="UTF-8 text file to measure on")
+    p.add_argument("--data", required=True, help="a UTF-8 text file, a folder of .txt files, or a corpus name")
     p.add_argument("--top", type=int, default=10, help="how many tokens to list (default 10)")
     p.set_defaults(func=cmd_stats)
     return parser
@@ -51,7 +52,7 @@ def add_tokenizer_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
 def cmd_train(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    text = read_text_file(args.data)
+    _, text = load_text(args.data)
     bar = None
 
     def progress(done: int, total: int) -> None:
@@ -92,7 +93,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_stats(args: argparse.Namespace) -> None:
     tok = load_tokenizer(args.tokenizer)
-    s = tokenizer_stats(tok, read_text_file(args.data), top=args.top)
+    s = tokenizer_stats(tok, load_text(args.data)[1], top=args.top)
     print(f"{s.n_bytes:,} bytes -> {s.n_tokens:,} tokens: {s.bytes_per_token:.3f} bytes per token")
     print(f"vocabulary used: {s.vocab_used:,} of {s.vocab_size:,} ({100 * s.vocab_usage:.1f}%)")
     print("longest tokens (id, bytes, piece):")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -45,6 +46,7 @@ class ModelConfig:
     init_std: float = 0.02  # GPT weights start ~ N(0, init_std²), as GPT-2; small models learn faster with more
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         if self.model not in MODEL_TYPES:
             raise ConfigError(f"model must be one of {', '.join(MODEL_TYPES)}, got {self.model!r}")
         for name in ("block_size", "n_layer", "n_head", "n_embd"):
@@ -61,6 +63,10 @@ class ModelConfig:
     @property
     def head_size(self) -> int:
         return self.n_embd // self.n_head
+
+    def with_vocab(self, vocab_size: int) -> "ModelConfig":
+        """A copy with the tokenizer's vocabulary size (validated like any other field)."""
+        return dataclasses.replace(self, vocab_size=vocab_size)
 
 
 @dataclass
@@ -89,6 +95,9 @@ class TrainConfig:
     seed: int = 1337
 
     def __post_init__(self) -> None:
+        _check_finite(self)
+        if not 0 <= self.seed < 2 ** 63:
+            raise ConfigError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
         for name in ("batch_size", "max_iters", "eval_interval", "eval_iters", "log_interval",
                      "gradient_accumulation_steps"):
             _check_positive(name, getattr(self, name))
@@ -115,6 +124,14 @@ class TrainConfig:
     @property
     def decay_iters(self) -> int:
         return self.lr_decay_iters or self.max_iters
+
+
+def _check_finite(cfg: Any) -> None:
+    """Every float setting must be a number: inf and NaN are refused wherever they appear."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name} must be a finite number, got {value}")
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -196,8 +213,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return d
 
 
-def build_configs(overrides: dict[str, Any], preset: str | None = None) -> tuple[ModelConfig, TrainConfig]:
-    """defaults < preset < overrides; values are converted to the field types and validated."""
+def build_configs(overrides: dict[str, Any], preset: str | None = None, vocab_size: int = 0
+                  ) -> tuple[ModelConfig, TrainConfig]:
+    """defaults < preset < overrides; values are converted to the field types and validated. vocab_size comes
+    from the tokenizer (0: not known yet; `with_vocab` sets it later, validated again)."""
     merged: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
@@ -205,7 +224,9 @@ def build_configs(overrides: dict[str, Any], preset: str | None = None) -> tuple
         merged.update(PRESETS[preset])
     for k, v in overrides.items():
         merged[k] = parse_value(k, v)
-    model = ModelConfig(**{k: v for k, v in merged.items() if k in MODEL_KEYS})
+    if "vocab_size" in merged:
+        raise ConfigError("vocab_size is not a setting: it comes from the tokenizer")
+    model = ModelConfig(**{k: v for k, v in merged.items() if k in MODEL_KEYS}, vocab_size=vocab_size)
     train = TrainConfig(**{k: v for k, v in merged.items() if k in TRAIN_KEYS})
     return model, train
 

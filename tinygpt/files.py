@@ -1,9 +1,15 @@
-"""Writing an output file safely: the old file stays whole until the new one is complete."""
+"""Writing files safely: the old file stays whole until the new one is complete, and errors name the user's path.
+
+Every file tinygpt writes (tokenizers, corpora, images, reports, exports) goes through `atomic_path`: a
+temporary file beside the target (created with the usual 0666 & ~umask mode, like any other new file),
+flushed to disk, then renamed over the target in one step. A crash, a full disk or Ctrl-C leaves either
+the old file or the new one, never half of one, and never a stray temporary file.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -11,7 +17,8 @@ from typing import Iterator
 @contextlib.contextmanager
 def atomic_path(out: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary path beside `out` (same suffix, so writers infer the format); on success it
-    replaces `out` in one rename, on any error it is deleted and `out` is left as it was.
+    replaces `out` in one rename, on any error it is deleted and `out` is left as it was. An OSError raised
+    while writing names `out`, not the temporary file.
 
         with atomic_path("plot.png") as tmp:
             fig.savefig(tmp)
@@ -20,22 +27,35 @@ def atomic_path(out: str | Path) -> Iterator[Path]:
     if out.is_dir():
         raise IsADirectoryError(21, "is a directory, not a file", str(out))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = out.parent / f".{out.stem}-{os.getpid()}-{secrets.token_hex(4)}{out.suffix}"
     try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # mode honours the umask
         yield tmp
-        tmp.replace(out)
+        if tmp.exists():
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename and Path(e.filename) == tmp:  # the user should see their own path
+            raise type(e)(e.errno, e.strerror, str(out)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_text(out: str | Path, text: str) -> Path:
-    """Write a text file (UTF-8) through atomic_path."""
+def write_bytes(out: str | Path, data: bytes) -> Path:
+    """Write a file through atomic_path."""
     with atomic_path(out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "wb") as f:
+            f.write(data)
     return Path(out)
 
 
-__all__ = ["atomic_path", "write_text"]
+def write_text(out: str | Path, text: str) -> Path:
+    """Write a UTF-8 text file through atomic_path."""
+    return write_bytes(out, text.encode("utf-8"))
+
+
+__all__ = ["atomic_path", "write_bytes", "write_text"]

@@ -2,18 +2,19 @@
 piece removed) on the same text with the same budget, and measure what each piece buys."""
 from __future__ import annotations
 
-import math
 import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import PRESETS, build_configs
-from .data import TextData
+from .data import TextData, split_text
+from .evaluate import bits, evaluate_stream
 from .generate import generate_text
 from .models import count_params
 from .tokenizers import CharTokenizer
-from .train import Hooks, RunDirError, evaluate_stream, read_metrics, train
+from .run import Run, RunError
+from .train import Hooks, train
 
 RUNGS = ("bigram", "single_head", "multi_head", "gpt_no_pos", "gpt_no_residual", "gpt_no_layernorm",
          "gpt_no_mlp", "gpt")
@@ -33,28 +34,26 @@ def run_ladder(text: str, out_dir: str | Path, overrides: dict[str, Any] | None 
     if unknown:
         raise ValueError(f"unknown rung {unknown[0]!r} (rungs: {', '.join(RUNGS)})")
     if not overwrite and any((out / r).exists() for r in rungs):
-        raise RunDirError(f"{out} already holds a ladder; use --overwrite to train it again")
+        raise RunError(f"{out} already holds a ladder; use --overwrite to train it again")
     for r in rungs:
         if (out / r).exists():
             shutil.rmtree(out / r)
     _, probe = build_configs(settings)
-    n_train = int(len(text) * (1 - probe.val_fraction))
-    tok = CharTokenizer.train(text[:n_train])
+    tok = CharTokenizer.train(split_text(text, probe.val_fraction)[0])
     rows = []
     for rung in rungs:
-        model_cfg, cfg = build_configs({**settings, "model": rung})
-        model_cfg.vocab_size = tok.vocab_size
+        model_cfg, cfg = build_configs({**settings, "model": rung}, vocab_size=tok.vocab_size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # validation characters unseen in training map to <unk>
             data = TextData.from_text(text, tok, model_cfg.block_size, cfg.val_fraction)
         train(model_cfg, cfg, data, tok, out / rung, hooks=hooks(rung) if hooks else None, meta={"ladder": rung})
-        from .checkpoint import load_checkpoint
-        model, _, _ = load_checkpoint(out / rung, "best")
+        run = Run(out / rung)
+        model, _, _ = run.load("best")
         loss, _ = evaluate_stream(model, data.val, model_cfg.block_size)
         sample = "".join(generate_text(model, tok, "\n", sample_chars, temperature=0.8, seed=0))
-        seconds = max(m["elapsed_s"] for m in read_metrics(out / rung))
+        seconds = max(m["elapsed_s"] for m in run.metrics())
         rows.append({"model": rung, "params": count_params(model), "seconds": seconds, "val_loss": loss,
-                     "bits_per_char": loss / math.log(2) * data.tokens_per_char("val"), "sample": sample})
+                     "bits_per_char": bits(loss, data.tokens_per_char("val")), "sample": sample})
     return rows
 
 

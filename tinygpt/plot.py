@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .train import read_metrics
+from .run import read_metrics
 
 
 def smooth(values: Sequence[float], weight: float) -> list[float]:

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
+from ..files import write_text
+
 FORMAT_VERSION = 1
 
 # name -> class; filled by @register. load_tokenizer() dispatches on the "type" field of the file.
@@ -63,7 +65,7 @@ class Tokenizer:
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as one versioned JSON file, atomically (temporary file + rename)."""
         payload = {"type": self.kind, "version": FORMAT_VERSION, **self.to_dict()}
-        atomic_write_text(Path(path), json.dumps(payload, ensure_ascii=False, indent=1))
+        write_text(Path(path), json.dumps(payload, ensure_ascii=False, indent=1))
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.to_dict() == self.to_dict()
@@ -98,22 +100,3 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         if isinstance(e, TokenizerError):
             raise
         raise TokenizerError(f"tokenizer file {path} is malformed: {e!r}") from None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to path so that a crash leaves either the old file or the new one, never half."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterable, Literal, Union
 
 import regex
 
-from .base import Tokenizer, TokenizerError, atomic_write_text, register
+from ..files import write_text
+from .base import Tokenizer, TokenizerError, register
 
 # The split patterns of GPT-2 and GPT-4 (cl100k), as published in tiktoken. Both match every character,
 # so the chunks of a text always concatenate back to the text.
@@ -377,4 +378,4 @@ class ByteBPETokenizer(Tokenizer):
     def save_vocab(self, path: str | os.PathLike) -> None:
         """Write the human-readable vocabulary view (see vocab_lines); it is not read back."""
         header = f"# {type(self).__name__} vocab_size={self.vocab_size} pattern={self.pattern}\n"
-        atomic_write_text(Path(path), header + "\n".join(self.vocab_lines()) + "\n")
+        write_text(Path(path), header + "\n".join(self.vocab_lines()) + "\n")

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from .base import TokenizerError, atomic_write_text
+from ..files import write_text
+from .base import TokenizerError
 from .bpe import ByteBPETokenizer, resolve_pattern
 
 
@@ -69,7 +70,7 @@ def to_hf_json(tok: ByteBPETokenizer) -> dict[str, Any]:
 
 def save_hf(tok: ByteBPETokenizer, path: str | os.PathLike) -> None:
     """Write `tokenizer.json` for `tokenizers.Tokenizer.from_file` / `PreTrainedTokenizerFast(tokenizer_file=)`."""
-    atomic_write_text(Path(path), json.dumps(to_hf_json(tok), ensure_ascii=False, indent=1))
+    write_text(Path(path), json.dumps(to_hf_json(tok), ensure_ascii=False, indent=1))
 
 
 # --- tiktoken -------------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def tiktoken_ranks(tok: ByteBPETokenizer) -> dict[bytes, int]:
 def save_tiktoken(tok: ByteBPETokenizer, path: str | os.PathLike) -> None:
     """Write a `.tiktoken` file: one `base64(token bytes) rank` line per token, by rank."""
     lines = [f"{base64.b64encode(b).decode('ascii')} {rank}" for b, rank in tiktoken_ranks(tok).items()]
-    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    write_text(Path(path), "\n".join(lines) + "\n")
 
 
 def load_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
@@ -112,9 +113,9 @@ def save_gpt2_files(tok: ByteBPETokenizer, folder: str | os.PathLike) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = {**{p: i for i, p in enumerate(pieces)}, **tok.special_ids}
-    atomic_write_text(folder / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+    write_text(folder / "vocab.json", json.dumps(vocab, ensure_ascii=False))
     merges = [f"{pieces[a]} {pieces[b]}" for a, b in tok.merges]
-    atomic_write_text(folder / "merges.txt", "#version: 0.2\n" + "".join(m + "\n" for m in merges))
+    write_text(folder / "merges.txt", "#version: 0.2\n" + "".join(m + "\n" for m in merges))
 
 
 def load_gpt2_files(folder: str | os.PathLike) -> ByteBPETokenizer:

@@ -1,12 +1,10 @@
 """How a tokenizer does on a text: bytes per token, vocabulary usage, its longest and most used tokens."""
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
-from .base import Tokenizer, TokenizerError
+from .base import Tokenizer
 
 
 @dataclass
@@ -45,16 +43,3 @@ def tokenizer_stats(tok: Tokenizer, text: str, top: int = 10) -> TokenizerStats:
         longest=[(i, tok.id_to_piece(i), n) for n, i in lengths[:top]],
         most_common=[(i, tok.id_to_piece(i), c) for i, c in counts.most_common(top)],
     )
-
-
-def read_text_file(path: str | os.PathLike) -> str:
-    """Read a UTF-8 text file, with one-line errors for a missing or non-UTF-8 file."""
-    path = Path(path)
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TokenizerError(f"data file not found: {path}") from None
-    except IsADirectoryError:
-        raise TokenizerError(f"data path is a folder, not a file: {path}") from None
-    except UnicodeDecodeError as e:
-        raise TokenizerError(f"data file {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
