@@ -43,7 +43,7 @@ def main() -> int:
     args = ap.parse_args()
 
     if args.checkpoint:
-        from tinygpt.checkpoint import load_checkpoint
+        from tinygpt.run import load_checkpoint
         model, _, _ = load_checkpoint(args.checkpoint)
     else:
         torch.manual_seed(0)

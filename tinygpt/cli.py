@@ -230,16 +230,15 @@ class _ProgressHooks:
 # --- sample ------------------------------------------------------------------------------------
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
+    from .run import load_checkpoint, task_of
     from .device import choose_device
     from .generate import beam_search, generate_text
     from .sampling import check_settings
 
     device = choose_device(args.device)
     model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, device)
-    if "task" in cfg:  # a task checkpoint answers questions: wrap the prompt, stop at the end of the answer
-        from .tasks import task_from_dict
-        task = task_from_dict(cfg["task"])
+    task = task_of(cfg)
+    if task is not None:  # a task checkpoint answers questions: wrap the prompt, stop at the end of the answer
         answer = task.answer(model, args.prompt)
         print(answer)
         if not answer:

@@ -2,7 +2,6 @@
 piece removed) on the same text with the same budget, and measure what each piece buys."""
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,11 +32,8 @@ def run_ladder(text: str, out_dir: str | Path, overrides: dict[str, Any] | None 
     unknown = [r for r in rungs if r not in RUNGS]
     if unknown:
         raise ValueError(f"unknown rung {unknown[0]!r} (rungs: {', '.join(RUNGS)})")
-    if not overwrite and any((out / r).exists() for r in rungs):
+    if not overwrite and any(Run(out / r).holds_run() for r in rungs):
         raise RunError(f"{out} already holds a ladder; use --overwrite to train it again")
-    for r in rungs:
-        if (out / r).exists():
-            shutil.rmtree(out / r)
     _, probe = build_configs(settings)
     tok = CharTokenizer.train(split_text(text, probe.val_fraction)[0])
     rows = []
@@ -46,7 +42,8 @@ def run_ladder(text: str, out_dir: str | Path, overrides: dict[str, Any] | None 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # validation characters unseen in training map to <unk>
             data = TextData.from_text(text, tok, model_cfg.block_size, cfg.val_fraction)
-        train(model_cfg, cfg, data, tok, out / rung, hooks=hooks(rung) if hooks else None, meta={"ladder": rung})
+        train(model_cfg, cfg, data, tok, out / rung, hooks=hooks(rung) if hooks else None, meta={"ladder": rung},
+              overwrite=overwrite)  # an old rung stays until its replacement has a checkpoint
         run = Run(out / rung)
         model, _, _ = run.load("best")
         loss, _ = evaluate_stream(model, data.val, model_cfg.block_size)

@@ -1,0 +1,160 @@
+"""Run directories: which checkpoint a name means, the create/resume/overwrite policy, the single-writer lock,
+recovery of what a killed writer left, metrics, and the memory check made before a model is built."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from tinygpt.checkpoint import save_checkpoint
+from tinygpt.config import ModelConfig, TrainConfig, build_configs
+from tinygpt.memory import check_fits, count_parameters, estimate_training_memory
+from tinygpt.models import build_model, count_params
+from tinygpt.run import REPLACED, REPLACING, Run, RunError, kind_of
+from tinygpt.tokenizers import CharTokenizer
+
+TOK = CharTokenizer.train("abcdef")
+
+
+def _ckpt(path, step, seed=0):
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=TOK.vocab_size))
+    save_checkpoint(path, model, TOK, {"step": step}, {"step": step})
+    return model
+
+
+def _fake_run(path, step=4):
+    _ckpt(path / "latest", step)
+    _ckpt(path / "best", step)
+    (path / "metrics.jsonl").write_text(json.dumps({"step": step}) + "\n")
+
+
+def test_checkpoint_names_resolve_with_fallbacks(tmp_path):
+    _ckpt(tmp_path / "latest", 2)
+    run = Run(tmp_path)
+    assert run.checkpoint("best") == tmp_path / "latest"  # no best/ yet: the other one
+    _ckpt(tmp_path / "best", 1)
+    assert run.checkpoint("best") == tmp_path / "best" and run.checkpoint("latest") == tmp_path / "latest"
+    (tmp_path / "latest").rename(tmp_path / ".old-latest")  # a crash between the two renames of a swap
+    assert run.checkpoint("latest") == tmp_path / ".old-latest"
+    assert Run(tmp_path / "best").checkpoint("latest") == tmp_path / "best"  # a checkpoint given directly
+    with pytest.raises(RunError, match="unknown checkpoint"):
+        run.checkpoint("newest")
+    with pytest.raises(RunError, match="no such run"):
+        Run(tmp_path / "nope").checkpoint()
+
+
+def test_kind_comes_from_the_task_entry():
+    assert kind_of({"model": {}}) == "text"
+    assert kind_of({"model": {}, "task": {"name": "calculator"}}) == "task"
+    assert kind_of({"model": {}, "task": None}) == "text"
+
+
+def test_start_policy(tmp_path):
+    with pytest.raises(RunError, match="nothing to resume"):
+        Run(tmp_path / "new").start(resume=True)
+    assert not (tmp_path / "new").exists()  # a refusal creates nothing
+    with pytest.raises(RunError, match="contradict"):
+        Run(tmp_path / "new").start(resume=True, overwrite=True)
+    _fake_run(tmp_path / "old")
+    with pytest.raises(RunError, match="already holds a run"):
+        Run(tmp_path / "old").start()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunError, match="not a directory"):
+        Run(tmp_path / "file").start()
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_saves(tmp_path):
+    out = tmp_path / "run"
+    _fake_run(out)
+    before = (out / "latest/model.safetensors").read_bytes()
+    run = Run(out).start(overwrite=True)
+    assert not (out / "latest").exists() and (out / REPLACED / "latest/model.safetensors").read_bytes() == before
+    assert Run(out).checkpoint("latest") == out / REPLACED / "latest"  # readers still find the old run
+    run.undo_unsaved_overwrite()  # the new run failed before saving anything
+    run.close()
+    assert (out / "latest/model.safetensors").read_bytes() == before and not (out / REPLACED).exists()
+
+    run = Run(out).start(overwrite=True)
+    model = _ckpt(tmp_path / "scratch", 9, seed=1)
+    run.save(model, TOK, {"step": 9}, {"step": 9}, best=True)
+    run.close()
+    assert not (out / REPLACED).exists() and json.loads((out / "latest/config.json").read_text())["step"] == 9
+    assert not (out / "metrics.jsonl").exists()  # the old run's metrics went with it
+
+
+def test_recovery_of_an_interrupted_overwrite(tmp_path):
+    out = tmp_path / "run"
+    _fake_run(out)
+    before = (out / "best/model.safetensors").read_bytes()
+    # killed while moving the old run aside: part of it in .replacing/
+    (out / REPLACING).mkdir()
+    os.replace(out / "best", out / REPLACING / "best")
+    with Run(out).start(resume=True):
+        pass
+    assert (out / "best/model.safetensors").read_bytes() == before and not (out / REPLACING).exists()
+    # killed after moving it aside, before the new run saved: the old run comes back
+    run = Run(out).start(overwrite=True)
+    os.close(run._lock_fd)  # the process dies: its lock goes with it
+    run._lock_fd = None
+    (out / "metrics.jsonl").write_text('{"step": 0}\n')  # the new run's first line
+    with Run(out).start(resume=True):
+        pass
+    assert (out / "best/model.safetensors").read_bytes() == before
+    assert json.loads((out / "metrics.jsonl").read_text())["step"] == 4
+
+
+def test_one_writer_at_a_time_and_a_dead_writer_does_not_block(tmp_path):
+    out = tmp_path / "run"
+    _fake_run(out)
+    first = Run(out).start(resume=True)
+    with pytest.raises(RunError, match=rf"being written by another tinygpt \(process {os.getpid()} on "):
+        Run(out).start(resume=True)
+    first.close()
+    Run(out).start(resume=True).close()  # released: the next writer gets it
+    # a writer killed with SIGKILL: the kernel releases its lock
+    script = textwrap.dedent(f"""
+        import os, signal
+        from tinygpt.run import Run
+        Run({str(out)!r}).start(resume=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    Run(out).start(resume=True).close()
+
+
+def test_metrics_survive_a_line_cut_short(tmp_path):
+    run = Run(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "train_lo')
+    assert [m["step"] for m in run.metrics()] == [1, 2]
+    run.truncate_metrics(1)
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(RunError, match="line 2 is not valid JSON"):
+        run.metrics()
+
+
+def test_memory_estimate_counts_exactly_what_adamw_keeps():
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50)
+    p = count_params(build_model(cfg))
+    assert count_parameters(cfg) == p  # built on the meta device: no memory used
+    est = estimate_training_memory(cfg, TrainConfig(batch_size=4))
+    assert (est.weights, est.gradients, est.optimizer) == (4 * p, 4 * p, 8 * p)
+    assert est.activations == 4 * (4 * 16) * (2 * 16 * 32 + 3 * 50)
+
+
+def test_a_model_too_big_for_memory_is_refused_before_it_is_built(monkeypatch):
+    import tinygpt.memory as memory
+    model_cfg, train_cfg = build_configs({"n_embd": 64, "n_head": 2}, vocab_size=65)
+    monkeypatch.setattr(memory, "available_memory", lambda device: 10**6)
+    with pytest.raises(MemoryError, match=r"needs about .* GB .* but only 0\.0 GB is available on cpu"):
+        check_fits(model_cfg, train_cfg, "cpu")
+    monkeypatch.setattr(memory, "available_memory", lambda device: None)  # unknown: no refusal
+    assert check_fits(model_cfg, train_cfg, "cpu").params > 0
+    huge, _ = build_configs({"n_embd": 10**9, "n_head": 1}, vocab_size=65)
+    with pytest.raises(MemoryError, match="too large for any machine"):
+        check_fits(huge, train_cfg, "cpu")
