@@ -242,9 +242,16 @@ def test_render_piece():
 def test_stats(tok):
     s = tokenizer_stats(tok, CORPUS, top=3)
     assert s.n_bytes == len(CORPUS.encode()) and s.n_tokens == len(tok.encode(CORPUS))
-    assert 1 < s.bytes_per_token < 10 and 0 < s.vocab_usage <= 1
+    assert s.vocab_used == len(set(tok.encode(CORPUS))) and s.vocab_usage == s.vocab_used / 600
     assert len(s.longest) == 3 and s.longest[0][2] >= s.longest[-1][2]
     assert all(i < 256 + len(tok.merges) for i, _, _ in s.longest)  # special tokens are not learned tokens
+    # the worked example: aaabdaaabac -> X d X a c with X = aaab (id 258)
+    wiki = ByteBPETokenizer.train("aaabdaaabac", 259, pattern=NO_SPLIT)
+    w = tokenizer_stats(wiki, "aaabdaaabac", top=3)
+    assert (w.n_bytes, w.n_tokens, w.vocab_size, w.vocab_used) == (11, 5, 259, 4)
+    assert w.bytes_per_token == 11 / 5 and w.vocab_usage == 4 / 259
+    assert w.longest == [(258, "aaab", 4), (256, "aa", 2), (257, "ab", 2)]  # equal lengths: lower id first
+    assert w.most_common[0] == (258, "aaab", 2) and sorted(c for _, _, c in w.most_common) == [1, 1, 2]
 
 
 # --- CLI -----------------------------------------------------------------------------------------
@@ -275,8 +282,12 @@ def test_cli_train_encode_export_stats(tmp_path, capsys):
     assert f"[{ENDOFTEXT}]" in printed and "[ fox]" in printed
     run_cli("tokenizer", "export", str(out), "--format", "tiktoken", "--out", str(tmp_path / "tok.tiktoken"))
     assert len((tmp_path / "tok.tiktoken").read_text().splitlines()) == 399
-    run_cli("tokenizer", "stats", str(out), "--data", str(data))
-    assert "bytes per token" in capsys.readouterr().out
+    sample = "the quick brown fox, naïve café 😀\n" * 40  # no \r: the count is the same however lines are read
+    (tmp_path / "sample.txt").write_text(sample, encoding="utf-8")
+    run_cli("tokenizer", "stats", str(out), "--data", str(tmp_path / "sample.txt"))
+    n_bytes, n_tokens = len(sample.encode("utf-8")), len(tok.encode(sample))
+    assert f"\n{n_bytes:,} bytes -> {n_tokens:,} tokens: {n_bytes / n_tokens:.3f} bytes per token\n" in \
+        capsys.readouterr().out
 
 
 def test_cli_errors(tmp_path):

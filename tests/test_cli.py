@@ -10,13 +10,21 @@ from conftest import TINY_FLAGS
                                  ["tokenizer"], ["tokenizer", "train"]])
 def test_help(cli, cmd):
     code, out, _ = cli(*cmd, "--help")
-    assert code == 0 and "usage: tinygpt" in out
+    assert code == 0 and out.startswith(" ".join(["usage: tinygpt", *cmd]) + " ")  # this command's own help
 
 
-def test_help_lists_hyperparameters(cli):
+def test_help_lists_hyperparameters(cli, tmp_path):
+    from tinygpt.config import ALL_KEYS
+
     _, out, _ = cli("train", "--help")
-    for key in ["--n_layer", "--learning_rate", "--gradient_accumulation_steps", "--dtype", "--compile", "--seed"]:
-        assert key in out
+    for key in ALL_KEYS:
+        if key in ("vocab_size", "val_fraction"):  # the BPE size is its own flag; val_fraction is hidden
+            continue
+        assert f"--{key}" in out, key
+        # each flag listed reaches the config, in both forms: a bad value is refused by name
+        for form in ([f"--{key}=bogus"], [f"--{key}", "bogus"]):
+            code, _, err = cli("train", "--data", tmp_path / "none.txt", "--out", tmp_path / "run", *form)
+            assert code == 2 and f"{key}" in _one_line_error(code, err) and "'bogus'" in err, form
 
 
 def test_train_sample_eval_end_to_end(cli, tmp_path, text_file):
@@ -30,6 +38,8 @@ def test_train_sample_eval_end_to_end(cli, tmp_path, text_file):
     code, text, _ = cli("eval", out, "--json")
     res = json.loads(text)
     assert code == 0 and res["split"] == "val" and res["bits_per_char"] == pytest.approx(res["loss"] / 0.693147, rel=1e-3)
+    n_text = len(text_file.read_text(encoding="utf-8"))
+    assert res["tokens"] == n_text - int(n_text * 0.9) - 1  # the last 10 % of the characters, less the first
     # resume with a raised max_iters continues from step 6
     code, _, err = cli("train", "--out", out, "--resume", "--max_iters", "8", "--quiet")
     assert code == 0 and "resuming at step 6" in err
@@ -145,6 +155,7 @@ def test_unknown_characters_warn_once_and_do_not_crash(cli, tmp_path, text_file)
     assert cli("train", "--data", text_file, "--out", out, "--max_iters=1", *TINY_FLAGS)[0] == 0
     code, text, err = cli("sample", out, "--prompt", "€€ hello ☃", "--max_new_tokens", "3")
     assert code == 0 and err.count("warning:") == 1 and "Traceback" not in err
+    assert text.startswith("€€ hello ☃") and len(text) == len("€€ hello ☃") + 3 + 1  # the prompt as typed
 
 
 def test_plot_makes_a_png_of_the_expected_size(cli, tmp_path, text_file):

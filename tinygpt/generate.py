@@ -1,103 +1,141 @@
-"""Text generation: a token iterator (KV-cache and uncached reference paths), stop strings, beam search.
+"""Generation on the `Decoder` engine: sampled tokens, beam search, and the text layer above them (stop
+strings, end-of-text, UTF-8 pieces held back until complete).
 
-Context-window policy (both paths follow it, so they choose identical tokens): the model sees at most
-`block_size` tokens. A prompt longer than that is cut to its last `block_size` tokens. When generation
-fills the window, it slides: the model keeps the last `keep = 3/4 * block_size` tokens and goes on
-(the cached path rebuilds its cache from them once, then adds one token at a time again). Generation
-therefore continues past `block_size` for as long as asked, at the cost of forgetting the oldest text.
+Everything here is a thin loop over decoder.py, which owns the context window (see its docstring: a long
+prompt keeps its last block_size tokens; a full window slides to keep its last 3/4), the KV cache, the
+end-of-sequence ids and the row order. `use_cache=False` selects the uncached reference path everywhere.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
-import torch.nn as nn
 
-from .sampling import sample_next
+from .decoder import Decoder
+from .models.base import LanguageModel
+from .tokenizers import ByteBPETokenizer, CharTokenizer, Tokenizer, WordTokenizer
 
-
-def keep_after_slide(block_size: int) -> int:
-    """How many recent tokens the window keeps when it slides. keep_after_slide(256) == 192."""
-    return max(1, (3 * block_size) // 4)
+END_OF_TEXT = ("<|endoftext|>", "<eos>")  # special tokens that end a text, in order of preference
 
 
-def _block_size(model: nn.Module) -> int:
-    return model.config.block_size
+# --- tokens --------------------------------------------------------------------------------------
 
-
-def _supports_cache(model: nn.Module) -> bool:
-    return model.can_cache
-
-
-def generate_tokens(model: nn.Module, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int,
+def generate_tokens(model: LanguageModel, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int,
                     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                    seed: int | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
-    """Yield max_new_tokens new tokens, one (B,) tensor per step. prompt: ids (T,) or (B, T), T >= 1.
+                    seed: int | None = None, use_cache: bool = True, eos_ids: Sequence[int] = ()
+                    ) -> Iterator[torch.Tensor]:
+    """Yield up to max_new_tokens new tokens, one (B,) tensor per step. prompt: ids (T,) or (B, T), T >= 1.
 
-    temperature=0 is greedy. `use_cache=False` selects the uncached reference path, which recomputes
-    the whole window every step (slow, obviously right); the KV-cache path must agree with it.
+    temperature=0 is greedy. Stops early once every row has produced one of eos_ids (that token included).
+    `use_cache=False` selects the uncached reference path, which recomputes the whole window every step
+    (slow, obviously right); the KV-cache path must agree with it.
     """
-    for _, nxt in generate_steps(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache):
+    dec = Decoder(model, prompt, use_cache=use_cache, eos_ids=eos_ids)
+    for _, nxt in dec.generate(max_new_tokens, temperature, top_k, top_p, seed):
         yield nxt
 
 
-@torch.inference_mode()
-def generate_steps(model: nn.Module, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int,
-                   temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                   seed: int | None = None, use_cache: bool = True
-                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """generate_tokens that also shows its work: yield (logits (B, V) the token was drawn from, token (B,)).
-    The logits are the model's raw output, before temperature and filtering (see interpret.trace_generation)."""
-    device = next(model.parameters()).device
-    idx = torch.as_tensor(prompt, dtype=torch.long, device=device)
-    if idx.dim() == 1:
-        idx = idx.unsqueeze(0)
-    if idx.size(1) == 0:
-        raise ValueError("the prompt is empty: give at least one token")
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
-    block, keep = _block_size(model), keep_after_slide(_block_size(model))
-    cached = use_cache and _supports_cache(model)
-
-    seq = idx  # every token so far (B, n)
-    start = max(0, seq.size(1) - block)  # the window is seq[:, start:]
-    cache = None
-    for _ in range(max_new_tokens):
-        if cached:
-            if cache is None:  # (re)fill the cache from the whole window
-                cache = model.new_cache(seq.size(0))
-                logits, _ = model(seq[:, start:], cache=cache)
-            else:  # feed only the newest token
-                logits, _ = model(seq[:, -1:], cache=cache)
-        else:
-            logits, _ = model(seq[:, start:])
-        nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B,)
-        yield logits[:, -1, :], nxt
-        seq = torch.cat([seq, nxt[:, None]], dim=1)
-        if seq.size(1) - start > block:  # the window is full: slide it
-            start = seq.size(1) - keep
-            cache = None
-
-
-def generate(model: nn.Module, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int, **kwargs) -> list[int]:
+def generate(model: LanguageModel, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int, **kwargs) -> list[int]:
     """All new tokens of one sequence as a list (a convenience over generate_tokens)."""
     return [int(t[0]) for t in generate_tokens(model, prompt, max_new_tokens, **kwargs)]
 
 
-def generate_text(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int,
-                  stop: Sequence[str] = (), **kwargs) -> Iterator[str]:
-    """Stream the text of one generation piece by piece, stopping before the first stop string.
+# --- beam search ---------------------------------------------------------------------------------
+
+@dataclass
+class Beam:
+    tokens: list[int]
+    logprob: float
+    score: float  # logprob / len**length_penalty: what beams are ranked by once finished
+
+
+def beam_search(model: LanguageModel, prompt: Sequence[int], max_new_tokens: int, num_beams: int = 4,
+                length_penalty: float = 1.0, eos_ids: Sequence[int] = (),
+                ends: Callable[[list[int]], bool] | None = None, use_cache: bool = True) -> list[Beam]:
+    """Keep the `num_beams` most probable continuations at every step; return them best first.
+
+    A beam is finished when it produces one of `eos_ids` (kept as its last token) or when `ends(tokens)`
+    says so (the text layer's stop strings); the search stops once `num_beams` beams have finished
+    (Hugging Face's early_stopping=True) or after max_new_tokens. Beams are ranked by
+    logprob / (new length ** length_penalty): 1.0 is a per-token average, 0 the raw sum (favours short).
+    """
+    if num_beams < 1:
+        raise ValueError("num_beams must be >= 1")
+    dec = Decoder(model, list(prompt), use_cache=use_cache, eos_ids=eos_ids)
+    device = dec.seq.device
+    scores = torch.zeros(1, device=device)  # (beams,) summed log-probs
+    finished: list[Beam] = []
+
+    def rank(logprob: float, length: int) -> float:
+        return logprob / (max(length, 1) ** length_penalty)
+
+    for _ in range(max_new_tokens):
+        logp = torch.log_softmax(dec.next_logits().float(), dim=-1)  # (beams, V)
+        V = logp.size(-1)
+        total = (scores[:, None] + logp).view(-1)  # (beams * V,)
+        top, flat = torch.topk(total, min(2 * num_beams, total.numel()))  # spare candidates replace ended ones
+        rows, toks, kept = [], [], []
+        for s, f in zip(top.tolist(), flat.tolist()):
+            row, tok = divmod(f, V)
+            if tok in dec.eos_ids or (ends is not None and ends(dec.new_tokens[row].tolist() + [tok])):
+                tokens = dec.new_tokens[row].tolist() + [tok]
+                finished.append(Beam(tokens, s, rank(s, len(tokens))))
+                continue
+            rows.append(row)
+            toks.append(tok)
+            kept.append(s)
+            if len(rows) == num_beams:
+                break
+        if len(finished) >= num_beams or not rows:
+            break  # like Hugging Face's early_stopping=True: enough beams have ended
+        dec.reorder(torch.tensor(rows, device=device))
+        dec.append(torch.tensor(toks, device=device))
+        scores = torch.tensor(kept, device=device)
+    n = dec.new_tokens.size(1)
+    live = [Beam(dec.new_tokens[i].tolist(), float(scores[i]), rank(float(scores[i]), n))
+            for i in range(dec.seq.size(0))]
+    # once num_beams beams have ended, the unfinished ones are not candidates (they stopped mid-way)
+    beams = sorted(finished if len(finished) >= num_beams else finished + live, key=lambda b: b.score, reverse=True)
+    return beams[:num_beams]
+
+
+# --- text ----------------------------------------------------------------------------------------
+
+def end_of_text_id(tokenizer: Tokenizer) -> int | None:
+    """The id of the tokenizer's end-of-text special token ("<|endoftext|>", else "<eos>"), or None."""
+    if isinstance(tokenizer, ByteBPETokenizer):
+        ids = tokenizer.special_ids
+    elif isinstance(tokenizer, (CharTokenizer, WordTokenizer)):
+        ids = {s: i for i, s in enumerate(tokenizer.specials)}  # their specials take the first ids
+    else:
+        return None
+    return next((ids[s] for s in END_OF_TEXT if s in ids), None)
+
+
+def _before_stop(text: str, stop: Sequence[str]) -> str:
+    """text up to (not including) the earliest stop string in it."""
+    hits = [h for h in (text.find(s) for s in stop) if h >= 0]
+    return text[:min(hits)] if hits else text
+
+
+def generate_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, max_new_tokens: int,
+                  stop: Sequence[str] = (), eos_ids: Sequence[int] = (), **kwargs) -> Iterator[str]:
+    """Stream the text of one generation piece by piece, stopping before the first stop string or at an
+    end-of-text token (eos_ids, not printed). kwargs: the sampling settings of generate_tokens.
 
     Text that could be the beginning of a stop string is held back until it is clear it is not one, so
-    the caller never sees any part of a stop string.
+    the caller never sees any part of a stop string; so is a trailing U+FFFD, possibly half of a
+    multi-byte character from a byte-level tokenizer.
     """
     ids = tokenizer.encode(prompt)
     stop = [s for s in stop if s]
+    eos = {int(i) for i in eos_ids}
     new: list[int] = []
     emitted = 0  # characters of the decoded new text already yielded
-    for tok in generate_tokens(model, ids, max_new_tokens, **kwargs):
+    for tok in generate_tokens(model, ids, max_new_tokens, eos_ids=eos_ids, **kwargs):
+        if int(tok[0]) in eos:
+            break
         new.append(int(tok[0]))
         text = tokenizer.decode(new)
         hits = [text.find(s, max(0, emitted - len(s))) for s in stop]
@@ -123,76 +161,20 @@ def generate_text(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int,
         yield text[emitted:]
 
 
-@dataclass
-class Beam:
-    tokens: list[int]
-    logprob: float
-    score: float  # logprob / len**length_penalty: what beams are ranked by once finished
+def beam_search_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, max_new_tokens: int,
+                     num_beams: int = 4, length_penalty: float = 1.0, stop: Sequence[str] = (),
+                     eos_ids: Sequence[int] = (), use_cache: bool = True) -> list[tuple[str, Beam]]:
+    """beam_search on text, best first: (the beam's text, cut before any stop string, the beam). A beam ends
+    when it produces an end-of-text id (eos_ids, not part of the text) or when its text contains a stop
+    string: stop strings end beams during the search, so a finished beam is ranked on what it keeps."""
+    stop = [s for s in stop if s]
+    ends = (lambda tokens: any(s in tokenizer.decode(tokens) for s in stop)) if stop else None
+    eos = {int(i) for i in eos_ids}
+    beams = beam_search(model, tokenizer.encode(prompt), max_new_tokens, num_beams, length_penalty, eos_ids, ends,
+                        use_cache)
+    return [(_before_stop(tokenizer.decode(b.tokens[:-1] if b.tokens and b.tokens[-1] in eos else b.tokens), stop), b)
+            for b in beams]
 
 
-@torch.inference_mode()
-def beam_search(model: nn.Module, prompt: Sequence[int], max_new_tokens: int, num_beams: int = 4,
-                length_penalty: float = 1.0, eos_id: int | None = None) -> list[Beam]:
-    """Keep the `num_beams` most probable continuations at every step; return them best first.
-
-    A beam that produces `eos_id` is finished; the search stops once `num_beams` beams have finished
-    (Hugging Face's early_stopping=True) or after max_new_tokens. Beams are ranked by
-    logprob / (new length ** length_penalty): 1.0 is a per-token average, 0 the raw sum (favours short).
-    Uses the same context-window policy and KV cache as generate_tokens.
-    """
-    if num_beams < 1:
-        raise ValueError("num_beams must be >= 1")
-    device = next(model.parameters()).device
-    seq = torch.as_tensor(list(prompt), dtype=torch.long, device=device)[None, :]  # (1, n)
-    if seq.size(1) == 0:
-        raise ValueError("the prompt is empty: give at least one token")
-    block, keep = _block_size(model), keep_after_slide(_block_size(model))
-    cached = _supports_cache(model)
-    start = max(0, seq.size(1) - block)
-    n_prompt = seq.size(1)
-    scores = torch.zeros(1, device=device)  # (beams,) summed log-probs
-    finished: list[Beam] = []
-    cache = None
-
-    def rank(logprob: float, length: int) -> float:
-        return logprob / (max(length, 1) ** length_penalty)
-
-    for _ in range(max_new_tokens):
-        if cached and cache is not None:
-            logits, _ = model(seq[:, -1:], cache=cache)
-        elif cached:
-            cache = model.new_cache(seq.size(0))
-            logits, _ = model(seq[:, start:], cache=cache)
-        else:
-            logits, _ = model(seq[:, start:])
-        logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)  # (beams, V)
-        V = logp.size(-1)
-        total = (scores[:, None] + logp).view(-1)  # (beams * V,)
-        top, flat = torch.topk(total, min(2 * num_beams, total.numel()))  # spare candidates replace eos ones
-        keep_rows, keep_tok, keep_scores = [], [], []
-        for s, f in zip(top.tolist(), flat.tolist()):
-            row, tok = divmod(f, V)
-            if eos_id is not None and tok == eos_id:
-                toks = seq[row, n_prompt:].tolist() + [tok]
-                finished.append(Beam(toks, s, rank(s, len(toks))))
-                continue
-            keep_rows.append(row)
-            keep_tok.append(tok)
-            keep_scores.append(s)
-            if len(keep_rows) == num_beams:
-                break
-        if len(finished) >= num_beams or not keep_rows:
-            break  # like Hugging Face's early_stopping=True: enough beams have ended
-        rows = torch.tensor(keep_rows, device=device)
-        seq = torch.cat([seq[rows], torch.tensor(keep_tok, device=device)[:, None]], dim=1)
-        scores = torch.tensor(keep_scores, device=device)
-        if cache is not None:
-            cache.reorder(rows)
-        if seq.size(1) - start > block:
-            start = seq.size(1) - keep
-            cache = None
-    live = [Beam(seq[i, n_prompt:].tolist(), float(scores[i]), rank(float(scores[i]), seq.size(1) - n_prompt))
-            for i in range(seq.size(0))]
-    # once num_beams beams have ended, the unfinished ones are not candidates (they stopped mid-way)
-    beams = sorted(finished if len(finished) >= num_beams else finished + live, key=lambda b: b.score, reverse=True)
-    return beams[:num_beams]
+__all__ = ["generate_tokens", "generate", "Beam", "beam_search", "END_OF_TEXT", "end_of_text_id", "generate_text",
+           "beam_search_text"]

@@ -1,7 +1,9 @@
 """Look inside a trained model: captured internals, attention maps, logit lens, saliency, generation traces.
 
-Tensors and numbers only; viz.py draws them and `tinygpt inspect` calls both. Every function takes a model
-built by tinygpt (GPT and its ablations, single_head, multi_head, bigram) and a prompt as token ids.
+Tensors and numbers only, keyed by token ids: each view returns a typed result (AttentionResult, LensResult,
+SaliencyResult, Trace, AnimationResult) that report.py renders as text, JSON and HTML and viz.py draws. Every
+function takes a model built by tinygpt (a LanguageModel: GPT and its ablations, single_head, multi_head,
+bigram) and a prompt as token ids, and asks the model what it has (attention_layers, readout, ...).
 
 Captured names (stable; `capture` returns them, the JSON outputs use them):
     "embed"      (T, C)       what the first block reads: token (+ position) embedding
@@ -19,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-import torch.nn as nn
 
-from .generate import generate_steps, keep_after_slide
+from .decoder import Decoder, prompt_start
+from .models.base import LanguageModel
 from .sampling import filter_logits
 
 
@@ -29,7 +31,7 @@ class InterpretError(ValueError):
     """A view that does not apply to this model or prompt; the message is one line, fit for the CLI."""
 
 
-def _ids(model: nn.Module, prompt: Sequence[int] | torch.Tensor) -> torch.Tensor:
+def _ids(model: LanguageModel, prompt: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """A prompt as a (1, T) tensor on the model's device; at most block_size tokens."""
     device = next(model.parameters()).device
     ids = torch.as_tensor(list(prompt) if not isinstance(prompt, torch.Tensor) else prompt,
@@ -44,39 +46,26 @@ def _ids(model: nn.Module, prompt: Sequence[int] | torch.Tensor) -> torch.Tensor
 
 
 def window(prompt: Sequence[int], block_size: int) -> tuple[list[int], int]:
-    """The part of a prompt the model can see: (its last block_size ids, how many were dropped)."""
+    """The part of a prompt the model can see (the Decoder's policy): (its last block_size ids, how many were
+    dropped)."""
     ids = list(prompt)
-    dropped = max(0, len(ids) - block_size)
+    dropped = prompt_start(len(ids), block_size)
     return ids[dropped:], dropped
 
 
-def n_layers(model: nn.Module) -> int:
-    """How many attention layers the model has (0 for the bigram)."""
-    if hasattr(model, "transformer"):
-        return len(model.transformer.h)
-    return 1 if hasattr(model, "sa") else 0
-
-
-def has_attention(model: nn.Module) -> bool:
-    return n_layers(model) > 0
-
-
-def no_attention_error(model: nn.Module, what: str) -> InterpretError:
-    name = getattr(model.config, "model", type(model).__name__)
-    return InterpretError(f"the {name} model has no {what}: each prediction is a table lookup of the current "
+def no_attention_error(model: LanguageModel, what: str) -> InterpretError:
+    return InterpretError(f"the {model.name} model has no {what}: each prediction is a table lookup of the current "
                           f"token alone, so no other position can influence it (try a single_head, "
                           f"multi_head or gpt checkpoint)")
 
 
-def _head(model: nn.Module) -> nn.Module:
-    """The readout every position goes through: final LayerNorm (if any) then the output head."""
-    if hasattr(model, "transformer"):
-        return nn.Sequential(model.transformer.ln_f, model.lm_head)
-    return model.lm_head
+def _need_attention(model: LanguageModel, what: str) -> None:
+    if model.attention_layers == 0:
+        raise no_attention_error(model, what)
 
 
 @torch.no_grad()
-def capture(model: nn.Module, prompt: Sequence[int] | torch.Tensor) -> dict[str, torch.Tensor]:
+def capture(model: LanguageModel, prompt: Sequence[int] | torch.Tensor) -> dict[str, torch.Tensor]:
     """Run the model once on a prompt and return its internals by name (see the module docstring), batch
     dimension removed, on the CPU, as float32."""
     ids = _ids(model, prompt)
@@ -91,52 +80,62 @@ def capture(model: nn.Module, prompt: Sequence[int] | torch.Tensor) -> dict[str,
     return {name: t[0].detach().float().cpu() for name, t in got.items() if t is not None}
 
 
-def attention_maps(model: nn.Module, prompt: Sequence[int] | torch.Tensor) -> torch.Tensor:
+def attention_maps(model: LanguageModel, prompt: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """Attention weights of every layer and head: (n_layer, n_head, T, T). Row t sums to 1 and is zero
     after column t (causal). Raises InterpretError for a model without attention (the bigram)."""
-    if not has_attention(model):
-        raise no_attention_error(model, "attention")
+    _need_attention(model, "attention")
     got = capture(model, prompt)
-    return torch.stack([got[f"attn.{i}"] for i in range(n_layers(model))])
+    return torch.stack([got[f"attn.{i}"] for i in range(model.attention_layers)])
 
 
 @dataclass
-class LogitLens:
-    """What each layer would predict if the model stopped there.
+class AttentionResult:
+    """The attention view: ids (T,) and maps (n_layer, n_head, T, T) (see attention_maps)."""
+    ids: list[int]
+    maps: torch.Tensor
+
+
+def attention(model: LanguageModel, prompt: Sequence[int]) -> AttentionResult:
+    return AttentionResult(list(prompt), attention_maps(model, prompt))
+
+
+@dataclass
+class LensResult:
+    """What each layer would predict if the model stopped there, for the prompt `ids`.
 
     layers: names of the rows, "embed" then "resid.0" .. "resid.{L-1}" (the last row is the model's output).
     top_ids, top_probs: (L + 1, T, k) the k most likely next tokens at each layer and position.
     target_probs: (L + 1, T - 1) probability each layer gives the token that actually comes next in the prompt.
     """
+    ids: list[int]
     layers: list[str]
     top_ids: torch.Tensor
     top_probs: torch.Tensor
     target_probs: torch.Tensor
 
 
-def logit_lens(model: nn.Module, prompt: Sequence[int] | torch.Tensor, k: int = 5) -> LogitLens:
-    """Send the residual stream after each layer (and the embedding) through the final LayerNorm and the
-    output head: each row is that layer's next-token guess. The last row equals the model's own output."""
-    if not has_attention(model):
-        raise no_attention_error(model, "layers to look through")
+def logit_lens(model: LanguageModel, prompt: Sequence[int] | torch.Tensor, k: int = 5) -> LensResult:
+    """Send the residual stream after each layer (and the embedding) through the model's readout (final
+    LayerNorm, then the output head): each row is that layer's next-token guess. The last row equals the
+    model's own output."""
+    _need_attention(model, "layers to look through")
     ids = _ids(model, prompt)
     got = capture(model, ids)
-    names = ["embed"] + [f"resid.{i}" for i in range(n_layers(model))]
-    head = _head(model)
+    names = ["embed"] + [f"resid.{i}" for i in range(model.attention_layers)]
     param = next(model.parameters())
     with torch.no_grad():
         stream = torch.stack([got[n] for n in names]).to(param.device, param.dtype)  # (L+1, T, C)
-        probs = torch.softmax(head(stream).float(), dim=-1).cpu()  # (L+1, T, V)
+        probs = torch.softmax(model.readout(stream).float(), dim=-1).cpu()  # (L+1, T, V)
     k = min(k, probs.size(-1))
     top_probs, top_ids = probs.topk(k, dim=-1)
     nxt = ids[0, 1:].cpu()
     target = probs[:, :-1, :].gather(-1, nxt.expand(probs.size(0), -1)[..., None])[..., 0]
-    return LogitLens(names, top_ids, top_probs, target)
+    return LensResult(ids[0].tolist(), names, top_ids, top_probs, target)
 
 
 @dataclass
-class Saliency:
-    """How much each prompt token pushed the model towards `target` at the last position.
+class SaliencyResult:
+    """How much each prompt token (ids) pushed the model towards `target` at the last position.
 
     scores: (T,) signed attribution per prompt token, in units of the target's logit (positive = made the
     target more likely); method: "integrated_gradients" or "gradient_x_input"; target_prob: the target's
@@ -144,6 +143,7 @@ class Saliency:
     logit(target | prompt) - logit(target | baseline), the baseline being all-zero token embeddings (positions
     kept); `delta` is that difference, to check how close the sum is.
     """
+    ids: list[int]
     target: int
     target_prob: float
     method: str
@@ -161,14 +161,10 @@ MAX_IG_STEPS = 4096  # far past where the sum stops changing; 32 is plenty for t
 IG_CHUNK = 64  # path points per forward/backward pass
 
 
-def _token_embedding(model: nn.Module) -> nn.Embedding:
-    return model.transformer.wte if hasattr(model, "transformer") else model.wte
-
-
-def _logit_from(model: nn.Module, ids: torch.Tensor, embeds: torch.Tensor, target: int) -> torch.Tensor:
+def _logit_from(model: LanguageModel, ids: torch.Tensor, embeds: torch.Tensor, target: int) -> torch.Tensor:
     """The target's logit at the last position when the token embeddings are replaced by `embeds` (n, T, C):
     a forward hook swaps the embedding layer's output, so the model code itself is not touched."""
-    handle = _token_embedding(model).register_forward_hook(lambda mod, inp, out: embeds)
+    handle = model.token_embedding.register_forward_hook(lambda mod, inp, out: embeds)
     try:
         logits, _ = model(ids.expand(embeds.size(0), -1))
     finally:
@@ -176,8 +172,8 @@ def _logit_from(model: nn.Module, ids: torch.Tensor, embeds: torch.Tensor, targe
     return logits[:, -1, target].float()  # (n,)
 
 
-def saliency(model: nn.Module, prompt: Sequence[int] | torch.Tensor, target: int | None = None,
-             method: str = "integrated_gradients", steps: int = 32) -> Saliency:
+def saliency(model: LanguageModel, prompt: Sequence[int] | torch.Tensor, target: int | None = None,
+             method: str = "integrated_gradients", steps: int = 32) -> SaliencyResult:
     """Attribute the logit of `target` after the prompt (default: the model's top token) to the prompt tokens.
 
     gradient_x_input: (d logit / d token embedding) · token embedding, summed over the embedding dimensions:
@@ -203,7 +199,7 @@ def saliency(model: nn.Module, prompt: Sequence[int] | torch.Tensor, target: int
             target = int(probs.argmax())
         if not 0 <= target < probs.numel():
             raise InterpretError(f"target token {target} is outside the vocabulary (0..{probs.numel() - 1})")
-        emb = _token_embedding(model)(ids).detach()  # (1, T, C)
+        emb = model.token_embedding(ids).detach()  # (1, T, C)
         delta = None
         if method == "gradient_x_input":
             x = emb.clone().requires_grad_(True)
@@ -222,7 +218,7 @@ def saliency(model: nn.Module, prompt: Sequence[int] | torch.Tensor, target: int
     finally:
         model.train(was_training)
     scores = (grad * emb).sum(dim=-1)[0].float().cpu()  # (T,)
-    return Saliency(target, float(probs[target]), method, scores, delta)
+    return SaliencyResult(ids[0].tolist(), target, float(probs[target]), method, scores, delta)
 
 
 @dataclass
@@ -241,21 +237,27 @@ class TraceStep:
 
 @dataclass
 class Trace:
+    """A generation, step by step (the steps view). windows[i]: the (start, end) slice of prompt + tokens
+    the model read to choose step i (the Decoder's record); last_window: the one it holds after the last
+    token (what it would read next)."""
     prompt: list[int]
     steps: list[TraceStep] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    windows: list[tuple[int, int]] = field(default_factory=list)
+    last_window: tuple[int, int] | None = None
 
     @property
     def tokens(self) -> list[int]:
         return [s.chosen for s in self.steps]
 
 
-def trace_generation(model: nn.Module, prompt: Sequence[int], max_new_tokens: int, temperature: float = 1.0,
+def trace_generation(model: LanguageModel, prompt: Sequence[int], max_new_tokens: int, temperature: float = 1.0,
                      top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                     k: int = 5, stop_ids: Sequence[int] = ()) -> Trace:
-    """Generate like `generate` (same arguments, same tokens for the same seed) and record, for every new
-    token, the distribution before and after the sampling settings reshaped it. Stops early after a token
-    in stop_ids (e.g. the calculator's <eos>). temperature=0 is greedy: "after" is then all on the argmax."""
+                     k: int = 5, stop_ids: Sequence[int] = (), use_cache: bool = True) -> Trace:
+    """Generate like `generate` (same arguments, same tokens for the same seed: both run a Decoder) and record,
+    for every new token, the distribution before and after the sampling settings reshaped it, and the window
+    the model read. Stops early after a token in stop_ids (e.g. the calculator's <eos>). temperature=0 is
+    greedy: "after" is then all on the argmax."""
     prompt = list(prompt)
     if not prompt:
         raise InterpretError("the prompt is empty: give at least one token")
@@ -263,8 +265,8 @@ def trace_generation(model: nn.Module, prompt: Sequence[int], max_new_tokens: in
     was_training = model.training
     model.eval()
     try:
-        for i, (logits, nxt) in enumerate(generate_steps(model, prompt, max_new_tokens, temperature, top_k,
-                                                         top_p, seed)):
+        dec = Decoder(model, prompt, use_cache=use_cache, eos_ids=stop_ids)
+        for i, (logits, nxt) in enumerate(dec.generate(max_new_tokens, temperature, top_k, top_p, seed)):
             raw = torch.softmax(logits[0].float(), dim=-1).cpu()
             if temperature == 0:
                 shaped = torch.zeros_like(raw)
@@ -278,10 +280,9 @@ def trace_generation(model: nn.Module, prompt: Sequence[int], max_new_tokens: in
                 before=_top(raw, kk), after=_top(shaped, kk), chosen=chosen,
                 chosen_before=float(raw[chosen]), chosen_after=float(shaped[chosen]),
                 kept=int((shaped > 0).sum())))
-            if chosen in stop_ids:
-                break
     finally:
         model.train(was_training)
+    trace.windows, trace.last_window = list(dec.windows), dec.window
     return trace
 
 
@@ -290,31 +291,29 @@ def _top(probs: torch.Tensor, k: int) -> list[tuple[int, float]]:
     return [(int(a), float(b)) for a, b in zip(i, p) if b > 0]
 
 
-def generation_windows(prompt_len: int, n_new: int, block_size: int) -> list[tuple[int, int]]:
-    """The context the model reads before each new token, as (start, end) slices of prompt + new tokens,
-    following generate's window policy (a prompt longer than block_size is cut to its end; a full window
-    slides to keep its last 3/4). One slice for the prompt, then one after each new token."""
-    keep = keep_after_slide(block_size)
-    start = max(0, prompt_len - block_size)
-    windows = [(start, prompt_len)]
-    for end in range(prompt_len + 1, prompt_len + n_new + 1):
-        if end - start > block_size:
-            start = end - keep
-        windows.append((start, end))
-    return windows
+@dataclass
+class AnimationResult:
+    """Attention while generating: frames[i] (n_layer, n_head, t, t) computed on windows[i] of prompt + tokens.
+    Frame 0 is the prompt (the window read for the first token), frame i the window after the i-th new token
+    (the one read for the next token; the last is the Decoder's final window)."""
+    trace: Trace
+    frames: list[torch.Tensor]
+    windows: list[tuple[int, int]]
+
+    @property
+    def sequence(self) -> list[int]:
+        return self.trace.prompt + self.trace.tokens
 
 
-def generation_attention(model: nn.Module, prompt: Sequence[int], tokens: Sequence[int]) -> list[torch.Tensor]:
-    """Attention while generating: one map (n_layer, n_head, t, t) per frame, computed on exactly the
-    window the model reads at that moment (see generation_windows): the prompt, then the prompt plus each
-    new token in turn. For the animation: t grows by one per frame until the window slides."""
-    if not has_attention(model):
-        raise no_attention_error(model, "attention")
-    seq = list(prompt) + list(tokens)
-    return [attention_maps(model, seq[a:b]) for a, b in
-            generation_windows(len(prompt), len(tokens), model.config.block_size)]
+def generation_attention(model: LanguageModel, trace: Trace) -> AnimationResult:
+    """The attention maps of every window a traced generation read, in order (see AnimationResult): exactly
+    the windows the Decoder recorded, so t grows by one per frame until the window slides."""
+    _need_attention(model, "attention")
+    windows = trace.windows + [trace.last_window]
+    seq = trace.prompt + trace.tokens
+    return AnimationResult(trace, [attention_maps(model, seq[a:b]) for a, b in windows], windows)
 
 
-__all__ = ["InterpretError", "no_attention_error", "window", "n_layers", "has_attention", "capture",
-           "attention_maps", "LogitLens", "logit_lens", "SALIENCY_METHODS", "Saliency", "saliency", "TraceStep",
-           "Trace", "trace_generation", "generation_windows", "generation_attention"]
+__all__ = ["InterpretError", "no_attention_error", "window", "capture", "attention_maps", "AttentionResult",
+           "attention", "LensResult", "logit_lens", "SALIENCY_METHODS", "SaliencyResult", "saliency", "TraceStep",
+           "Trace", "trace_generation", "AnimationResult", "generation_attention"]

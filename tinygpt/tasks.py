@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 
 from .data import IGNORE_INDEX
+from .decoder import Decoder
+from .generate import generate
 from .tokenizers import WordTokenizer
 
 # --- English number words ------------------------------------------------------------------------
@@ -273,13 +275,12 @@ class CalculatorTask:
     def _cut(self, ids: list[int]) -> list[int]:
         return ids[:ids.index(self.eos_id) + 1] if self.eos_id in ids else ids
 
-    @torch.inference_mode()
     def complete(self, model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int | None = None,
                  batch_size: int = 2048) -> list[list[int]]:
         """Greedy continuation of every prompt, up to and including the first <eos> (at most max_new_tokens,
-        by default the longest answer + 1). Prompts of equal length run together as one batch, prefilled
-        once into a KV cache (when the model has one) and extended a token per step."""
-        device = next(model.parameters()).device
+        by default the longest answer + 1). Prompts of equal length run together as one batch on one
+        Decoder: prefilled once into a KV cache (when the model has one), extended a token per step, and
+        stopped as soon as every row has produced <eos>."""
         by_len: dict[int, list[int]] = defaultdict(list)
         for i, p in enumerate(prompts):
             by_len[len(p)].append(i)
@@ -288,31 +289,16 @@ class CalculatorTask:
             steps = self._steps(model, length, max_new_tokens)
             for s in range(0, len(members), batch_size):
                 chunk = members[s:s + batch_size]
-                seq = torch.tensor([list(prompts[i]) for i in chunk], dtype=torch.long, device=device)
-                new = self._greedy(model, seq, steps)  # (b, steps)
-                for i, row in zip(chunk, new.tolist()):
+                dec = Decoder(model, [list(prompts[i]) for i in chunk], eos_ids=[self.eos_id])
+                for _ in dec.generate(steps, temperature=0):  # greedy: lowest id on ties
+                    pass
+                for i, row in zip(chunk, dec.new_tokens.tolist()):
                     out[i] = self._cut(row)
         return out
-
-    def _greedy(self, model: nn.Module, seq: torch.Tensor, steps: int) -> torch.Tensor:
-        cache = model.new_cache(seq.size(0)) if model.can_cache else None
-        new, done = [], torch.zeros(seq.size(0), dtype=torch.bool, device=seq.device)
-        logits, _ = model(seq, cache=cache) if cache is not None else model(seq)
-        for k in range(steps):
-            nxt = torch.argmax(logits[:, -1, :], dim=-1)  # (b,) greedy; lowest id on ties, as sample_next
-            new.append(nxt)
-            done |= nxt == self.eos_id
-            if k == steps - 1 or bool(done.all()):
-                break
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
-            logits, _ = model(nxt[:, None], cache=cache) if cache is not None else model(seq)
-        return torch.stack(new, dim=1)
 
     def complete_slow(self, model: nn.Module, prompts: Sequence[Sequence[int]],
                       max_new_tokens: int | None = None, **kwargs: Any) -> list[list[int]]:
         """The obvious reference for `complete`: one prompt at a time through generate(temperature=0)."""
-        from .generate import generate
-
         return [self._cut(generate(model, list(p), self._steps(model, len(p), max_new_tokens),
                                    temperature=0, **kwargs)) for p in prompts]
 

@@ -238,11 +238,12 @@ def animation_figsize(T: int) -> tuple[float, float]:
     return _quarter(ANIM_LEFT + p + ANIM_RIGHT), _quarter(ANIM_BOTTOM + p + ANIM_TOP)
 
 
-def attention_animation(frames, labels: list[str], out, prompt_len: int, layer: int = -1, head: int | None = None,
-                        fps: float = 2.0, max_tokens: int = 48) -> Path:
-    """An animated GIF of attention while generating: frame i holds maps (n_layer, n_head, t, t) for
-    labels[:prompt_len + i] (interpret.generation_attention; t may stop growing at the model's window).
-    head=None shows the mean over heads. The newest token's row is outlined; the last frame is held 3x longer."""
+def attention_animation(frames, labels: list[str], out, windows: Sequence[tuple[int, int]], layer: int = -1,
+                        head: int | None = None, fps: float = 2.0, max_tokens: int = 48) -> Path:
+    """An animated GIF of attention while generating: frame i holds maps (n_layer, n_head, t, t) computed on
+    labels[a:b], (a, b) = windows[i] (interpret.generation_attention: the windows the Decoder read; frame 0
+    is the prompt). head=None shows the mean over heads. The newest token's row is outlined; the last frame
+    is held 3x longer."""
     if not frames:
         raise ValueError("no frames to animate")
     if not 0.1 <= fps <= 50:  # also refuses NaN
@@ -250,14 +251,15 @@ def attention_animation(frames, labels: list[str], out, prompt_len: int, layer: 
     maps = [_array(f) for f in frames]
     if any(m.ndim != 4 or m.shape[-1] != m.shape[-2] for m in maps):
         raise ValueError("every frame must be (n_layer, n_head, t, t)")
+    if len(windows) != len(maps) or any(m.shape[-1] != b - a for m, (a, b) in zip(maps, windows)):
+        raise ValueError("need one window (start, end) per frame, each as long as its frame")
     L, H = maps[0].shape[:2]
     li = _index(layer, L, "layer")
     hj = None if head is None else _index(head, H, "head")
-    total = prompt_len + len(maps) - 1
-    if prompt_len < 1 or len(labels) < total:
-        raise ValueError(f"labels cover {len(labels)} tokens but {len(maps)} frames after a prompt of {prompt_len} "
-                         f"need {total}")
-    W = min(total, max_tokens)
+    total = max(b for _, b in windows)
+    if len(labels) < total:
+        raise ValueError(f"labels cover {len(labels)} tokens but the windows reach position {total}")
+    W = min(max(b - a for a, b in windows), max_tokens)
     size = animation_figsize(W)
     p = _animation_panel(W)
     fig = _figure(size)
@@ -292,10 +294,8 @@ def attention_animation(frames, labels: list[str], out, prompt_len: int, layer: 
 
     Image = _pil()
     images = []
-    for i, m in enumerate(maps):
-        n, t = prompt_len + i, m.shape[-1]  # the frame's t positions are labels[n - t:n]
-        if t > n:
-            raise ValueError(f"frame {i} covers {t} tokens but only {n} exist at that step")
+    for i, (m, (_, n)) in enumerate(zip(maps, windows)):
+        t = m.shape[-1]  # the frame's t positions are labels[n - t:n]
         a = m[li].mean(0) if hj is None else m[li, hj]
         w = min(t, W)
         grid = np.full((W, W), np.nan)
@@ -309,7 +309,7 @@ def attention_animation(frames, labels: list[str], out, prompt_len: int, layer: 
                 lab.set_fontweight("bold" if k == w - 1 else "normal")
         box.set_xy((-0.5, w - 1.5))
         box.set_width(w)
-        step = (f"step 0: the prompt ({prompt_len} tokens)" if i == 0 else
+        step = (f"step 0: the prompt ({n} tokens)" if i == 0 else
                 f"step {i}: generated '{_text(labels[n - 1], 12)}'")
         title.set_text(textwrap.fill(f"layer {li}, {what}{_notice(n, w)} — {step}", chars))
         fig.canvas.restore_region(background)
@@ -436,23 +436,20 @@ def steps_figsize(n_steps: int) -> tuple[float, float]:
             _quarter(STEP_TOP + rows * STEP_H + (rows - 1) * STEP_GAP_H + STEP_BOTTOM))
 
 
-def _candidates(step: dict) -> tuple[list[str], list[float], list[float]]:
-    """Pieces to draw and their probabilities before and after filtering (report.step_candidates: the top
-    before, then any others after, then the chosen one), at most MAX_CANDIDATES, the chosen one always."""
-    from .report import step_candidates
-
-    rows = step_candidates(step)
+def _candidates(step: dict) -> list[tuple[str, float, float, bool]]:
+    """At most MAX_CANDIDATES of a step's candidates, in order, the chosen one always among them."""
+    rows = list(step["candidates"])
     if len(rows) > MAX_CANDIDATES:
-        chosen = next(r for r in rows if r[0] == step["chosen"])
+        chosen = next(r for r in rows if r[3])
         rows = rows[:MAX_CANDIDATES] if chosen in rows[:MAX_CANDIDATES] else rows[:MAX_CANDIDATES - 1] + [chosen]
-    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    return rows
 
 
 def steps_chart(steps: list[dict], out, max_steps: int = 12) -> Path:
     """One panel per generated token: the top candidates' probability before filtering (grey) and after
-    temperature / top-k / top-p (colour), the chosen one marked with ▶. steps: dicts with "chosen" (str),
-    "before" and "after" ([(piece, prob), ...], from TraceStep with ids turned into pieces) and optionally
-    "chosen_before" / "chosen_after" (used when the chosen token is outside both top lists)."""
+    temperature / top-k / top-p (colour), the chosen one marked with ▶. steps: dicts with "chosen" (its
+    label) and "candidates": [(label, probability before, after, is the chosen one), ...] in drawing order
+    (report.step_candidates with ids turned into labels)."""
     if not steps:
         raise ValueError("no generation steps to draw")
     drawn = steps[:max_steps]
@@ -463,18 +460,19 @@ def steps_chart(steps: list[dict], out, max_steps: int = 12) -> Path:
     for i, step in enumerate(drawn):
         r, c = divmod(i, cols)
         ax = _axes(fig, size, STEP_LEFT + c * (pw + STEP_GAP_W), top - (r + 1) * STEP_H - r * STEP_GAP_H, pw, STEP_H)
-        order, before, after = _candidates(step)
-        y = np.arange(len(order))
+        rows = _candidates(step)
+        before, after = [r[1] for r in rows], [r[2] for r in rows]
+        y = np.arange(len(rows))
         ax.barh(y - 0.2, before, height=0.38, color="#c9c9c9", label="before filtering (the model's softmax)")
         ax.barh(y + 0.2, after, height=0.38, color="#2a78b5", label="after temperature / top-k / top-p")
-        for k in range(len(order)):
+        for k in range(len(rows)):
             ax.text(after[k] + 0.02, y[k] + 0.2, f"{after[k]:.2f}", va="center", fontsize=7, color="#1b4f78")
-        ax.set_yticks(y, [("▶ " if p == step["chosen"] else "") + _text(p) for p in order], fontsize=9)
-        for p, lab in zip(order, ax.get_yticklabels()):
-            if p == step["chosen"]:
+        ax.set_yticks(y, [("▶ " if chosen else "") + _text(p) for p, _, _, chosen in rows], fontsize=9)
+        for (_, _, _, chosen), lab in zip(rows, ax.get_yticklabels()):
+            if chosen:
                 lab.set_color(HIGHLIGHT)
                 lab.set_fontweight("bold")
-        ax.set_ylim(len(order) - 0.45, -0.55)  # first candidate on top
+        ax.set_ylim(len(rows) - 0.45, -0.55)  # first candidate on top
         ax.set_xlim(0, 1.15)
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", ".25", ".5", ".75", "1"], fontsize=8)
         ax.grid(axis="x", alpha=0.3)

@@ -23,10 +23,7 @@ class BigramLM(LanguageModel):
                 cache: None = None, capture: None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         self._check_abilities(cache, capture)
         logits = self.wte(idx)  # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = next_token_loss(logits, targets)
-        return logits, loss
+        return logits, None if targets is None else next_token_loss(logits, targets)
 
     @property
     def token_embedding(self) -> nn.Embedding:

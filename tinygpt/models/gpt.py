@@ -137,10 +137,7 @@ class GPT(LanguageModel):
         if manual:
             capture["ln_f"] = self.transformer.ln_f(x)
         logits = self.readout(x)  # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = next_token_loss(logits, targets)
-        return logits, loss
+        return logits, None if targets is None else next_token_loss(logits, targets)
 
     @property
     def attention_layers(self) -> int:

@@ -84,10 +84,7 @@ class AttentionLM(LanguageModel):
             capture["attn.0"] = weights if weights.dim() == 4 else weights[:, None]  # (B, nh, T, T)
             capture["resid.0"] = y
         logits = self.lm_head(y)  # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = next_token_loss(logits, targets)
-        return logits, loss
+        return logits, None if targets is None else next_token_loss(logits, targets)
 
     @property
     def attention_layers(self) -> int:
