@@ -151,7 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides.update(_overrides(args))
     writer_factory = _tensorboard(out) if args.tensorboard else None  # checked before any work
     plan = plan_text_run(out, args.data, overrides, preset=preset, tokenizer=args.tokenizer,
-                         vocab_size=args.vocab_size, resume=args.resume, change_data=args.change_data,
+                         vocab_size=args.vocab_size, resume=args.resume, overwrite=args.overwrite,
+                         change_data=args.change_data,
                          cache_dir=cache_dir("tokenizers"))
     for note in plan.notes:
         print(note, file=sys.stderr)

@@ -139,14 +139,8 @@ class Run:
         """Make this process the run's writer: check the policy (a directory holding a run is only reused with
         resume or overwrite), take the lock, recover what an interrupted earlier writer left, and (overwrite)
         move the old run aside until the new one has saved a checkpoint. Returns self; `close()` releases."""
-        if resume and overwrite:
-            raise RunError("--resume and --overwrite contradict each other: resume continues the run, "
-                           "overwrite replaces it")
+        self.check_start(resume, overwrite)  # cheap checks before touching anything (repeated under the lock)
         out = self.path
-        if out.exists() and not out.is_dir():
-            raise RunError(f"--out {out} exists and is not a directory")
-        # cheap checks before touching anything (they are repeated under the lock)
-        self._check_policy(resume, overwrite)
         out.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
@@ -158,6 +152,15 @@ class Run:
             self.close()
             raise
         return self
+
+    def check_start(self, resume: bool = False, overwrite: bool = False) -> None:
+        """Would `start` accept these options? Read-only, so a command can ask before doing any work."""
+        if resume and overwrite:
+            raise RunError("--resume and --overwrite contradict each other: resume continues the run, "
+                           "overwrite replaces it")
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"--out {self.path} exists and is not a directory")
+        self._check_policy(resume, overwrite)
 
     def _check_policy(self, resume: bool, overwrite: bool) -> None:
         if resume:

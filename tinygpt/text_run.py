@@ -29,7 +29,7 @@ class TextRunPlan:
 
 def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], *, preset: str | None = None,
                   tokenizer: str | None = None, vocab_size: int | None = None, resume: bool = False,
-                  change_data: bool = False, cache_dir: Path | None = None,
+                  overwrite: bool = False, change_data: bool = False, cache_dir: Path | None = None,
                   progress: Callable[[int, int], None] | None = None) -> TextRunPlan:
     """Everything `train()` needs for a text run into `out`.
 
@@ -39,6 +39,7 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
     refused unless change_data.
     """
     notes: list[str] = []
+    Run(out).check_start(resume, overwrite)  # before any work: is --out usable as asked?
     if resume:
         if preset is not None:
             raise ConfigError("--preset does not apply to --resume (the run keeps its settings; override single keys)")
