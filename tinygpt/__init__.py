@@ -1,2 +1,29 @@
-"""tinygpt: build, train, run and look inside a GPT-style language model written from scratch."""
+"""tinygpt: build, train, run and look inside a GPT-style language model written from scratch.
+
+The public API, for use from Python:
+
+    import tinygpt
+
+    model, tokenizer, config = tinygpt.load_checkpoint("runs/baby")       # a run or checkpoint directory
+    print("".join(tinygpt.generate_text(model, tokenizer, "ROMEO:", 100, temperature=0.8, seed=0)))
+
+    cfg = tinygpt.ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=65)
+    gpt = tinygpt.GPT(cfg)                                                  # logits, loss = gpt(ids, targets)
+
+Everything else (tokenizers, data, the loop's pieces, interpretability) lives in the submodules named in
+the README's "What is inside" table.
+"""
 __version__ = "0.1.0"
+
+from .config import ModelConfig, TrainConfig, build_configs  # noqa: E402
+from .data import TextData  # noqa: E402
+from .decoder import Decoder  # noqa: E402
+from .generate import generate, generate_text  # noqa: E402
+from .models import GPT, LanguageModel, build_model  # noqa: E402
+from .run import Run, load_checkpoint  # noqa: E402
+from .tokenizers import load_tokenizer  # noqa: E402
+from .train import Hooks, RunResult, train  # noqa: E402
+
+__all__ = ["__version__", "ModelConfig", "TrainConfig", "build_configs", "TextData", "Decoder", "generate",
+           "generate_text", "GPT", "LanguageModel", "build_model", "Run", "load_checkpoint", "load_tokenizer",
+           "Hooks", "RunResult", "train"]
