@@ -291,13 +291,15 @@ def test_cli_train_encode_export_stats(tmp_path, capsys):
 
 
 def test_cli_errors(tmp_path):
+    from tinygpt.data import DataError
+
     out = str(tmp_path / "x")
     data = tmp_path / "data.txt"
     data.write_text("hello", encoding="utf-8")
-    with pytest.raises(TokenizerError, match="not found"):
+    with pytest.raises(DataError, match="not found"):  # --data reads like train's: files, folders, corpora
         run_cli("tokenizer", "train", "--data", str(tmp_path / "missing.txt"), "--vocab_size", "300", "--out", out)
     (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
-    with pytest.raises(TokenizerError, match="not UTF-8"):
+    with pytest.raises(DataError, match="not valid UTF-8"):
         run_cli("tokenizer", "train", "--data", str(tmp_path / "latin1.txt"), "--vocab_size", "300", "--out", out)
     with pytest.raises(TokenizerError, match="below 256"):
         run_cli("tokenizer", "train", "--data", str(data), "--vocab_size", "256", "--out", out, "--special", "<s>")
