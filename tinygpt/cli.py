@@ -204,9 +204,9 @@ class _ProgressHooks:
                 self.writer.add_scalar(k, m[k], m["step"])
 
     def on_eval(self, m: dict[str, Any]) -> None:
-        import math
+        from .evaluate import bits
         unit = f"{m['val_bits_per_byte']:.3f} bits/byte" if "val_bits_per_byte" in m \
-            else f"{m['val_loss'] / math.log(2):.3f} bits/token"
+            else f"{bits(m['val_loss'], 1.0):.3f} bits/token"
         msg = f"step {m['step']}: train loss {m['eval_train_loss']:.4f}, val loss {m['val_loss']:.4f} ({unit})"
         if self.writer is not None:
             for k in ("val_loss", "eval_train_loss", "val_bits_per_char", "val_bits_per_byte"):
@@ -233,52 +233,91 @@ class _ProgressHooks:
 def cmd_sample(args: argparse.Namespace) -> int:
     from .run import load_checkpoint, task_of
     from .device import choose_device
-    from .generate import beam_search, generate_text
-    from .sampling import check_settings
+    from .generate import beam_search_text, end_of_text_id, generate_text
 
+    _check_sample_flags(args)
+    prompt = args.prompt if args.prompt is not None else ""
+    if args.prompt_file:
+        prompt = Path(args.prompt_file).read_text(encoding="utf-8")
     device = choose_device(args.device)
     model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, device)
     task = task_of(cfg)
+    settings = _sampling_settings(args, task is not None)
     if task is not None:  # a task checkpoint answers questions: wrap the prompt, stop at the end of the answer
-        answer = task.answer(model, args.prompt)
-        print(answer)
-        if not answer:
-            print("note: the model ended its answer at once (it may need more training)", file=sys.stderr)
+        if args.stop:
+            raise CLIError("--stop does not apply to a task run: its answer ends at <eos>")
+        for i in range(args.num_samples):
+            answer = task.answer(model, prompt, args.max_new_tokens, **_nth_sample(settings, i))
+            print(answer)
+            if not answer:
+                print("note: the model ended its answer at once (it may need more training)", file=sys.stderr)
         return 0
-    prompt = args.prompt
-    if args.prompt_file:
-        prompt = Path(args.prompt_file).read_text(encoding="utf-8")
     if prompt == "":
         prompt = "\n"  # the conventional start for character models
-    temperature = 0.0 if args.greedy else args.temperature
-    check_settings(temperature, args.top_k, args.top_p)
-    if args.max_new_tokens < 0:
-        raise CLIError("--max_new_tokens must be >= 0")
+    max_new_tokens = 500 if args.max_new_tokens is None else args.max_new_tokens
     ids = tokenizer.encode(prompt)
     block = model.config.block_size
     if len(ids) > block:
         print(f"note: the prompt has {len(ids)} tokens; the model sees only the last {block}", file=sys.stderr)
+    eos = end_of_text_id(tokenizer)
+    eos_ids = [] if eos is None else [eos]
     for i in range(args.num_samples):
         if i:
             print("\n" + "-" * 40)
         if args.num_beams > 1:
-            eos = None
-            beams = beam_search(model, ids, args.max_new_tokens, args.num_beams, args.length_penalty, eos)
-            text = tokenizer.decode(beams[0].tokens)
-            for s in args.stop:
-                if s and s in text:
-                    text = text[:text.index(s)]
+            text, _ = beam_search_text(model, tokenizer, prompt, max_new_tokens, args.num_beams, args.length_penalty,
+                                       args.stop, eos_ids, use_cache=not args.no_cache)[0]
             print(prompt + text)
             continue
-        seed = None if args.seed is None else args.seed + i
         sys.stdout.write(prompt)
-        for piece in generate_text(model, tokenizer, prompt, args.max_new_tokens, stop=args.stop,
-                                   temperature=temperature, top_k=args.top_k, top_p=args.top_p,
-                                   seed=seed, use_cache=not args.no_cache):
+        for piece in generate_text(model, tokenizer, prompt, max_new_tokens, stop=args.stop, eos_ids=eos_ids,
+                                   **_nth_sample(settings, i)):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
     return 0
+
+
+_SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "seed")
+
+
+def _check_sample_flags(args: argparse.Namespace) -> None:
+    """Refuse `sample` flags that contradict each other or make no sense, before anything is loaded."""
+    if args.prompt is not None and args.prompt_file:
+        raise CLIError("give --prompt or --prompt_file, not both")
+    if any(s == "" for s in args.stop):
+        raise CLIError("--stop needs a non-empty string")
+    if args.greedy and args.temperature not in (None, 0):
+        raise CLIError(f"--greedy means temperature 0; drop --temperature {args.temperature}")
+    if args.num_beams > 1:
+        given = [f"--{f}" for f in _SAMPLING_FLAGS if getattr(args, f) is not None] + (["--greedy"] if args.greedy
+                                                                                       else [])
+        if given:
+            raise CLIError(f"--num_beams {args.num_beams} searches for the most likely text and does not sample: "
+                           f"drop {', '.join(given)}")
+        if args.num_samples > 1:
+            raise CLIError("--num_beams is deterministic: --num_samples would print the same text again")
+
+
+def _sampling_settings(args: argparse.Namespace, task: bool) -> dict[str, Any]:
+    """The generation settings of `sample`: greedy for a task run unless told otherwise, else temperature 0.8."""
+    from .sampling import check_settings
+
+    if args.num_beams > 1:
+        return dict(num_beams=args.num_beams, length_penalty=args.length_penalty, use_cache=not args.no_cache)
+    temperature = 0.0 if args.greedy else args.temperature
+    if temperature is None:
+        temperature = 0.0 if task else DEFAULT_TEMPERATURE
+    check_settings(temperature, args.top_k, args.top_p)
+    return dict(temperature=temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                use_cache=not args.no_cache)
+
+
+def _nth_sample(settings: dict[str, Any], i: int) -> dict[str, Any]:
+    """The settings of sample i: the seed moves on by one per sample, so --num_samples gives different texts."""
+    if settings.get("seed") is None:
+        return settings
+    return {**settings, "seed": settings["seed"] + i}
 
 
 # --- eval --------------------------------------------------------------------------------------
@@ -462,18 +501,22 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stream generated text. The model sees at most block_size tokens; past that "
                                    "the window slides (keeps the last 3/4) and generation goes on.")
     s.add_argument("run_dir", help="run directory (uses best/, else latest/) or a checkpoint directory")
-    s.add_argument("--prompt", default="", help="text to continue (default: a newline)")
+    s.add_argument("--prompt", default=None, help="text to continue (default: a newline; a task run: the question)")
     s.add_argument("--prompt_file", help="read the prompt from a file")
-    s.add_argument("--max_new_tokens", type=int, default=500)
-    s.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="0 means greedy")
+    s.add_argument("--max_new_tokens", type=nonneg_int, default=None,
+                   help="tokens to generate (default 500; a task run: up to the end of its answer)")
+    s.add_argument("--temperature", type=finite_float, default=None,
+                   help=f"0 means greedy (default {DEFAULT_TEMPERATURE}; a task run: 0)")
     s.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    s.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens")
-    s.add_argument("--top_p", type=float, default=None, help="sample within the smallest set of probability >= p")
-    s.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
-    s.add_argument("--num_samples", type=int, default=1)
+    s.add_argument("--top_k", type=positive_int, default=None, help="sample among the k most likely tokens")
+    s.add_argument("--top_p", type=finite_float, default=None,
+                   help="sample within the smallest set of probability >= p")
+    s.add_argument("--seed", type=seed_int, default=None, help="make sampling repeatable")
+    s.add_argument("--num_samples", type=positive_int, default=1)
     s.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
-    s.add_argument("--num_beams", type=int, default=1, help="beam search with this many beams (>1)")
-    s.add_argument("--length_penalty", type=float, default=1.0, help="beam score = logprob / length**penalty")
+    s.add_argument("--num_beams", type=positive_int, default=1,
+                   help="beam search with this many beams (>1); ends at --stop and the end-of-text token")
+    s.add_argument("--length_penalty", type=finite_float, default=1.0, help="beam score = logprob / length**penalty")
     s.add_argument("--no_cache", action="store_true", help="recompute the whole window each token (reference path)")
     s.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     s.add_argument("--device", default="auto")

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from .data import BatchSource
 from .device import autocast
+from .models import eval_mode
 
 
 def bits(loss: float, tokens_per_unit: float) -> float:
@@ -24,16 +25,14 @@ def evaluate(model: nn.Module, source: BatchSource, split: str, iters: int, batc
              seed: int, device: str, dtype: torch.dtype = torch.float32) -> float:
     """Mean loss over `iters` batches drawn with a fixed seed: the same batches at every evaluation,
     so successive figures differ only because the model changed."""
-    was_training = model.training
-    model.eval()
     gen = torch.Generator().manual_seed(seed)
     total = 0.0
-    for _ in range(iters):
-        x, y = source.get_batch(split, batch_size, gen)
-        with autocast(device, dtype):
-            _, loss = model(x.to(device), y.to(device))
-        total += loss.item()
-    model.train(was_training)
+    with eval_mode(model):
+        for _ in range(iters):
+            x, y = source.get_batch(split, batch_size, gen)
+            with autocast(device, dtype):
+                _, loss = model(x.to(device), y.to(device))
+            total += loss.item()
     return total / iters
 
 
@@ -44,27 +43,25 @@ def evaluate_stream(model: nn.Module, ids: Any, block_size: int, batch_size: int
     that overlap by one (every token but the first is predicted exactly once). Returns (loss, n_predicted)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
-    was_training = model.training
-    model.eval()
     data = torch.from_numpy(np.asarray(ids).astype(np.int64))
     n = len(data) - 1
     if n < 1:
         raise ValueError("need at least 2 tokens to evaluate")
     starts = list(range(0, n, block_size))
     total, count = 0.0, 0
-    for i in range(0, len(starts), batch_size):
-        chunk = starts[i:i + batch_size]
-        T = min(block_size, n - chunk[-1])  # the last window may be shorter
-        full = [s for s in chunk if s + block_size <= n]
-        groups = [(full, block_size)] + ([([chunk[-1]], T)] if T < block_size else [])
-        for group, t in groups:
-            if not group:
-                continue
-            block = torch.stack([data[s:s + t + 1] for s in group]).to(device)
-            _, loss = model(block[:, :-1], block[:, 1:])
-            total += loss.item() * block[:, 1:].numel()
-            count += block[:, 1:].numel()
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(starts), batch_size):
+            chunk = starts[i:i + batch_size]
+            T = min(block_size, n - chunk[-1])  # the last window may be shorter
+            full = [s for s in chunk if s + block_size <= n]
+            groups = [(full, block_size)] + ([([chunk[-1]], T)] if T < block_size else [])
+            for group, t in groups:
+                if not group:
+                    continue
+                block = torch.stack([data[s:s + t + 1] for s in group]).to(device)
+                _, loss = model(block[:, :-1], block[:, 1:])
+                total += loss.item() * block[:, 1:].numel()
+                count += block[:, 1:].numel()
     return total / count, count
 
 

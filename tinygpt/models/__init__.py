@@ -5,7 +5,7 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from .attention import CausalSelfAttention, KVCache
-from .base import LanguageModel, Unsupported
+from .base import LanguageModel, Unsupported, eval_mode
 from .bigram import BigramLM
 from .gpt import GPT, VARIANTS
 from .zoo import AttentionLM, Head, MultiHeadAttention
@@ -32,4 +32,4 @@ def count_params(model: nn.Module, non_embedding: bool = False) -> int:
     return n
 
 
-__all__ = ["LanguageModel", "Unsupported", "GPT", "BigramLM", "AttentionLM", "Head", "MultiHeadAttention", "VARIANTS", "KVCache", "CausalSelfAttention", "MODELS", "build_model", "count_params"]
+__all__ = ["LanguageModel", "Unsupported", "eval_mode", "GPT", "BigramLM", "AttentionLM", "Head", "MultiHeadAttention", "VARIANTS", "KVCache", "CausalSelfAttention", "MODELS", "build_model", "count_params"]

@@ -17,7 +17,8 @@ A model asked for something it cannot do raises `Unsupported` with a one-line re
 """
 from __future__ import annotations
 
-from typing import ClassVar
+import contextlib
+from typing import ClassVar, Iterator
 
 import torch
 import torch.nn as nn
@@ -69,4 +70,15 @@ class LanguageModel(nn.Module):
             raise Unsupported(f"the {self.name} model has no internals to capture")
 
 
-__all__ = ["LanguageModel", "Unsupported"]
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put a model in eval mode (no dropout) for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+__all__ = ["LanguageModel", "Unsupported", "eval_mode"]
