@@ -39,6 +39,8 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
     refused unless change_data.
     """
     notes: list[str] = []
+    if change_data and not resume:
+        raise ConfigError("--change_data applies only with --resume (a new run simply takes its --data)")
     Run(out).check_start(resume, overwrite)  # before any work: is --out usable as asked?
     if resume:
         if preset is not None:
