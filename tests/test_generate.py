@@ -1,12 +1,17 @@
+"""The Decoder engine and the generation built on it: the window policy, cached ≡ uncached (greedy, sampled,
+beams, across slides), end-of-sequence ids, stop strings, and beam search against brute force."""
 import itertools
 
 import pytest
 import torch
 
 from tinygpt.config import ModelConfig
-from tinygpt.generate import beam_search, generate, generate_text, keep_after_slide
-from tinygpt.models import GPT, BigramLM
-from tinygpt.tokenizers import CharTokenizer
+from tinygpt.decoder import Decoder, keep_after_slide, prompt_start, slide
+from tinygpt.generate import (beam_search, beam_search_text, end_of_text_id, generate, generate_text,
+                              generate_tokens)
+from tinygpt.models import GPT, BigramLM, build_model
+from tinygpt.models.base import LanguageModel
+from tinygpt.tokenizers import ByteBPETokenizer, CharTokenizer
 
 
 def model(block=16, vocab=13, seed=0, layers=2):
@@ -17,8 +22,104 @@ def model(block=16, vocab=13, seed=0, layers=2):
     return m
 
 
-def test_keep_after_slide():
+# --- mock models whose logits are known ------------------------------------------------------------
+
+class MockCache:
+    """Remembers the tokens fed so far, per row; reorder keeps rows like KVCache.reorder."""
+
+    def __init__(self, batch_size):
+        self.tokens = torch.zeros(batch_size, 0, dtype=torch.long)
+
+    def reorder(self, index):
+        self.tokens = self.tokens[index]
+
+
+class WindowSum(LanguageModel):
+    """Predicts (sum of the tokens it can see + how many) mod V, with certainty: any mistake in what the model
+    is shown changes the answer. Records the length of every input it was given."""
+
+    can_cache = True
+
+    def __init__(self, vocab=7, block=4):
+        super().__init__()
+        self.config = ModelConfig(vocab_size=vocab, block_size=block, n_layer=1, n_head=1, n_embd=8)
+        self.p = torch.nn.Parameter(torch.zeros(1))
+        self.calls: list[int] = []
+
+    @staticmethod
+    def answer(context, vocab=7):
+        return (sum(context) + len(context)) % vocab
+
+    def new_cache(self, batch_size, device=None, dtype=None):
+        return MockCache(batch_size)
+
+    def forward(self, idx, targets=None, *, cache=None, capture=None):
+        self._check_abilities(cache, capture)
+        self.calls.append(idx.size(1))
+        if cache is not None:
+            cache.tokens = torch.cat([cache.tokens, idx], dim=1)
+            idx = cache.tokens
+        assert idx.size(1) <= self.config.block_size, "the model was shown more than its window"
+        V = self.config.vocab_size
+        logits = torch.zeros(idx.size(0), idx.size(1), V)
+        nxt = (idx.sum(dim=1) + idx.size(1)) % V
+        logits[torch.arange(idx.size(0)), -1, nxt] = 10.0
+        return logits, None
+
+
+class NoCacheWindowSum(WindowSum):
+    can_cache = False
+
+
+def test_window_policy_known_answers():
     assert keep_after_slide(256) == 192 and keep_after_slide(4) == 3 and keep_after_slide(1) == 1
+    assert prompt_start(20, 16) == 4 and prompt_start(3, 16) == 0
+    assert slide(0, 16, 16) == 0 and slide(0, 17, 16) == 17 - 12
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_decoder_windows_are_the_documented_policy_and_what_the_model_read(use_cache):
+    m = WindowSum(block=4)
+    dec = Decoder(m, [1, 2, 3], use_cache=use_cache)
+    for _ in dec.generate(6, temperature=0):
+        pass
+    # block 4, keep 3: grow to the full window, then slide to keep the last 3 (the module docstring's example)
+    assert dec.windows == [(0, 3), (0, 4), (2, 5), (2, 6), (4, 7), (4, 8)] and dec.window == (6, 9)
+    seq = dec.seq[0].tolist()
+    for (a, b), tok in zip(dec.windows, dec.new_tokens[0].tolist()):
+        assert tok == WindowSum.answer(seq[a:b])
+    # a prompt longer than the window is cut to its last block_size tokens
+    dec = Decoder(WindowSum(block=4), [5, 1, 2, 3, 4, 6], use_cache=use_cache)
+    for _ in dec.generate(3, temperature=0):
+        pass
+    assert dec.windows == [(2, 6), (4, 7), (4, 8)]
+
+
+def test_cached_path_prefills_once_per_window_and_then_feeds_one_token():
+    m = WindowSum(block=4)
+    generate(m, [1, 2, 3], 6, temperature=0)
+    assert m.calls == [3, 1, 3, 1, 3, 1]  # prefill, one token, refill after each slide (keep = 3), ...
+    u = WindowSum(block=4)
+    generate(u, [1, 2, 3], 6, temperature=0, use_cache=False)
+    assert u.calls == [3, 4, 3, 4, 3, 4]  # the reference reads the whole window every step
+    assert generate(m, [1, 2, 3], 6, temperature=0) == generate(u, [1, 2, 3], 6, temperature=0, use_cache=False)
+
+
+def test_a_model_without_a_cache_takes_the_uncached_path():
+    m = NoCacheWindowSum(block=4)
+    dec = Decoder(m, [1, 2, 3])  # use_cache=True is only a wish
+    assert not dec.cached
+    out = generate(m, [1, 2, 3], 6, temperature=0)  # would raise Unsupported if a cache were passed
+    assert m.calls == [3, 4, 3, 4, 3, 4]
+    assert out == generate(WindowSum(block=4), [1, 2, 3], 6, temperature=0)
+    torch.manual_seed(0)
+    bigram = BigramLM(ModelConfig(model="bigram", vocab_size=5, block_size=4)).eval()
+    assert not Decoder(bigram, [0]).cached
+    out = generate(bigram, [0], 12, temperature=0)
+    assert len(out) == 12 and out[0] == int(bigram.wte.weight[0].argmax())
+    for kind in ("single_head", "multi_head"):
+        m = build_model(ModelConfig(model=kind, vocab_size=5, block_size=4, n_head=2, n_embd=8)).eval()
+        assert not Decoder(m, [0]).cached and len(generate(m, [0], 9, temperature=0)) == 9  # slides twice
 
 
 @pytest.mark.parametrize("prompt_len", [1, 5, 16, 30])
@@ -45,10 +146,10 @@ def test_uncached_path_follows_the_documented_window():
             start = len(seq) - 6
 
 
-def test_seeded_sampling_is_repeatable_and_cache_independent():
+def test_seeded_sampling_is_repeatable_and_cache_independent_across_slides():
     torch.manual_seed(0)
     m = GPT(ModelConfig(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
-    a = generate(m, [1, 2], 40, temperature=1.0, top_k=5, seed=3)
+    a = generate(m, [1, 2], 40, temperature=1.0, top_k=5, seed=3)  # 42 tokens > 16: the window slides twice
     b = generate(m, [1, 2], 40, temperature=1.0, top_k=5, seed=3, use_cache=False)
     c = generate(m, [1, 2], 40, temperature=1.0, top_k=5, seed=4)
     assert a == b and a != c
@@ -57,34 +158,36 @@ def test_seeded_sampling_is_repeatable_and_cache_independent():
 def test_batched_generation_matches_single_rows():
     m = model()
     prompts = torch.tensor([[1, 2, 3], [4, 5, 6]])
-    from tinygpt.generate import generate_tokens
     rows = torch.stack(list(generate_tokens(m, prompts, 10, temperature=0)), dim=1)
     for i in range(2):
         assert rows[i].tolist() == generate(m, prompts[i].tolist(), 10, temperature=0)
 
 
-def test_bigram_generates_without_cache_support():
-    torch.manual_seed(0)
-    m = BigramLM(ModelConfig(model="bigram", vocab_size=5, block_size=4)).eval()
-    out = generate(m, [0], 12, temperature=0)
-    assert len(out) == 12
-    assert out[0] == int(m.wte.weight[0].argmax())
+def test_generation_stops_once_every_row_has_an_eos():
+    m = WindowSum(vocab=7, block=16)
+    free = generate(m, [1], 10, temperature=0)  # 1 -> (1+1)%7=2 -> (3+2)%7=5 -> ...
+    assert free[:3] == [2, 5, 4]
+    assert generate(m, [1], 10, temperature=0, eos_ids=[5]) == [2, 5]
+    assert generate(m, [2], 4, temperature=0) == [3, 0, 1, 3]
+    # two rows: the first ends at step 2, the second at step 3; generation goes on until both have
+    rows = torch.stack(list(generate_tokens(m, torch.tensor([[1], [2]]), 10, temperature=0, eos_ids=[5, 1])), 1)
+    assert rows.tolist() == [[2, 5, 4], [3, 0, 1]]
 
 
-class Repeat(torch.nn.Module):
-    """A fake model that always predicts a fixed cycle, for testing text-level logic."""
+class Repeat(LanguageModel):
+    """A fake model that always predicts a fixed cycle (by sequence length), for testing text-level logic."""
 
-    def __init__(self, cycle, vocab):
+    def __init__(self, cycle, vocab, block=64):
         super().__init__()
         self.cycle, self.vocab = cycle, vocab
-        self.config = ModelConfig(vocab_size=vocab, block_size=64, n_layer=1, n_head=1, n_embd=8)
+        self.config = ModelConfig(vocab_size=vocab, block_size=block, n_layer=1, n_head=1, n_embd=8)
         self.p = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, idx, targets=None, **kw):
+    def forward(self, idx, targets=None, *, cache=None, capture=None):
+        self._check_abilities(cache, capture)
         B, T = idx.shape
         logits = torch.zeros(B, T, self.vocab)
-        n = idx.shape[1]
-        logits[:, -1, self.cycle[n % len(self.cycle)]] = 10.0
+        logits[:, -1, self.cycle[T % len(self.cycle)]] = 10.0
         return logits, None
 
 
@@ -100,26 +203,72 @@ def test_stop_strings_cut_before_the_stop_and_never_leak():
     assert "".join(pieces) == "bc\ndabc"
 
 
-def brute_force_best(m, prompt, length, vocab):
+def test_generate_text_ends_at_an_end_of_text_id_without_printing_it():
+    tok = CharTokenizer(list("abcd"), specials=["<unk>", "<eos>"])
+    assert end_of_text_id(tok) == 1
+    cycle = [tok.encode(c)[0] for c in "abc"] + [1, tok.encode("d")[0]]
+    m = Repeat(cycle, tok.vocab_size)
+    assert "".join(generate_text(m, tok, "a", 20, temperature=0)).startswith("bc\ufffdda")  # <eos> is not text
+    assert "".join(generate_text(m, tok, "a", 20, eos_ids=[1], temperature=0)) == "bc"
+
+
+def test_end_of_text_ids_of_each_tokenizer():
+    from tinygpt.tasks import calculator_tokenizer
+
+    bpe = ByteBPETokenizer.train("hello world " * 20, 262, special_tokens=["<|endoftext|>"])
+    assert end_of_text_id(bpe) == bpe.special_ids["<|endoftext|>"] == 261
+    assert end_of_text_id(ByteBPETokenizer.train("hello world " * 20, 262)) is None
+    assert end_of_text_id(CharTokenizer.train("abc")) is None
+    words = calculator_tokenizer()
+    assert end_of_text_id(words) == words.stoi["<eos>"]
+
+
+# --- beam search ---------------------------------------------------------------------------------------
+
+def brute_force_best(m, prompt, length, vocab, ended=lambda seq: False, length_penalty=0.0):
+    """The best-scoring continuation among all sequences that end (ended(seq) at their last token and not
+    before) or reach `length` tokens: what beam search with enough beams must find. One batched forward pass
+    over every sequence of `length` tokens scores all their prefixes too (the model is causal)."""
+    full = torch.tensor([prompt + list(s) for s in itertools.product(range(vocab), repeat=length)])
+    with torch.no_grad():
+        logp = torch.log_softmax(m(full)[0].float(), -1)  # (V**length, P + length, V)
+    new = full[:, len(prompt):]
+    steps = logp[:, len(prompt) - 1:-1].gather(-1, new[..., None])[..., 0].cumsum(-1)  # (rows, length)
     best, best_seq = -1e9, None
-    for seq in itertools.product(range(vocab), repeat=length):
-        ids = torch.tensor([prompt + list(seq)])
-        with torch.no_grad():
-            logp = torch.log_softmax(m(ids)[0][0], -1)
-        s = sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(seq))
-        if s > best:
-            best, best_seq = s, list(seq)
+    for row, seq in enumerate(new.tolist()):
+        for n in range(1, length + 1):
+            if n < length and not ended(seq[:n]):
+                continue
+            s = float(steps[row, n - 1]) / n ** length_penalty
+            if s > best:
+                best, best_seq = s, seq[:n]
+            break  # a sequence that ended is not continued
     return best_seq, best
 
 
-def test_beam_search_with_enough_beams_finds_the_exact_optimum():
-    torch.manual_seed(1)
-    m = GPT(ModelConfig(vocab_size=4, block_size=8, n_layer=1, n_head=1, n_embd=8)).eval()
+def tiny_gpt(vocab=4, seed=1, sharpen=30.0):
+    torch.manual_seed(seed)
+    m = GPT(ModelConfig(vocab_size=vocab, block_size=8, n_layer=1, n_head=1, n_embd=8)).eval()
     with torch.no_grad():
-        m.transformer.wte.weight.mul_(30)
+        m.transformer.wte.weight.mul_(sharpen)
+    return m
+
+
+def test_beam_search_with_enough_beams_finds_the_exact_optimum():
+    m = tiny_gpt()
     seq, score = brute_force_best(m, [0], 3, 4)
     beams = beam_search(m, [0], 3, num_beams=16, length_penalty=0.0)
     assert beams[0].tokens == seq and abs(beams[0].logprob - score) < 1e-4
+
+
+@pytest.mark.parametrize("eos", [0, 1, 2, 3])
+def test_beam_search_with_an_eos_finds_the_exact_optimum(eos):
+    m = tiny_gpt()
+    for penalty in (0.0, 1.0):
+        seq, score = brute_force_best(m, [0], 3, 4, ended=lambda s: s[-1] == eos, length_penalty=penalty)
+        best = beam_search(m, [0], 3, num_beams=16, length_penalty=penalty, eos_ids=[eos])[0]
+        assert best.tokens == seq and abs(best.score - score) < 1e-4
+        assert eos not in best.tokens[:-1]
 
 
 def test_one_beam_is_greedy():
@@ -131,10 +280,48 @@ def test_beam_search_stops_at_eos():
     m = model()
     greedy = generate(m, [1], 10, temperature=0)
     eos = greedy[3]
-    beams = beam_search(m, [1], 10, num_beams=1, eos_id=eos)
-    assert beams[0].tokens[-1] == eos and len(beams[0].tokens) <= 4
+    beams = beam_search(m, [1], 10, num_beams=1, eos_ids=[eos])
+    assert beams[0].tokens == greedy[:greedy.index(eos) + 1]
 
 
-def test_empty_prompt_is_an_error():
+def test_cached_and_uncached_beams_are_identical_across_slides():
+    m = model(block=8)
+    for prompt in ([1, 2, 3], list(range(12))):  # 30 new tokens: the window slides several times
+        a = beam_search(m, prompt, 30, num_beams=3)
+        b = beam_search(m, prompt, 30, num_beams=3, use_cache=False)
+        assert [x.tokens for x in a] == [x.tokens for x in b]
+        assert [x.logprob for x in a] == pytest.approx([x.logprob for x in b], abs=1e-4)
+
+
+def test_stop_strings_end_beams_during_the_search():
+    """A beam that writes a stop string is finished at once and ranked on what it keeps; the text stops
+    before the stop string. Equal to the best over all sequences cut at their first stop string, which is
+    not what cutting the unstopped search's best beam would give."""
+    tok = CharTokenizer(list("ab\n"))  # ids: <unk> 0, a 1, b 2, \n 3
+    m = tiny_gpt(vocab=tok.vocab_size, seed=1, sharpen=3.0)
+    prompt = tok.encode("a")
+    changed = 0
+    for stop in ("\n", "ba", "b"):
+        ended = lambda s: stop in tok.decode(s)  # noqa: E731
+        for penalty in (0.0, 1.0):
+            seq, score = brute_force_best(m, prompt, 3, tok.vocab_size, ended=ended, length_penalty=penalty)
+            text, best = beam_search_text(m, tok, "a", 3, num_beams=16, length_penalty=penalty, stop=[stop])[0]
+            assert best.tokens == seq and abs(best.score - score) < 1e-4
+            assert stop not in text and text == tok.decode(seq).split(stop)[0]
+            changed += beam_search(m, prompt, 3, num_beams=16, length_penalty=penalty)[0].tokens != seq
+    assert changed >= 3  # the stop strings changed which beam wins
+
+
+def test_beam_text_drops_the_end_of_text_token():
+    tok = CharTokenizer(list("abcd"), specials=["<unk>", "<eos>"])
+    cycle = [tok.encode(c)[0] for c in "abc"] + [1, tok.encode("d")[0]]
+    m = Repeat(cycle, tok.vocab_size)
+    text, beam = beam_search_text(m, tok, "a", 20, num_beams=2, eos_ids=[1])[0]
+    assert text == "bc" and beam.tokens[-1] == 1
+
+
+def test_empty_prompt_and_bad_beams_are_errors():
     with pytest.raises(ValueError, match="empty"):
         generate(model(), [], 3)
+    with pytest.raises(ValueError, match="num_beams"):
+        beam_search(model(), [1], 3, num_beams=0)

@@ -1,8 +1,8 @@
 """`tinygpt inspect`: every view on a text run and a calculator run, the JSON numbers, and clear errors."""
 import json
-from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import TINY_FLAGS
 
@@ -36,8 +36,17 @@ def test_attention_png_and_json(cli, runs, tmp_path):
     assert data["shape"] == [2, 2, 11, 11] and data["tokens"][:5] == list("ROMEO")
     row = data["attention"][1][0][10]
     assert sum(row) == pytest.approx(1, abs=1e-3)
+    # the numbers are the model's attention on the prompt's ids, rounded to 4 decimals
+    from tinygpt.interpret import attention_maps
+    from tinygpt.run import load_checkpoint
+    model, tok, _ = load_checkpoint(runs / "char")
+    assert data["ids"] == tok.encode("ROMEO:\nWhat")
+    assert torch.tensor(data["attention"]) == pytest.approx(attention_maps(model, data["ids"]), abs=6e-5)
     from PIL import Image
-    assert Image.open(out).size[0] > 200
+
+    from tinygpt import viz
+    w, h = viz.attention_figsize(2, 2, 11)
+    assert Image.open(out).size == (round(w * viz.DPI), round(h * viz.DPI))
 
 
 def test_one_layer_one_head_and_bad_indices(cli, runs, tmp_path):
@@ -68,6 +77,27 @@ def test_animate_gif_has_one_frame_per_token(cli, runs, tmp_path):
     assert len({f.size for f in frames}) == 1
     data = json.loads((tmp_path / "a.json").read_text())
     assert len(data["frames"]) == 5 and len(data["frames"][-1]) == 10
+    # each frame is layer -1 (mean of the heads) on exactly the window the generation read
+    from tinygpt.interpret import attention_maps, trace_generation
+    from tinygpt.run import load_checkpoint
+    model, tok, _ = load_checkpoint(runs / "char")
+    trace = trace_generation(model, tok.encode("ROMEO:"), 4, temperature=0.8, seed=1)
+    assert data["generated"] == [tok.id_to_piece(i) for i in trace.tokens]
+    assert data["windows"] == [list(w) for w in trace.windows + [trace.last_window]] == [[0, n] for n in range(6, 11)]
+    seq = trace.prompt + trace.tokens
+    for (a, b), frame in zip(data["windows"], data["frames"]):
+        want = attention_maps(model, seq[a:b])[-1].mean(0)
+        assert torch.tensor(frame) == pytest.approx(want, abs=6e-5)
+
+
+def test_animation_past_the_window_uses_the_decoders_windows(cli, runs, tmp_path):
+    code, text, err = cli("inspect", "animate", runs / "char", "--prompt", "ROMEO: What say you, my lord?",
+                          "--max_new_tokens", "12", "--seed", "2", "--json")
+    assert code == 0, err
+    data = json.loads(text)
+    # block_size 32, keep 24: a 29-token prompt fills the window after 3 new tokens, then it slides
+    assert data["windows"][:5] == [[0, 29], [0, 30], [0, 31], [0, 32], [9, 33]]
+    assert len(data["frames"]) == 13 and [len(f) for f in data["frames"]][3:6] == [32, 24, 25]
 
 
 def test_steps_terminal_json_png_and_html(cli, runs, tmp_path):
@@ -79,7 +109,12 @@ def test_steps_terminal_json_png_and_html(cli, runs, tmp_path):
         assert s["kept"] == 2 and len(s["after"]) == 2 and s["chosen"] in [p for p, _ in s["after"]]
     code, text, _ = cli("inspect", "steps", runs / "char", "--prompt", "ROMEO:", "--max_new_tokens", "2",
                         "--out", tmp_path / "s.png")
-    assert code == 0 and "step 2: chose" in text and (tmp_path / "s.png").stat().st_size > 0
+    assert code == 0 and "step 2: chose" in text
+    from PIL import Image
+
+    from tinygpt import viz
+    w, h = viz.steps_figsize(2)
+    assert Image.open(tmp_path / "s.png").size == (round(w * viz.DPI), round(h * viz.DPI))
     code, _, _ = cli("inspect", "steps", runs / "char", "--prompt", "ROMEO:", "--out", tmp_path / "s.html")
     assert code == 0 and "<table" in (tmp_path / "s.html").read_text()
     code, _, err = cli("inspect", "steps", runs / "char", "--prompt", "ROMEO:", "--out", tmp_path / "s.txt")
@@ -93,7 +128,11 @@ def test_logit_lens_and_saliency_on_the_calculator(cli, runs, tmp_path):
     assert data["tokens"] == ["seven", "times", "eight", "="]  # the question is wrapped as the task expects
     assert data["layers"] == ["embed", "resid.0", "resid.1"]
     code, _, _ = cli("inspect", "logit-lens", runs / "calc", "--prompt", "seven times eight", "--out", tmp_path / "l.png")
-    assert code == 0 and (tmp_path / "l.png").exists()
+    from PIL import Image
+
+    from tinygpt import viz
+    w, h = viz.logit_lens_figsize(3, 4)  # 3 rows (embed, 2 blocks) x 4 positions, with the next-token axis
+    assert code == 0 and Image.open(tmp_path / "l.png").size == (round(w * viz.DPI), round(h * viz.DPI))
     code, text, _ = cli("inspect", "saliency", runs / "calc", "--prompt", "seven times eight", "--target", "fifty",
                         "--out", tmp_path / "s.html", "--json")
     data = json.loads(text)
@@ -160,11 +199,32 @@ def test_steps_table_always_shows_the_chosen_token(cli, runs):
     assert code == 0 and text.count("\n▶ ") == 6
 
 
-def test_report_uses_one_generation_for_animation_and_steps(cli, runs, tmp_path):
+def test_report_composes_the_views_from_one_generation(cli, runs, tmp_path, monkeypatch):
+    from tinygpt import inspector, interpret
+
+    calls = {"trace": 0, "prompt": 0}
+    trace, prompt_ids = interpret.trace_generation, inspector.prompt_ids
+
+    def counted(name, f):
+        def g(*a, **k):
+            calls[name] += 1
+            return f(*a, **k)
+        return g
+
+    monkeypatch.setattr(interpret, "trace_generation", counted("trace", trace))
+    monkeypatch.setattr(inspector, "prompt_ids", counted("prompt", prompt_ids))
     code, text, _ = cli("inspect", "report", runs / "char", "--prompt", "ROMEO:", "--out", tmp_path / "r.html",
-                        "--json")
+                        "--seed", "4", "--json")
     data = json.loads(text)
-    assert code == 0 and data["animation"]["generated"] == data["steps"]["generated"]
+    assert code == 0 and calls == {"trace": 1, "prompt": 1}  # one generation, the prompt encoded once
+    assert data["animation"]["generated"] == data["steps"]["generated"]
+    # each part is exactly what the view alone gives for the same prompt and settings
+    for view, key, extra in (("attention", "attention", []), ("logit-lens", "logit_lens", []),
+                             ("saliency", "saliency", []), ("steps", "steps", ["--seed", "4"]),
+                             ("animate", "animation", ["--seed", "4", "--max_new_tokens", "20"])):
+        code, alone, err = cli("inspect", view, runs / "char", "--prompt", "ROMEO:", "--json", *extra)
+        assert code == 0, err
+        assert json.loads(alone) == data[key], view
 
 
 def test_bad_numbers_and_devices_are_one_line_errors(cli, runs):

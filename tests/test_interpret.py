@@ -4,8 +4,9 @@ import torch
 
 from tinygpt.config import ModelConfig
 from tinygpt.generate import generate
-from tinygpt.interpret import (InterpretError, attention_maps, capture, generation_attention, generation_windows,
-                               logit_lens, saliency, trace_generation, window)
+from tinygpt.decoder import keep_after_slide
+from tinygpt.interpret import (InterpretError, attention, attention_maps, capture, generation_attention, logit_lens,
+                               saliency, trace_generation, window)
 from tinygpt.models import build_model
 from tinygpt.sampling import filter_logits
 
@@ -64,6 +65,7 @@ def test_prompt_longer_than_the_window_is_refused_and_window_cuts_it():
 def test_logit_lens_last_layer_is_the_models_own_output(kind):
     model = tiny(kind)
     lens = logit_lens(model, PROMPT, k=4)
+    assert lens.ids == PROMPT
     with torch.no_grad():
         logits, _ = model(torch.tensor([PROMPT]))
     probs = torch.softmax(logits[0], -1)
@@ -178,7 +180,7 @@ def test_saliency_default_target_is_the_top_token_and_bad_targets_are_refused():
     with torch.no_grad():
         logits, _ = model(torch.tensor([PROMPT]))
     s = saliency(model, PROMPT)
-    assert s.target == int(logits[0, -1].argmax())
+    assert s.target == int(logits[0, -1].argmax()) and s.ids == PROMPT
     with pytest.raises(InterpretError, match="outside the vocabulary"):
         saliency(model, PROMPT, target=99)
     with pytest.raises(InterpretError, match="unknown saliency method"):
@@ -191,27 +193,55 @@ def test_saliency_of_a_bigram_falls_on_the_last_token_only():
     assert torch.all(s.scores[:-1] == 0) and s.scores[-1] != 0
 
 
+def test_single_head_attention_is_the_textbook_formula():
+    """Known answer: softmax(q·k / sqrt(d)) with the causal mask, from the model's own weights."""
+    model = tiny("single_head")
+    res = attention(model, PROMPT)
+    assert res.ids == PROMPT
+    with torch.no_grad():
+        x = model.wte(torch.tensor(PROMPT)) + model.wpe(torch.arange(len(PROMPT)))  # (T, C)
+        q, k = model.sa.query(x), model.sa.key(x)
+        scores = (q @ k.T) / k.size(-1) ** 0.5
+        scores = scores.masked_fill(torch.ones(len(PROMPT), len(PROMPT), dtype=torch.bool).triu(1), float("-inf"))
+        want = torch.softmax(scores, dim=-1)
+    torch.testing.assert_close(res.maps[0, 0], want, atol=1e-5, rtol=1e-5)
+
+
 def test_generation_attention_frames_grow_by_one_token():
     model = tiny()
-    frames = generation_attention(model, PROMPT[:3], [1, 2, 3])
-    assert [f.shape[-1] for f in frames] == [3, 4, 5, 6]
-    torch.testing.assert_close(frames[-1], attention_maps(model, PROMPT[:3] + [1, 2, 3]))
+    trace = trace_generation(model, PROMPT[:3], 3, temperature=0.0)
+    res = generation_attention(model, trace)
+    assert [f.shape[-1] for f in res.frames] == [3, 4, 5, 6]
+    torch.testing.assert_close(res.frames[-1], attention_maps(model, PROMPT[:3] + trace.tokens))
 
 
-def test_generation_windows_follow_the_generate_policy():
-    from tinygpt.generate import keep_after_slide
-    wins = generation_windows(3, 20, 16)
-    assert wins[0] == (0, 3) and wins[13] == (0, 16)  # grows to the full window
-    assert wins[14] == (17 - keep_after_slide(16), 17)  # then slides to keep the last 3/4
-    assert all(b - a <= 16 for a, b in wins) and [b for _, b in wins] == list(range(3, 24))
-    assert generation_windows(20, 1, 16)[0] == (4, 20)  # a long prompt is cut to its end
+def test_trace_windows_are_the_decoders_policy():
+    model = tiny()  # block_size 16, keeps 12 when it slides
+    trace = trace_generation(model, PROMPT[:3], 20, temperature=0.0)
+    assert keep_after_slide(16) == 12
+    want = [(0, n) for n in range(3, 17)] + [(5, n) for n in range(17, 22)] + [(10, 22)]
+    assert trace.windows == want and trace.last_window == (10, 23)
+    assert [b for _, b in trace.windows] == [s.position for s in trace.steps]
+    long = list(range(13)) + [1, 2, 3, 4, 5, 6, 7]  # 20 tokens: the model reads the last 16
+    assert trace_generation(model, long, 1, temperature=0.0).windows == [(4, 20)]
 
 
 def test_generation_attention_past_the_window_is_what_the_model_read():
     model = tiny()
-    prompt = PROMPT[:3]
-    tokens = generate(model, prompt, 20, temperature=0.0)
-    frames = generation_attention(model, prompt, tokens)
-    seq = prompt + tokens
-    for (a, b), f in zip(generation_windows(3, 20, 16), frames):
+    trace = trace_generation(model, PROMPT[:3], 20, temperature=0.0)
+    assert trace.tokens == generate(model, PROMPT[:3], 20, temperature=0.0)
+    res = generation_attention(model, trace)
+    assert res.windows == trace.windows + [trace.last_window] and len(res.frames) == 21
+    seq = PROMPT[:3] + trace.tokens
+    for (a, b), f in zip(res.windows, res.frames):
         torch.testing.assert_close(f, attention_maps(model, seq[a:b]))
+
+
+def test_traces_agree_with_and_without_the_cache():
+    model = tiny()
+    a = trace_generation(model, PROMPT[:3], 20, temperature=0.9, seed=5)
+    b = trace_generation(model, PROMPT[:3], 20, temperature=0.9, seed=5, use_cache=False)
+    assert a.tokens == b.tokens and a.windows == b.windows
+    for x, y in zip(a.steps, b.steps):
+        assert [i for i, _ in x.before] == [i for i, _ in y.before]
+        assert x.chosen_before == pytest.approx(y.chosen_before, abs=1e-5)

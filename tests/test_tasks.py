@@ -11,6 +11,7 @@ import torch
 from tinygpt.config import ModelConfig
 from tinygpt.data import IGNORE_INDEX
 from tinygpt.models import build_model
+from tinygpt.models.base import LanguageModel
 from tinygpt.tasks import (CalculatorConfig, CalculatorTask, Problem, QuestionError, TaskError, TASKS,
                            number_to_words, task_from_dict, words_to_number)
 from tinygpt.tokenizers import REGISTRY, TokenizerError, WordTokenizer, load_tokenizer
@@ -205,6 +206,49 @@ def test_batched_completion_equals_one_at_a_time_on_random_models(task, kind):
     assert all(0 < len(f) <= task.max_answer_len + 1 for f in fast)
 
 
+class AnswersAfter(LanguageModel):
+    """A calculator stand-in with a KV cache: after a question whose first word has id q it says "one"
+    1 + q % 3 times, then <eos>. Records the length of every input, to count passes."""
+
+    can_cache = True
+
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+        self.config = ModelConfig(vocab_size=task.tokenizer.vocab_size, block_size=task.block_size, n_layer=1,
+                                  n_head=1, n_embd=8)
+        self.p = torch.nn.Parameter(torch.zeros(1))
+        self.calls: list[tuple[int, int]] = []
+        self.one = task.tokenizer.stoi["one"]
+
+    def new_cache(self, batch_size, device=None, dtype=None):
+        return {"seen": torch.zeros(batch_size, 0, dtype=torch.long)}
+
+    def forward(self, idx, targets=None, *, cache=None, capture=None):
+        self.calls.append(tuple(idx.shape))
+        if cache is not None:
+            cache["seen"] = idx = torch.cat([cache["seen"], idx], dim=1)
+        said = (idx == self.one).sum(dim=1)  # "one"s so far (the questions below have none)
+        want = 1 + idx[:, 0] % 3
+        nxt = torch.where(said < want, self.one, self.task.eos_id)
+        logits = torch.zeros(idx.size(0), idx.size(1), self.config.vocab_size)
+        logits[torch.arange(idx.size(0)), -1, nxt] = 1.0
+        return logits, None
+
+
+def test_complete_prefills_once_and_stops_when_every_row_has_answered(task):
+    model = AnswersAfter(task)
+    questions = ["two plus three", "three plus four", "four plus five"]  # first word ids differ by one
+    prompts = [task.prompt_ids(q) for q in questions]
+    got = task.complete(model, prompts)
+    lengths = [1 + p[0] % 3 for p in prompts]
+    assert sorted(lengths) == [1, 2, 3]
+    assert got == [[model.one] * n + [task.eos_id] for n in lengths]
+    # one batch: prefilled once with the whole questions, then one token per step until the last row's <eos>
+    assert model.calls == [(3, 4)] + [(3, 1)] * 3
+    assert got == task.complete_slow(model, prompts) == task.complete_slow(model, prompts, use_cache=False)
+
+
 # --- a short training run ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -248,3 +292,44 @@ def test_report(trained_run):
     assert len(r["examples"]) == 4 and {"question", "answer", "expected", "correct"} <= set(r["examples"][0])
     assert [s for s, _ in r["val_loss"]] == [0, 150, 300] and r["train_seconds"] > 0
     assert r["step"] in (150, 300)  # the best checkpoint
+
+
+# --- `tinygpt sample` on a task run: greedy by default, and every flag honoured or refused -------------
+
+def test_sample_on_a_task_run_answers_like_the_library(trained_run, task, cli):
+    from tinygpt.run import load_checkpoint
+
+    out, _ = trained_run
+    model, _, _ = load_checkpoint(out)
+    q = "seven times eight"
+    greedy = task.answer(model, q)
+    assert greedy == task.answer_text(task.complete(model, [task.prompt_ids(q)])[0])  # what scoring sees
+    code, text, err = cli("sample", out, "--prompt", q)
+    assert code == 0 and text == greedy + "\n", err
+    code, text, _ = cli("sample", out, "--prompt", q, "--no_cache", "--greedy")
+    assert code == 0 and text == greedy + "\n"
+    # sampling settings are honoured, with the seed moving on by one per sample
+    code, text, err = cli("sample", out, "--prompt", q, "--temperature", "3", "--top_k", "20", "--seed", "1",
+                          "--num_samples", "4")
+    want = [task.answer(model, q, temperature=3.0, top_k=20, seed=1 + i) for i in range(4)]
+    assert code == 0 and text.split("\n")[:4] == want and want != [greedy] * 4, err
+    # beams end at <eos>
+    code, text, _ = cli("sample", out, "--prompt", q, "--num_beams", "3", "--max_new_tokens", "4")
+    assert code == 0 and text == task.answer(model, q, 4, num_beams=3) + "\n"
+
+
+@pytest.mark.parametrize("flags, fragment", [(["--stop", "six"], "--stop does not apply to a task run"),
+                                             (["--num_beams", "2", "--temperature", "1"], "drop --temperature"),
+                                             (["--greedy", "--temperature", "0.5"], "--greedy"),
+                                             (["--num_beams", "0"], "--num_beams"),
+                                             (["--max_new_tokens", "-1"], "--max_new_tokens")])
+def test_sample_on_a_task_run_refuses_what_does_not_apply(trained_run, cli, flags, fragment):
+    out, _ = trained_run
+    code, text, err = cli("sample", out, "--prompt", "two plus three", *flags)
+    assert code == 2 and fragment in err and err.startswith("error:") and err.count("\n") == 1 and text == ""
+
+
+def test_sample_escapes_control_characters_of_a_question(trained_run, cli):
+    out, _ = trained_run
+    code, _, err = cli("sample", out, "--prompt", "two\x1b[31m plus three")
+    assert code == 2 and "\x1b" not in err and "\\x1b" in err and err.count("\n") == 1

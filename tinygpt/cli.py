@@ -265,8 +265,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if i:
             print("\n" + "-" * 40)
         if args.num_beams > 1:
-            text, _ = beam_search_text(model, tokenizer, prompt, max_new_tokens, args.num_beams, args.length_penalty,
-                                       args.stop, eos_ids, use_cache=not args.no_cache)[0]
+            text, _ = beam_search_text(model, tokenizer, prompt, max_new_tokens, stop=args.stop, eos_ids=eos_ids,
+                                       **settings)[0]
             print(prompt + text)
             continue
         sys.stdout.write(prompt)

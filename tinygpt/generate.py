@@ -79,7 +79,7 @@ def beam_search(model: LanguageModel, prompt: Sequence[int], max_new_tokens: int
         for s, f in zip(top.tolist(), flat.tolist()):
             row, tok = divmod(f, V)
             if tok in dec.eos_ids or (ends is not None and ends(dec.new_tokens[row].tolist() + [tok])):
-                tokens = dec.new_tokens[row].tolist() + [tok]
+                tokens = dec.new_tokens[row].tolist() + [tok]  # this candidate ends its beam
                 finished.append(Beam(tokens, s, rank(s, len(tokens))))
                 continue
             rows.append(row)

@@ -21,7 +21,7 @@ from typing import Any
 from . import interpret
 from .config import DEFAULT_TEMPERATURE
 from .files import write_text
-from .interpret import AnimationResult, AttentionResult, LensResult, SaliencyResult, Trace
+from .interpret import AnimationResult, AttentionResult, LensResult, Trace
 from .models.base import LanguageModel
 from .report import (animation_json, animation_text, attention_json, attention_text, html_page, image_html,
                      lens_html, lens_json, lens_table, pieces, prompt_html, saliency_html, saliency_json,

@@ -53,6 +53,8 @@ class Run:
     """A run directory. Reading needs nothing but the path; writing (`start`) takes the lock first."""
 
     def __init__(self, path: str | Path):
+        if not str(path).strip():  # Path("") is ".": an empty --out must not mean the current directory
+            raise RunError("the run directory name is empty (an unset shell variable?); give a directory")
         self.path = Path(path)
         self._lock_fd: int | None = None
 
@@ -78,7 +80,7 @@ class Run:
         if _is_checkpoint(path):
             return path
         order = [which] + [w for w in ("best", "latest") if w != which]
-        for base in (path, path / REPLACED):
+        for base in (path, path / REPLACING, path / REPLACED):
             for name in order:
                 for cand in (base / name, base / f".old-{name}"):
                     if (cand / CONFIG).exists():
@@ -170,7 +172,7 @@ class Run:
             raise RunError(f"{self.path} already holds a run; use --resume to continue it or --overwrite to replace it")
 
     def _resumable(self) -> bool:
-        return any((base / name / CONFIG).exists() for base in (self.path, self.path / REPLACED)
+        return any((base / name / CONFIG).exists() for base in (self.path, self.path / REPLACING, self.path / REPLACED)
                    for name in ("latest", ".old-latest"))
 
     def _lock(self) -> None:

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from .data import IGNORE_INDEX
 from .decoder import Decoder
-from .generate import generate
+from .generate import beam_search, generate
 from .tokenizers import WordTokenizer
 
 # --- English number words ------------------------------------------------------------------------
@@ -260,9 +260,22 @@ class CalculatorTask:
             ids = ids[:ids.index(self.eos_id)]
         return self.tokenizer.decode(ids)
 
-    def answer(self, model: nn.Module, question: str) -> str:
-        """The model's greedy answer to one question, e.g. answer(model, "two plus three") -> "five"."""
-        return self.answer_text(self.complete(model, [self.prompt_ids(question)])[0])
+    def answer(self, model: nn.Module, question: str, max_new_tokens: int | None = None, *,
+               temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+               seed: int | None = None, num_beams: int = 1, length_penalty: float = 1.0,
+               use_cache: bool = True) -> str:
+        """The model's answer to one question, e.g. answer(model, "two plus three") -> "five". Greedy by default
+        (what scoring sees); the sampling settings or num_beams > 1 (beams end at <eos>) choose otherwise.
+        max_new_tokens: by default the longest answer + 1."""
+        ids = self.prompt_ids(question)
+        n = self._steps(model, len(ids), None) if max_new_tokens is None else max_new_tokens
+        if num_beams > 1:
+            tokens = beam_search(model, ids, n, num_beams, length_penalty, eos_ids=[self.eos_id],
+                                 use_cache=use_cache)[0].tokens
+        else:
+            tokens = generate(model, ids, n, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                              use_cache=use_cache, eos_ids=[self.eos_id])
+        return self.answer_text(tokens)
 
     # --- greedy completion: the fast batched path and the slow obvious one -------------------------
     def _steps(self, model: nn.Module, prompt_len: int, max_new_tokens: int | None) -> int:

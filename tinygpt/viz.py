@@ -358,7 +358,7 @@ def logit_lens_grid(layers: list[str], top_pieces: list[list[str]], top_probs, l
                     next_labels: list[str] | None = None, max_tokens: int = 48) -> Path:
     """What each layer would predict: rows are layers ("embed" first, at the top; the last row is the model's
     output), columns are input positions. Each cell shows the top-1 next token and is coloured by its
-    probability. top_probs: (L + 1, T), or LogitLens.top_probs (L + 1, T, k) whose first candidate is used.
+    probability. top_probs: (L + 1, T), or LensResult.top_probs (L + 1, T, k) whose first candidate is used.
     next_labels[t]: the token that actually follows position t ("" if unknown); matching cells are bold."""
     probs = _array(top_probs)
     if probs.ndim == 3:
