@@ -90,13 +90,33 @@ def save_checkpoint(path: str | Path, model: nn.Module, tokenizer: Tokenizer, me
         if old.exists():
             shutil.rmtree(old)
     except (OSError, RuntimeError, SafetensorError) as e:  # torch.save reports a full disk as RuntimeError
+        reason = getattr(e, "strerror", None) or _os_reason(e) or _full_disk(tmp.parent) or _first_line(e)
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = getattr(e, "strerror", None) or _first_line(e)
-        raise CheckpointError(f"could not write {path}: {reason}") from None
+        err = CheckpointError(f"could not write {path}: {reason}")
+        err.reason = reason  # type: ignore[attr-defined]  # for callers that name the place themselves
+        raise err from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _os_reason(e: BaseException) -> str | None:
+    """The OS error inside a wrapped one: safetensors and torch.save report a full disk as text such as
+    "Error while serializing: I/O error: No space left on device (os error 28)"."""
+    import re
+    m = re.search(r"(?:os error|errno) (\d+)", str(e), re.IGNORECASE)
+    return os.strerror(int(m.group(1))) if m else None
+
+
+def _full_disk(folder: Path) -> str | None:
+    """torch.save reports a full disk only as "[enforce fail at inline_container.cc] unexpected pos ...": ask the
+    file system (before the temporary files are deleted) whether it is full."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return os.strerror(28) if st.f_bavail * st.f_frsize < (1 << 20) else None  # ENOSPC's own words
 
 
 def _first_line(e: BaseException) -> str:
@@ -117,10 +137,12 @@ def read_config(ckpt: Path) -> dict[str, Any]:
 
 
 def read_tokenizer(ckpt: Path) -> Tokenizer:
+    path = ckpt / TOKENIZER
     try:
-        return load_tokenizer(ckpt / TOKENIZER)
+        return load_tokenizer(path)
     except TokenizerError as e:
-        raise CheckpointError(str(e)) from None
+        msg = str(e)  # some tokenizer errors ("unknown tokenizer type None") do not say which file
+        raise CheckpointError(msg if str(path) in msg else f"{path}: {msg}") from None
 
 
 def load_model(ckpt: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Tokenizer, dict[str, Any]]:

@@ -136,9 +136,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     from .cache import cache_dir
     from .text_run import plan_text_run
+    from .run import Run
     from .train import train
 
-    out = Path(args.out)
+    out = Run(args.out).path  # refuses an empty --out (Path("") would be the current directory)
     overrides: dict[str, Any] = {}
     preset = args.preset
     if args.config:
@@ -153,12 +154,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     plan = plan_text_run(out, args.data, overrides, preset=preset, tokenizer=args.tokenizer,
                          vocab_size=args.vocab_size, resume=args.resume, overwrite=args.overwrite,
                          change_data=args.change_data,
-                         cache_dir=cache_dir("tokenizers"))
+                         cache_dir=cache_dir("tokenizers"), init_from=args.init_from)
     for note in plan.notes:
         print(note, file=sys.stderr)
     hooks = _ProgressHooks(quiet=args.quiet, writer_factory=writer_factory)
     result = train(plan.model_cfg, plan.train_cfg, plan.source, plan.tokenizer, out, resume=args.resume,
-                   overwrite=args.overwrite, meta=plan.meta, hooks=hooks)
+                   overwrite=args.overwrite, meta=plan.meta, hooks=hooks, init_from=plan.init_from)
     if result.stopped_by:
         print(f"stopped by {result.stopped_by} at step {result.step}; checkpoint saved in {out}/latest. "
               f"Continue with: tinygpt train --out {out} --resume", file=sys.stderr)
@@ -490,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tokenizer", default=None,
                    help="char (default), bpe (trained on the training split, cached), or a tokenizer .json file")
     t.add_argument("--vocab_size", type=positive_int, default=None, help="BPE vocabulary size (default 4096)")
+    t.add_argument("--init_from", metavar="RUN", default=None,
+                   help="start from the weights and tokenizer of a run or checkpoint (e.g. one tinygpt import made); "
+                        "a fresh optimizer and schedule; --block_size may crop, --dropout may change")
     t.add_argument("--change_data", action="store_true",
                    help="with --resume: continue on different --data than the run was trained on")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -566,11 +570,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plot)
 
     from .cli_corpora import add_corpora_parser
+    from .cli_hf import add_hf_parsers
     from .cli_inspect import add_inspect_parser
     from .cli_tokenizer import add_tokenizer_parser
     add_tokenizer_parser(sub)
     add_corpora_parser(sub)
     add_inspect_parser(sub)
+    add_hf_parsers(sub)
+    from .cli_serve import add_serve_parser
+    add_serve_parser(sub)
     return p
 
 

@@ -20,6 +20,7 @@ else:  # pragma: no cover
 
 MODEL_TYPES = ("bigram", "single_head", "multi_head", "gpt",
                "gpt_no_pos", "gpt_no_residual", "gpt_no_layernorm", "gpt_no_mlp")
+ACTIVATIONS = ("gelu", "gelu_tanh")  # exact GELU (ours), GELU's tanh approximation (GPT-2's "gelu_new")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -44,6 +45,7 @@ class ModelConfig:
     dropout: float = 0.0
     bias: bool = True
     init_std: float = 0.02  # GPT weights start ~ N(0, init_std²), as GPT-2; small models learn faster with more
+    activation: str = "gelu"  # the MLP's GELU: "gelu" (exact) or "gelu_tanh" (GPT-2's approximation, for its weights)
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -59,6 +61,8 @@ class ModelConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.init_std <= 1.0:  # also refuses NaN
             raise ConfigError(f"init_std must be in (0, 1], got {self.init_std}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
 
     @property
     def head_size(self) -> int:

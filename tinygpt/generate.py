@@ -8,7 +8,7 @@ end-of-sequence ids and the row order. `use_cache=False` selects the uncached re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -122,21 +122,31 @@ def _before_stop(text: str, stop: Sequence[str]) -> str:
 def generate_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, max_new_tokens: int,
                   stop: Sequence[str] = (), eos_ids: Sequence[int] = (), **kwargs) -> Iterator[str]:
     """Stream the text of one generation piece by piece, stopping before the first stop string or at an
-    end-of-text token (eos_ids, not printed). kwargs: the sampling settings of generate_tokens.
+    end-of-text token (eos_ids, not printed). kwargs: the sampling settings of generate_tokens. The text
+    layer is `text_pieces`."""
+    tokens = (int(t[0]) for t in generate_tokens(model, tokenizer.encode(prompt), max_new_tokens, eos_ids=eos_ids,
+                                                 **kwargs))
+    yield from text_pieces(tokenizer, tokens, stop, eos_ids)
+
+
+def text_pieces(tokenizer: Tokenizer, tokens: Iterable[int], stop: Sequence[str] = (),
+                eos_ids: Sequence[int] = ()) -> Iterator[str]:
+    """The text layer: new token ids in, one at a time, text pieces out, stopping before the first stop string
+    or at an end-of-text token (eos_ids, not printed). It pulls a token only when it needs one, so whoever
+    feeds it knows which tokens a piece came from (the server's per-token log-probabilities).
 
     Text that could be the beginning of a stop string is held back until it is clear it is not one, so
     the caller never sees any part of a stop string; so is a trailing U+FFFD, possibly half of a
     multi-byte character from a byte-level tokenizer.
     """
-    ids = tokenizer.encode(prompt)
     stop = [s for s in stop if s]
     eos = {int(i) for i in eos_ids}
     new: list[int] = []
     emitted = 0  # characters of the decoded new text already yielded
-    for tok in generate_tokens(model, ids, max_new_tokens, eos_ids=eos_ids, **kwargs):
-        if int(tok[0]) in eos:
+    for tok in tokens:
+        if int(tok) in eos:
             break
-        new.append(int(tok[0]))
+        new.append(int(tok))
         text = tokenizer.decode(new)
         hits = [text.find(s, max(0, emitted - len(s))) for s in stop]
         hits = [h for h in hits if h >= 0]
@@ -177,4 +187,4 @@ def beam_search_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, ma
 
 
 __all__ = ["generate_tokens", "generate", "Beam", "beam_search", "END_OF_TEXT", "end_of_text_id", "generate_text",
-           "beam_search_text"]
+           "text_pieces", "beam_search_text"]

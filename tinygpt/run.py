@@ -162,6 +162,7 @@ class Run:
                            "overwrite replaces it")
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"--out {self.path} exists and is not a directory")
+        self._refuse_if_locked()  # another writer comes first: "nothing to resume" would mislead while it saves
         self._check_policy(resume, overwrite)
 
     def _check_policy(self, resume: bool, overwrite: bool) -> None:
@@ -187,17 +188,54 @@ class Run:
             pass
         except OSError:
             os.close(fd)
-            try:
-                holder = json.loads(path.read_text(encoding="utf-8"))
-                who = f"process {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
-            except (OSError, ValueError):
-                who = "another process"
-            raise RunError(f"{self.path} is being written by another tinygpt ({who}); wait for it to finish "
-                           f"or stop it first") from None
+            raise RunError(self._held_message()) from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
         self._lock_fd = fd
+
+    def _refuse_if_locked(self) -> None:
+        """Refuse now if another process holds the lock: probed with a shared flock on a read-only descriptor,
+        so nothing is created and nothing stays locked."""
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+        except OSError:  # no lock file (a new run) or unreadable: start() decides
+            return
+        try:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - no flock (Windows)
+            pass
+        except OSError:
+            raise RunError(self._held_message()) from None
+        finally:
+            os.close(fd)  # drops the shared lock if it was taken
+
+    def _held_message(self) -> str:
+        try:
+            holder = json.loads((self.path / LOCK).read_text(encoding="utf-8"))
+            who = f"process {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
+        except (OSError, ValueError, AttributeError):
+            who = "another process"
+        return f"{self.path} is being written by another tinygpt ({who}); wait for it to finish or stop it first"
+
+    def _check_still_ours(self) -> None:
+        """The run directory may have been deleted or moved while we write it: saving then would silently
+        recreate an unlocked, partial run (mkdir parents) where a second writer could start."""
+        if self._lock_fd is None:
+            return
+        try:
+            now, ours = os.stat(self.path / LOCK), os.fstat(self._lock_fd)
+            same = (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino)
+        except OSError:
+            same = False
+        if same:
+            return
+        if self.path.is_dir() and any((self.path / f).exists() for f in ("latest", METRICS)):
+            raise RunError(f"{self.path / LOCK} was removed or replaced while training; stopping, so that two "
+                           f"writers never share the run (resume it with --resume)")
+        raise RunError(f"{self.path} was deleted or moved while training; nothing more can be saved there "
+                       f"(the run is lost unless it was moved: then resume it from its new place)")
 
     def close(self) -> None:
         """Release the lock (the file stays: removing it would race with a process about to lock it)."""
@@ -259,13 +297,15 @@ class Run:
              best: bool) -> list[Path]:
         """Save latest/ (with the training state) and, if `best`, best/ (weights only). The first save of an
         overwriting run deletes the old run it replaced. Errors are one line naming the run directory."""
+        self._check_still_ours()
         saved = []
         try:
             saved.append(save_checkpoint(self.path / "latest", model, tokenizer, meta, state))
             if best:
                 saved.append(save_checkpoint(self.path / "best", model, tokenizer, meta))
         except CheckpointError as e:
-            raise CheckpointError(f"could not write a checkpoint in {self.path}: {e}; the previous checkpoint "
+            reason = getattr(e, "reason", e)
+            raise CheckpointError(f"could not write a checkpoint in {self.path}: {reason}; the previous checkpoint "
                                   f"is intact") from None
         if (self.path / REPLACED).exists():
             shutil.rmtree(self.path / REPLACED, ignore_errors=True)
@@ -297,7 +337,7 @@ class Run:
     # --- what a resumed run continues with ---------------------------------------------------------
 
     def resume_point(self) -> Path:
-        for base in (self.path, self.path / REPLACED):
+        for base in (self.path, self.path / REPLACING, self.path / REPLACED):
             for name in ("latest", ".old-latest"):
                 if (base / name / CONFIG).exists():
                     return base / name
@@ -309,8 +349,12 @@ class Run:
     def resume_configs(self, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
         """The configs a resumed run continues with: the checkpoint's, updated by explicit training overrides.
         Architecture keys cannot change on resume."""
-        cfg = read_config(self.resume_point())
-        model_cfg = model_config_from_dict(cfg["model"])
+        point = self.resume_point()
+        cfg = read_config(point)
+        try:
+            model_cfg = model_config_from_dict(cfg["model"])
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{point / CONFIG}: invalid model config: {e}") from None
         for k, v in overrides.items():
             if k in MODEL_KEYS and parse_value(k, v) != getattr(model_cfg, k):
                 raise RunError(f"cannot change {k} when resuming (the checkpoint has {getattr(model_cfg, k)!r})")

@@ -7,6 +7,7 @@ The library never prints: progress reaches the caller through a `Hooks` object (
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -59,7 +60,7 @@ StopWhen = Callable[[nn.Module, dict[str, Any]], "str | None"]
 def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokenizer: Tokenizer,
           out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
           meta: dict[str, Any] | None = None, hooks: Hooks | None = None,
-          stop_when: StopWhen | None = None) -> RunResult:
+          stop_when: StopWhen | None = None, init_from: str | Path | None = None) -> RunResult:
     """Train `model_cfg` on `source` with `cfg`, writing checkpoints and metrics.jsonl into out_dir.
 
     resume=True continues the run in out_dir from latest/ exactly where it stopped (weights, optimizer,
@@ -69,6 +70,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
     stop_when(model, metrics): asked after each evaluation (model in eval mode, metrics = that step's line);
     returning a reason (a string) ends training there, as complete: a checkpoint is saved and the reason is
     logged as "finished_early" and returned in RunResult.finished_early.
+    init_from: a checkpoint directory whose weights a new run starts from instead of random ones (fine-tuning;
+    a fresh optimizer and schedule); model_cfg must be its config, except dropout and a shorter block_size
+    (the position embeddings are cropped to it).
     Raises TrainingDiverged (after keeping the last good checkpoint) when the loss stops being finite.
     """
     if model_cfg.vocab_size != tokenizer.vocab_size:
@@ -85,7 +89,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
     try:
         distributed.barrier(world)
         loop = _Loop(run, world, device, dtype, model_cfg, cfg, source, tokenizer, meta or {},
-                     hooks or Hooks(), stop_when, resume)
+                     hooks or Hooks(), stop_when, resume, init_from)
         return loop.run()
     except BaseException:
         if world.master:
@@ -101,7 +105,8 @@ class _Loop:
 
     def __init__(self, run: Run, world: distributed.World, device: str, dtype: torch.dtype,
                  model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokenizer: Tokenizer,
-                 meta: dict[str, Any], hooks: Hooks, stop_when: StopWhen | None, resume: bool):
+                 meta: dict[str, Any], hooks: Hooks, stop_when: StopWhen | None, resume: bool,
+                 init_from: str | Path | None = None):
         self.run_dir, self.world, self.device, self.dtype = run, world, device, dtype
         self.cfg, self.source, self.tokenizer, self.hooks, self.stop_when = cfg, source, tokenizer, hooks, stop_when
         self.resumed = resume
@@ -117,6 +122,8 @@ class _Loop:
             state = run.resume_state()
         else:
             model = build_model(model_cfg)
+            if init_from is not None:
+                _load_initial_weights(model, Path(init_from))
         self.raw_model = model.to(device)
         self.optimizer = configure_optimizer(self.raw_model, cfg, device)
         self.scaler = torch.amp.GradScaler(device.split(":")[0], enabled=(dtype == torch.float16))
@@ -208,17 +215,20 @@ class _Loop:
 
     # --- its moves ---------------------------------------------------------------------------------
 
-    def check_finite(self, loss: float, grad_norm: float | None, lr: float) -> None:
+    def check_finite(self, loss: float, grad_norm: float | None, lr: float, step: int | None = None,
+                     what: str = "loss") -> None:
         """Stop before a non-finite loss or gradient reaches the weights (fp16's loss scaler handles its own
-        overflowing gradients by skipping the step, so only the loss counts there)."""
+        overflowing gradients by skipping the step, so only the loss counts there). `step`: the step to blame
+        (default: the one about to be taken)."""
         bad = not math.isfinite(loss) or (grad_norm is not None and not self.scaler.is_enabled()
                                           and not math.isfinite(grad_norm))
         if not distributed.any_true(self.world, bad, self.device):
             return
-        what = f"the loss became {loss}" if not math.isfinite(loss) else f"the gradient norm became {grad_norm}"
+        what = f"the {what} became {loss}" if not math.isfinite(loss) else f"the gradient norm became {grad_norm}"
         kept = (f"the last good checkpoint (step {self.saved_step}) is kept in {self.run_dir.path}/latest"
                 if self.saved_step is not None else "no checkpoint of this run was saved")
-        raise TrainingDiverged(f"training diverged at step {self.step + 1}: {what} (learning_rate {lr:.3g}); {kept}. "
+        step = self.step + 1 if step is None else step
+        raise TrainingDiverged(f"training diverged at step {step}: {what} (learning_rate {lr:.3g}); {kept}. "
                                f"Try a lower --learning_rate, --grad_clip=1.0, or --dtype=float32")
 
     def evaluate(self) -> dict[str, float]:
@@ -228,7 +238,9 @@ class _Loop:
                             self.eval_seed + self.world.rank, self.device, self.dtype)
             res[split] = distributed.mean(self.world, loss, self.device)
         if not math.isfinite(res["train"]) or not math.isfinite(res["val"]):
-            self.check_finite(float("nan"), None, lr_at(self.step, self.cfg))
+            # the update of the step just taken made the weights produce it
+            self.check_finite(float("nan"), None, lr_at(max(self.step - 1, 0), self.cfg), step=self.step,
+                              what="evaluation loss")
         if hasattr(self.source, "tokens_per_char"):  # text sources: bits per character / byte compare tokenizers
             res["val_bits_per_char"] = bits(res["val"], self.source.tokens_per_char("val"))
             res["val_bits_per_byte"] = bits(res["val"], self.source.tokens_per_byte("val"))
@@ -246,6 +258,10 @@ class _Loop:
         return distributed.from_master(self.world, reason)
 
     def save(self, val_loss: float | None) -> None:
+        # a save without an evaluation (Ctrl-C) can come right after the update that broke the weights
+        broken = not all(bool(torch.isfinite(p).all()) for p in self.raw_model.parameters())
+        self.check_finite(float("nan") if broken else 0.0, None, lr_at(max(self.step - 1, 0), self.cfg),
+                          step=self.step, what="weights")  # collective: every rank asks
         mine = {"torch": torch.get_rng_state(), "data": self.data_gen.get_state()}
         if self.device.startswith("cuda"):
             mine["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -288,6 +304,19 @@ class _Loop:
                 torch.cuda.set_rng_state(mine["cuda"], self.device)
         if self.world.master:
             self.run_dir.truncate_metrics(self.step)
+
+
+def _load_initial_weights(model: nn.Module, ckpt: Path) -> None:
+    """Copy the weights of checkpoint `ckpt` into `model` (same architecture; its position embeddings may be
+    shorter: the first block_size rows are kept)."""
+    source, _, _ = load_model(ckpt)
+    block = model.config.block_size
+    if dataclasses.replace(source.config, block_size=block, dropout=model.config.dropout) != model.config \
+            or block > source.config.block_size:
+        raise ValueError(f"the model config differs from the one in {ckpt} (only dropout and a shorter block_size "
+                         f"may change)")
+    weights = {k: v[:block] if k.endswith("wpe.weight") else v for k, v in source.state_dict().items()}
+    model.load_state_dict(weights)
 
 
 __all__ = ["Hooks", "RunResult", "TrainingDiverged", "train"]

@@ -32,12 +32,13 @@ def _features(model: str) -> dict[str, bool]:
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: expand 4x, GELU, project back."""
+    """Position-wise feed-forward: expand 4x, GELU, project back. GPT-2 used GELU's tanh approximation
+    (activation "gelu_tanh"), so its weights give its logits only with that one."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate="tanh" if cfg.activation == "gelu_tanh" else "none")
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 

@@ -1,4 +1,5 @@
-"""Byte-level BPE interop: export to Hugging Face tokenizer.json, tiktoken ranks and GPT-2 files; import GPT-2 files.
+"""Tokenizer interop: byte-level BPE to and from Hugging Face tokenizer.json and GPT-2's vocab.json + merges.txt,
+to tiktoken ranks; character vocabularies to tokenizer.json.
 
 Only the JSON/text formats are written here, so exporting needs no extra package; the optional
 `tokenizers`, `tiktoken` and `transformers` packages are needed only to use the results.
@@ -13,7 +14,8 @@ from typing import Any, Callable
 
 from ..files import write_text
 from .base import TokenizerError
-from .bpe import ByteBPETokenizer, resolve_pattern
+from .bpe import PATTERNS, ByteBPETokenizer, resolve_pattern
+from .char import UNK, UNK_TEXT, CharTokenizer
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -132,25 +134,107 @@ def load_gpt2_files(folder: str | os.PathLike) -> ByteBPETokenizer:
         raise TokenizerError(f"GPT-2 tokenizer file not found: {e.filename}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TokenizerError(f"unreadable GPT-2 tokenizer files in {folder}: {e}") from None
+    if not isinstance(vocab, dict):
+        raise TokenizerError(f"{folder / 'vocab.json'} does not map tokens to ids")
+    merges = [line.split(" ") for line in lines if line and not line.startswith("#version")]
+    return _from_vocab_merges(vocab, merges, "gpt2", f"{folder / 'vocab.json'} + merges.txt")
+
+
+def _from_vocab_merges(vocab: dict[str, int], merges: list[list[str]], pattern: str, where: str
+                       ) -> ByteBPETokenizer:
+    """A byte-level BPE from GPT-2-style byte-character strings: ids 0-255 the bytes, merge k makes 256 + k,
+    the ids after the merges special tokens."""
     pieces = sorted(vocab, key=vocab.__getitem__)
     if sorted(vocab.values()) != list(range(len(vocab))):
-        raise TokenizerError("vocab.json ids are not 0..N-1")
+        raise TokenizerError(f"{where}: vocabulary ids are not 0..N-1")
     u2b = {u: b for b, u in bytes_to_unicode().items()}
     if len(pieces) < 256 or any(len(p) != 1 or p not in u2b for p in pieces[:256]):
-        raise TokenizerError("vocab.json does not start with the 256 byte tokens (ids 0-255), as GPT-2's does")
+        raise TokenizerError(f"{where}: the vocabulary does not start with the 256 byte tokens (ids 0-255), as "
+                             f"GPT-2's does")
     byte_order = [u2b[p] for p in pieces[:256]]
-    merges = []
-    for line in lines:
-        if not line or line.startswith("#version"):
-            continue
-        parts = line.split(" ")
-        k = len(merges)
+    pairs = []
+    for k, parts in enumerate(merges):
+        shown = " ".join(map(str, parts))
         if len(parts) != 2 or parts[0] not in vocab or parts[1] not in vocab:
-            raise TokenizerError(f"merges.txt line {line!r} is not two tokens of vocab.json")
+            raise TokenizerError(f"{where}: merge {shown!r} is not two tokens of the vocabulary")
         if vocab.get(parts[0] + parts[1]) != 256 + k:
-            raise TokenizerError(f"merge {k} ({line!r}) does not make token id {256 + k}, as GPT-2's layout needs")
-        merges.append((vocab[parts[0]], vocab[parts[1]]))
-    return ByteBPETokenizer(merges, "gpt2", pieces[256 + len(merges):], byte_order)
+            raise TokenizerError(f"{where}: merge {k} ({shown!r}) does not make token id {256 + k}, as GPT-2's "
+                                 f"layout needs")
+        pairs.append((vocab[parts[0]], vocab[parts[1]]))
+    return ByteBPETokenizer(pairs, pattern, pieces[256 + len(pairs):], byte_order)
+
+
+def from_hf_json(doc: dict[str, Any], where: str = "tokenizer.json") -> ByteBPETokenizer:
+    """Read a Hugging Face `tokenizer.json` document holding a byte-level BPE in GPT-2's layout (GPT-2's own,
+    or one `to_hf_json` wrote). Anything that would tokenize differently from our BPE is refused."""
+    model = doc.get("model") if isinstance(doc, dict) else None
+    # tokenizer.json files written by early versions of `tokenizers` may leave the model's type out
+    kind = model.get("type", "BPE" if "merges" in model else None) if isinstance(model, dict) else None
+    if kind != "BPE":
+        raise TokenizerError(f"{where} does not hold a BPE model (only GPT-2-style byte-level BPE is read)")
+    if doc.get("normalizer") is not None:
+        raise TokenizerError(f"{where} has a normalizer; byte-level BPE as GPT-2's has none")
+    for key in ("continuing_subword_prefix", "end_of_word_suffix"):
+        if model.get(key):
+            raise TokenizerError(f"{where}: {key} is not part of a byte-level BPE")
+    if model.get("ignore_merges") or model.get("byte_fallback") or model.get("dropout"):
+        raise TokenizerError(f"{where}: ignore_merges, byte_fallback and dropout are not supported")
+    pattern = _hf_pattern(doc.get("pre_tokenizer"), where)
+    vocab = dict(model.get("vocab") or {})
+    merges = [m.split(" ") if isinstance(m, str) else list(m) for m in model.get("merges") or []]
+    for added in doc.get("added_tokens") or []:  # special tokens may be listed only here
+        vocab.setdefault(added["content"], added["id"])
+    return _from_vocab_merges(vocab, merges, pattern, where)
+
+
+def _hf_pattern(pre: Any, where: str) -> str:
+    """Our split pattern for a tokenizer.json pre-tokenizer: ByteLevel with its regex is GPT-2's; a Split on a
+    regex followed by ByteLevel without one is that regex (to_hf_json writes these two forms)."""
+    if isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) \
+            and not pre.get("add_prefix_space"):
+        return "gpt2"
+    steps = pre.get("pretokenizers") if isinstance(pre, dict) and pre.get("type") == "Sequence" else None
+    if (isinstance(steps, list) and len(steps) == 2 and steps[0].get("type") == "Split"
+            and steps[0].get("behavior") == "Isolated" and not steps[0].get("invert")
+            and "Regex" in (steps[0].get("pattern") or {}) and steps[1].get("type") == "ByteLevel"
+            and not steps[1].get("use_regex", True) and not steps[1].get("add_prefix_space")):
+        regex_ = steps[0]["pattern"]["Regex"]
+        return next((name for name, p in PATTERNS.items() if p == regex_), regex_)
+    raise TokenizerError(f"{where}: the pre-tokenizer is not GPT-2's byte-level split (found {json.dumps(pre)[:80]})")
+
+
+def load_hf(path: str | os.PathLike) -> ByteBPETokenizer:
+    """Read a Hugging Face `tokenizer.json` file (see from_hf_json)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TokenizerError(f"tokenizer file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{path} is not valid JSON: {e}") from None
+    try:
+        return from_hf_json(doc, str(path))
+    except (KeyError, TypeError, AttributeError) as e:
+        raise TokenizerError(f"{path} is malformed: {e!r}") from None
+
+
+# --- character vocabularies as tokenizer.json --------------------------------------------------------
+def char_to_hf_json(tok: CharTokenizer) -> dict[str, Any]:
+    """A character tokenizer as a Hugging Face `tokenizer.json` giving the same ids: every character is its own
+    piece (a Split on each code point) looked up in a WordLevel vocabulary; unknown characters are <unk>,
+    which decodes to U+FFFD as ours does. <unk> is not an added token, so the text "<unk>" is five characters,
+    as in ours."""
+    vocab = {piece: i for i, piece in enumerate(tok.itos)}
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+        # [\s\S]: any one code point, newlines included (the Oniguruma regex has no dot-matches-all flag)
+        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": r"[\s\S]"}, "behavior": "Isolated", "invert": False},
+        "post_processor": None,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": UNK}, "content": UNK_TEXT},
+            {"type": "Fuse"}]},  # pieces join without spaces
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": UNK},
+    }
 
 
 # --- one entry point for the CLI ---------------------------------------------------------------------
@@ -169,4 +253,5 @@ def export(tok: ByteBPETokenizer, fmt: str, out: str | os.PathLike) -> None:
 
 
 __all__ = ["bytes_to_unicode", "to_hf_json", "save_hf", "tiktoken_ranks", "save_tiktoken",
-           "load_tiktoken_ranks", "to_tiktoken", "save_gpt2_files", "load_gpt2_files", "export"]
+           "load_tiktoken_ranks", "to_tiktoken", "save_gpt2_files", "load_gpt2_files", "from_hf_json", "load_hf",
+           "char_to_hf_json", "export"]
