@@ -10,7 +10,7 @@ import pytest
 import tinygpt
 
 # Optional extras: a module that needs one of them at import time is skipped (with the reason) when it is missing.
-OPTIONAL = ("matplotlib", "PIL", "transformers", "tokenizers", "tiktoken", "tensorboard")
+OPTIONAL = ("matplotlib", "PIL", "transformers", "tokenizers", "tiktoken", "tensorboard", "starlette")
 # The doctests found when this test was written; fewer means discovery broke or examples were lost.
 MIN_EXAMPLES = 10
 

@@ -1,0 +1,252 @@
+"""`tinygpt serve` on a real socket (uvicorn on 127.0.0.1): the official `openai` client, 16 concurrent streaming
+clients, clients that go away, and the page in a real headless Chromium (Debian's, at /usr/bin/chromium)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from serve_runs import shared_runs  # noqa: E402
+from tinygpt.api import Limits  # noqa: E402
+from tinygpt.generate import generate_text  # noqa: E402
+from tinygpt.serve import create_app, running  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    runs = shared_runs(tmp_path_factory)
+    app = create_app(list(runs.values()), limits=Limits(max_tokens=20_000))
+    with running(app) as url:
+        yield url, app
+
+
+def _health(url: str) -> dict:
+    return httpx.get(f"{url}/health").json()["scheduler"]
+
+
+def _wait_for(predicate, seconds: float = 10.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _library_text(app, prompt: str, n: int, seed: int) -> str:
+    run = app.state.tinygpt.runs["cat"]
+    return "".join(generate_text(run.subject.model, run.subject.tokenizer, prompt, n, temperature=0.8, seed=seed))
+
+
+def test_openai_client_streams_and_not(server):
+    openai = pytest.importorskip("openai")
+    url, app = server
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0)
+    assert sorted(m.id for m in client.models.list()) == ["calculator", "cat"]
+    expected = _library_text(app, "the cat", 30, seed=4)
+    whole = client.completions.create(model="cat", prompt="the cat", max_tokens=30, seed=4, temperature=0.8)
+    assert whole.choices[0].text == expected and whole.choices[0].finish_reason == "length"
+    assert whole.usage.completion_tokens == 30
+    stream = client.completions.create(model="cat", prompt="the cat", max_tokens=30, seed=4, temperature=0.8,
+                                       stream=True, logprobs=2)
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks) == expected and len(chunks) > 5
+    assert sum(len(c.choices[0].logprobs.tokens) for c in chunks if c.choices[0].logprobs) == 30
+    with pytest.raises(openai.BadRequestError, match="this run is not a chat model"):
+        client.chat.completions.create(model="cat", messages=[{"role": "user", "content": "hello"}])
+    with pytest.raises(openai.NotFoundError, match="does not exist here"):
+        client.completions.create(model="gpt-4", prompt="x")
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("serve_load", ROOT / "bench" / "serve_load.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sixteen_concurrent_streaming_clients(server):
+    url, app = server
+    bench = _load_bench()
+    before = _health(url)
+    bodies = [{"model": "cat", "prompt": "the mat", "max_tokens": 40, "seed": s, "temperature": 0.8}
+              for s in range(16)]
+    replies, wall = bench.run_clients(url, bodies, timeout=60)
+    assert [r.error for r in replies] == [None] * 16
+    assert all(r.done and r.tokens == 40 and r.finish_reason == "length" for r in replies)
+    assert [r.text for r in replies] == [_library_text(app, "the mat", 40, s) for s in range(16)]  # complete, correct
+    summary = bench.summarize(replies, wall)
+    assert summary["errors"] == 0 and summary["tokens"] == 640 and summary["tokens_per_s"] > 0
+    assert 0 < summary["ttft_p50_ms"] <= summary["ttft_p95_ms"] <= 1000 * wall
+    after = _health(url)
+    assert after["completed"] - before["completed"] == 16 and after["running"] == 0 and after["failed"] == 0
+
+
+def test_a_client_that_goes_away_stops_its_generation(server):
+    url, _ = server
+    before = _health(url)
+    body = {"model": "cat", "prompt": "the", "max_tokens": 20_000, "temperature": 0.8}  # minutes, if not stopped
+    with httpx.Client(timeout=30) as c:
+        with c.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}) as r:
+            first = next(r.iter_lines())
+            assert first.startswith("data: ") and json.loads(first[6:])["choices"][0]["finish_reason"] is None
+    # the stream is closed: the server notices, cancels the job, and the worker drops it
+    assert _wait_for(lambda: _health(url)["cancelled"] == before["cancelled"] + 1 and _health(url)["running"] == 0)
+    with pytest.raises(httpx.ReadTimeout):  # the same, not streamed: the client gives up waiting
+        httpx.post(f"{url}/v1/completions", json=body, timeout=0.5)
+    assert _wait_for(lambda: _health(url)["cancelled"] == before["cancelled"] + 2 and _health(url)["running"] == 0)
+    assert _health(url)["completed"] == before["completed"]  # neither ran to its end
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def _png_colours(path: Path) -> int:
+    """How many distinct colours a non-interlaced 8-bit RGB(A) PNG holds (a blank page has one or two)."""
+    data = path.read_bytes()
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", chunk)
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + n
+    width, height, depth, colour = header[:4]
+    channels = {2: 3, 6: 4}[colour]
+    raw, stride = zlib.decompress(idat), width * channels
+    seen, prev = set(), bytearray(stride)
+    for y in range(height):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):  # undo the PNG filters (None, Sub, Up, Average, Paeth)
+            a = line[i - channels] if i >= channels else 0
+            b, c = prev[i], prev[i - channels] if i >= channels else 0
+            if f == 1:
+                line[i] = (line[i] + a) & 255
+            elif f == 2:
+                line[i] = (line[i] + b) & 255
+            elif f == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        if y % 4 == 0:
+            seen.update(bytes(line[i:i + 3]) for i in range(0, stride, channels * 4))
+        prev = line
+    return len(seen)
+
+
+def _browser():
+    """Playwright driving Debian's Chromium; skipped where either is missing, except in CI (.ci/run installs both)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("the browser test needs playwright (the test extra)")
+    if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
+        pytest.skip(f"the browser test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+    return sync_playwright
+
+
+def test_the_page_in_a_real_browser(server, tmp_path):
+    sync_playwright = _browser()
+    url, app = server
+    run = app.state.tinygpt.runs["cat"]
+    L, H = run.subject.model.attention_layers, run.subject.model.attention_heads
+    profile = tempfile.mkdtemp(dir=tmp_path)
+    with sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
+                                                       headless=True, viewport={"width": 1300, "height": 900})
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+            page.goto(url)
+            page.wait_for_selector("#run option[value=cat]", state="attached")
+            page.select_option("#run", "cat")
+            page.fill("#prompt", "the cat")
+            page.wait_for_function("document.querySelectorAll('#tokenization .ptok').length === 7")
+            page.fill("#seed", "2")
+            page.evaluate("() => { const s = document.getElementById('max_tokens'); s.value = 24; "
+                          "s.dispatchEvent(new Event('input')); }")
+            page.click("#generate")
+            page.wait_for_function("document.querySelectorAll('.tok.gen').length === 24 && "
+                                   "!document.getElementById('generate').disabled", timeout=30_000)
+            shown = "".join(page.locator(".tok.gen").all_inner_texts())
+            assert shown.replace("∅", "") == _library_text(app, "the cat", 24, seed=2)  # what the library says
+            page.locator(".tok.gen").nth(4).hover()
+            assert page.locator("#tooltip").is_visible() and "step 5" in page.locator("#tooltip").inner_text()
+            page.locator(".tok.gen").nth(4).click()
+            page.wait_for_selector("#attention .head canvas")
+            assert page.locator("#attention .head").count() == L * H  # the grid: every layer and head
+            assert page.locator("#lens tr").count() == 1 + L + 1  # header, embed, one row per block
+            assert page.locator("#saliency .ptok").count() == 7 + 4  # the window read: prompt + 4 tokens
+            assert page.locator("#candidates tr").count() > 1
+            page.locator("#attention .head").nth(1).click()
+            assert page.locator("#head-detail .ptok").count() == 11
+            shot = tmp_path / "page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            # branch: continue from the second candidate of step 5 instead of the token sampled there
+            prefix = [int(x) for x in page.locator(".tok.gen").evaluate_all("els => els.map(e => e.dataset.id)")][:4]
+            candidate = page.evaluate("state.inspected.candidates.before_ids[1]")
+            page.locator("#candidates button.branch").nth(1).click()
+            page.wait_for_function("document.querySelectorAll('.tok.gen').length === 24 && "
+                                   "document.querySelector('.tok.gen.branched') !== null && "
+                                   "!document.getElementById('generate').disabled", timeout=30_000)
+            ids = [int(x) for x in page.locator(".tok.gen").evaluate_all("els => els.map(e => e.dataset.id)")]
+            assert ids[:5] == prefix + [candidate]
+            assert "branched" in page.locator(".tok.gen").nth(4).get_attribute("class")
+            prompt = run.subject.tokenizer.encode("the cat") + ids[:5]  # the rest is the API's continuation of it
+            rest = httpx.post(f"{url}/v1/completions", json={"model": "cat", "prompt": prompt, "max_tokens": 19,
+                                                             "seed": 2, "temperature": 0.8, "logprobs": 0}).json()
+            assert ids[5:] == rest["choices"][0]["logprobs"]["token_ids"]
+            assert errors == []
+        finally:
+            browser.close()
+    width, height = _png_size(shot)
+    assert width == 1300 and height >= 900 and _png_colours(shot) > 20  # a drawn page, not a blank one
+    if os.environ.get("TINYGPT_KEEP_SCREENSHOT"):  # to look at it: TINYGPT_KEEP_SCREENSHOT=dir pytest ...
+        shutil.copy(shot, Path(os.environ["TINYGPT_KEEP_SCREENSHOT"]) / "page.png")
+
+
+def test_serve_binds_loopback_by_default():
+    from tinygpt.serve import bind
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.getsockname()[0] == "127.0.0.1" and sock.family == socket.AF_INET
+    finally:
+        sock.close()
+    with pytest.raises(OSError, match="cannot listen on 127.0.0.1"):
+        taken = bind("127.0.0.1", 0)
+        try:
+            bind("127.0.0.1", taken.getsockname()[1])
+        finally:
+            taken.close()

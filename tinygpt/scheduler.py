@@ -1,0 +1,166 @@
+"""The server's scheduler: one worker thread runs every job that touches a model, fairly, off the event loop.
+
+A job is an iterator; each `next()` is one step of work (a generated piece of text, a whole inspection).
+The worker takes up to `max_running` jobs at a time and advances them round-robin, one step each per turn,
+so sixteen streaming clients each see their first token after about sixteen steps, not after fifteen whole
+generations. Jobs beyond that wait in arrival order, at most `max_waiting` of them; one more is refused
+(`Busy`, the server's 503). Cancelling a job (its client went away) closes its iterator at the worker's next
+turn, so a generation nobody reads stops within one step.
+
+Why one thread: every job shares the models, and PyTorch already spreads one forward pass over the cores;
+two Python threads stepping models would only fight over them. And some views patch a model while they run
+(saliency hooks the embedding), which must never overlap a generation on the same model.
+
+The event loop never waits on the worker: each step's result is handed back with `call_soon_threadsafe` to
+the job's asyncio queue, which the request handler reads.
+
+    sched = Scheduler(max_running=2, max_waiting=0)
+    job = sched.submit(iter([1, 2]), loop)   # inside a coroutine; then `async for x in job: ...`
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from typing import Any, AsyncIterator, Iterator
+
+_DONE = object()
+
+
+class Busy(RuntimeError):
+    """Every running and waiting place is taken; the message is one line, fit for a 503."""
+
+
+class Job:
+    """A submitted iterator, its results on an asyncio queue, and a flag to stop it."""
+
+    def __init__(self, steps: Iterator[Any], loop: asyncio.AbstractEventLoop):
+        self.steps = steps
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self.closed = False  # set by the worker once the iterator is finished or closed
+
+    def cancel(self) -> None:
+        """Stop this job at the worker's next turn (its iterator is closed: its `finally` blocks run)."""
+        self.cancelled.set()
+
+    def _post(self, item: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self.cancelled.set()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._results()
+
+    async def _results(self) -> AsyncIterator[Any]:
+        """The job's steps as they come; the job's own exception is raised here. Leaving early cancels it."""
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield item
+        finally:
+            self.cancel()  # a no-op once the job is done
+
+    async def result(self) -> list[Any]:
+        """Every step of the job, once it has finished."""
+        return [item async for item in self]
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class Scheduler:
+    """A worker thread, a bounded queue, round-robin steps. Counters: running, waiting, completed, cancelled,
+    failed, refused (see `stats`)."""
+
+    def __init__(self, max_running: int = 16, max_waiting: int = 64):
+        if max_running < 1 or max_waiting < 0:
+            raise ValueError("the scheduler needs max_running >= 1 and max_waiting >= 0")
+        self.max_running, self.max_waiting = max_running, max_waiting
+        self._waiting: deque[Job] = deque()
+        self._running: list[Job] = []
+        self._cond = threading.Condition()
+        self._stop = False
+        self._counts = {"completed": 0, "cancelled": 0, "failed": 0, "refused": 0}
+        self._thread = threading.Thread(target=self._work, name="tinygpt-worker", daemon=True)
+        self._thread.start()
+
+    def submit(self, steps: Iterator[Any], loop: asyncio.AbstractEventLoop | None = None) -> Job:
+        """Queue a job; raises Busy when every place is taken. loop: the event loop that reads the results
+        (default: the running one)."""
+        job = Job(steps, loop or asyncio.get_running_loop())
+        with self._cond:
+            if self._stop:
+                raise Busy("the server is shutting down")
+            if len(self._running) + len(self._waiting) >= self.max_running + self.max_waiting:
+                self._counts["refused"] += 1
+                raise Busy(f"the server is busy: {len(self._running)} requests are running and "
+                           f"{len(self._waiting)} waiting (at most {self.max_waiting}); try again shortly")
+            self._waiting.append(job)
+            self._cond.notify()
+        return job
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {"running": len(self._running), "waiting": len(self._waiting), **self._counts}
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the worker: every job still running or waiting is closed, and its reader told it ended."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and not self._running and not self._waiting:
+                    self._cond.wait()
+                if self._stop:
+                    for job in self._running + list(self._waiting):
+                        self._finish(job, _DONE, "cancelled")
+                    self._running, self._waiting = [], deque()
+                    return
+                while self._waiting and len(self._running) < self.max_running:  # arrival order
+                    self._running.append(self._waiting.popleft())
+                turn = list(self._running)
+            for job in turn:  # one step each, outside the lock: submit() never waits on a model
+                self._step(job)
+            with self._cond:
+                self._running = [j for j in self._running if not j.closed]
+
+    def _step(self, job: Job) -> None:
+        if job.cancelled.is_set():
+            self._finish(job, _DONE, "cancelled")
+            return
+        try:
+            item = next(job.steps)
+        except StopIteration:
+            self._finish(job, _DONE, "completed")
+        except Exception as e:  # the reader raises it; the worker goes on with the other jobs
+            self._finish(job, _Failure(e), "failed")
+        else:
+            job._post(item)
+
+    def _finish(self, job: Job, last: Any, outcome: str) -> None:
+        close = getattr(job.steps, "close", None)
+        if close is not None:
+            try:
+                close()  # a generator's finally blocks run now, on the worker
+            except Exception:
+                pass
+        job.closed = True
+        with self._cond:
+            self._counts[outcome] += 1
+        job._post(last)
+
+
+__all__ = ["Busy", "Job", "Scheduler"]

@@ -1,0 +1,370 @@
+// tinygpt serve: the playground and inspector page. It talks only to the server that sent it:
+// GET /v1/models, POST /inspect/tokenize, POST /v1/completions (streamed, with logprobs), POST /inspect/step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  runs: [],          // GET /v1/models entries
+  run: null,         // the chosen one
+  promptIds: [],     // what the run reads for the prompt
+  promptTexts: [],
+  tokens: [],        // generated: {id, text, logprob, top: [[text, logprob], ...] | null, branched}
+  controller: null,  // aborts the running stream
+  selected: null,    // index of the token being inspected
+  inspected: null,   // its /inspect/step answer
+};
+
+// --- small helpers --------------------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k === "style") e.style.cssText = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+// a token made visible: spaces and line breaks shown, never empty
+function visible(text) {
+  const out = text.replace(/ /g, "␣").replace(/\n/g, "\\n").replace(/\t/g, "\\t").replace(/\r/g, "\\r");
+  return out === "" ? "∅" : out;
+}
+
+const probColor = (p) => `hsl(${Math.round(120 * Math.max(0, Math.min(1, p)))},75%,82%)`;
+const fmt = (p) => (p === null || p === undefined) ? "?" : p.toFixed(3);
+const wordTokens = () => state.run && state.run.tinygpt.tokenizer === "word";
+
+async function post(path, body, signal) {
+  const r = await fetch(path, {method: "POST", headers: {"content-type": "application/json"},
+                               body: JSON.stringify(body), signal});
+  if (!r.ok) {
+    let msg = `${r.status} ${r.statusText}`;
+    try { msg = (await r.json()).error.message; } catch (e) { /* not JSON */ }
+    throw new Error(msg);
+  }
+  return r;
+}
+
+function showError(msg) { $("error").textContent = msg || ""; }
+
+// --- runs and settings ----------------------------------------------------------------------------
+
+async function loadRuns() {
+  const r = await fetch("/v1/models");
+  state.runs = (await r.json()).data;
+  const select = $("run");
+  select.replaceChildren(...state.runs.map((m) => el("option", {value: m.id}, m.id)));
+  select.disabled = state.runs.length < 2;
+  chooseRun(state.runs[0].id);
+}
+
+function chooseRun(name) {
+  const before = state.run && state.run.tinygpt.example;
+  state.run = state.runs.find((m) => m.id === name);
+  const d = state.run.tinygpt;
+  $("run-info").textContent = `${d.kind} run · ${d.model}, ${d.n_layer} layer(s) × ${d.n_head} head(s) · ` +
+    `${d.tokenizer} tokenizer, ${d.vocab_size} tokens · window ${d.block_size} · ${d.checkpoint}` +
+    (d.step !== null && d.step !== undefined ? ` (step ${d.step})` : "");
+  $("prompt").placeholder = d.example ? `a question, e.g. "${d.example}"` : "text to continue";
+  if (!$("prompt").value || $("prompt").value === before) $("prompt").value = d.example || "";  // a run's own example
+  setSlider("temperature", d.default_temperature);
+  $("top_k").max = Math.min(d.vocab_size, 200);
+  setSlider("top_k", 0);
+  setSlider("top_p", 1);
+  $("max_tokens").max = Math.min(512, d.max_tokens);
+  setSlider("max_tokens", Math.min(d.max_tokens, d.kind === "task" ? d.default_max_tokens : 64));
+  clearOutput();
+  tokenizePrompt();
+}
+
+function setSlider(id, value) { $(id).value = value; showSlider(id); }
+
+function showSlider(id) {
+  const v = Number($(id).value);
+  const text = id === "top_k" && v === 0 ? "off" : id === "top_p" && v >= 1 ? "off" : String(v);
+  document.querySelector(`output[for=${id}]`).textContent = text;
+}
+
+function settings() {
+  const k = Number($("top_k").value), p = Number($("top_p").value), seed = $("seed").value.trim();
+  return {temperature: Number($("temperature").value), top_k: k > 0 ? k : null, top_p: p < 1 ? p : null,
+          max_tokens: Number($("max_tokens").value), seed: seed === "" ? null : Number(seed)};
+}
+
+// --- tokenization of the prompt -------------------------------------------------------------------
+
+let tokenizeTimer = null;
+
+async function tokenizePrompt() {
+  const prompt = $("prompt").value;
+  try {
+    const r = await post("/inspect/tokenize", {model: state.run.id, prompt});
+    const t = await r.json();
+    state.promptIds = t.ids;
+    state.promptTexts = t.texts;
+    $("tokenization").replaceChildren(
+      el("span", {class: "muted"}, `${t.ids.length} token(s): `),
+      ...t.tokens.map((piece, i) => el("span", {class: "ptok", title: `id ${t.ids[i]}`}, visible(piece),
+                                        el("small", {}, t.ids[i]))),
+      ...t.notices.map((n) => el("div", {class: "muted"}, n)));
+    showError("");
+    return true;
+  } catch (e) {
+    state.promptIds = [];
+    $("tokenization").replaceChildren(el("span", {class: "muted"}, "(not readable by this run)"));
+    showError(e.message);
+    return false;
+  }
+}
+
+// --- generation -----------------------------------------------------------------------------------
+
+function clearOutput() {
+  state.tokens = [];
+  state.selected = null;
+  renderOutput();
+  $("inspect").hidden = true;
+  $("inspect-empty").hidden = false;
+  $("status").textContent = "";
+}
+
+function renderOutput() {
+  const out = $("output");
+  const sep = wordTokens() ? " " : "";
+  const parts = [el("span", {class: "prompt"}, state.promptTexts.join(sep) + sep)];
+  state.tokens.forEach((t, i) => {
+    const p = t.logprob === null ? 0 : Math.exp(t.logprob);
+    const cls = "tok gen" + (i === state.selected ? " selected" : "") + (t.branched ? " branched" : "");
+    const span = el("span", {class: cls, style: `background:${probColor(p)}`, "data-index": i, "data-id": t.id},
+                    t.text === "" ? "∅" : t.text);
+    span.addEventListener("mouseenter", (ev) => showTooltip(ev, i));
+    span.addEventListener("mousemove", moveTooltip);
+    span.addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
+    span.addEventListener("click", () => inspect(i));
+    parts.push(span);
+    if (sep) parts.push(el("span", {class: "sep"}, sep));
+  });
+  out.replaceChildren(...parts);
+}
+
+async function generate(prefix = []) {
+  if (state.controller) state.controller.abort();
+  showError("");
+  if (!prefix.length && !(await tokenizePrompt())) return;
+  if (!prefix.length) clearOutput();
+  const s = settings();
+  const controller = new AbortController();
+  state.controller = controller;
+  $("stop").disabled = false;
+  $("generate").disabled = true;
+  const started = performance.now();
+  let n = 0, finish = null;
+  const body = {model: state.run.id, prompt: state.promptIds.concat(prefix.map((t) => t.id)),
+                max_tokens: Math.max(1, s.max_tokens - prefix.length), temperature: s.temperature,
+                top_k: s.top_k, top_p: s.top_p, seed: s.seed, stream: true, logprobs: 5};
+  try {
+    const r = await post("/v1/completions", body, controller.signal);
+    const reader = r.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, {stream: true});
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        if (!event.startsWith("data: ")) continue;
+        const data = event.slice(6);
+        if (data === "[DONE]") continue;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error(chunk.error.message);
+        for (const c of chunk.choices) {
+          if (c.finish_reason) finish = c.finish_reason;
+          const lp = c.logprobs;
+          if (!lp) continue;
+          lp.tokens.forEach((text, k) => {
+            state.tokens.push({id: lp.token_ids[k], text, logprob: lp.token_logprobs[k],
+                               top: Object.entries(lp.top_logprobs[k] || {})});
+            n++;
+          });
+        }
+        renderOutput();
+      }
+    }
+    const secs = (performance.now() - started) / 1000;
+    $("status").textContent = `${n} token(s) in ${secs.toFixed(2)} s` +
+      (finish ? ` · ended by ${finish === "stop" ? "the end of the text" : "max tokens"}` : "");
+  } catch (e) {
+    if (e.name !== "AbortError") showError(e.message); else $("status").textContent = "stopped";
+  } finally {
+    if (state.controller === controller) state.controller = null;
+    $("stop").disabled = true;
+    $("generate").disabled = false;
+  }
+}
+
+// --- hover: the candidates of a token -------------------------------------------------------------
+
+function showTooltip(ev, i) {
+  const t = state.tokens[i];
+  const rows = (t.top || []).map(([text, lp]) => {
+    const p = lp === null ? 0 : Math.exp(lp);
+    return el("tr", {style: text === t.text ? "font-weight:bold" : ""},
+              el("td", {}, visible(text)), el("td", {}, el("span", {class: "bar grey", style: `width:${p * 80}px`})),
+              el("td", {}, fmt(p)));
+  });
+  const p = t.logprob === null ? null : Math.exp(t.logprob);
+  $("tooltip").replaceChildren(
+    el("div", {}, `step ${i + 1}: ${visible(t.text)} (id ${t.id}), p = ${fmt(p)}` + (t.branched ? " (chosen by you)" : "")),
+    rows.length ? el("table", {}, ...rows) : el("div", {class: "muted"}, "no candidates recorded"));
+  $("tooltip").hidden = false;
+  moveTooltip(ev);
+}
+
+function moveTooltip(ev) {
+  const tip = $("tooltip");
+  tip.style.left = Math.min(ev.clientX + 14, window.innerWidth - tip.offsetWidth - 8) + "px";
+  tip.style.top = (ev.clientY + 18) + "px";
+}
+
+// --- click: look inside one step ------------------------------------------------------------------
+
+async function inspect(i) {
+  state.selected = i;
+  renderOutput();
+  const s = settings();
+  try {
+    const r = await post("/inspect/step", {model: state.run.id, prompt: state.promptIds,
+                                           tokens: state.tokens.slice(0, i).map((t) => t.id),
+                                           token: state.tokens[i].id, temperature: s.temperature,
+                                           top_k: s.top_k, top_p: s.top_p});
+    state.inspected = await r.json();
+    renderInspection(i, state.inspected);
+    showError("");
+  } catch (e) { showError(e.message); }
+}
+
+function renderInspection(i, v) {
+  $("inspect-empty").hidden = true;
+  $("inspect").hidden = false;
+  const t = state.tokens[i];
+  $("step-title").textContent = `Step ${i + 1}: ${visible(t.text)}  ·  the model read positions ` +
+    `${v.window[0]}–${v.window[1] - 1} (${v.context.length} tokens)`;
+  renderCandidates(i, v.candidates, t.id);
+  renderAttention(v.attention);
+  renderLens(v.logit_lens);
+  renderSaliency(v.saliency);
+  $("notes").textContent = v.notes.join(" ");
+}
+
+function renderCandidates(i, c, chosen) {
+  const before = new Map(c.before_ids.map((id, k) => [id, c.before[k][1]]));
+  const after = new Map(c.after_ids.map((id, k) => [id, c.after[k][1]]));
+  const ids = [...c.before_ids, ...c.after_ids.filter((id) => !before.has(id))];
+  const piece = new Map(c.before_ids.map((id, k) => [id, c.before[k][0]]));
+  c.after_ids.forEach((id, k) => piece.set(id, c.after[k][0]));
+  const rows = ids.map((id) => {
+    const p = before.get(id) ?? 0, q = after.get(id) ?? 0;
+    return el("tr", {class: id === chosen ? "chosen" : ""},
+      el("td", {class: "piece"}, (id === chosen ? "▶ " : "") + visible(piece.get(id))),
+      el("td", {}, el("span", {class: "bar grey", style: `width:${p * 120}px`}), " ", fmt(p)),
+      el("td", {}, el("span", {class: "bar blue", style: `width:${q * 120}px`}), " ", fmt(q)),
+      el("td", {}, el("button", {type: "button", title: "continue from this token", class: "branch",
+                                 onclick: () => branch(i, id, c.texts[String(id)], p)}, "↳")));
+  });
+  $("candidates").replaceChildren(el("tr", {}, el("th", {}, "token"), el("th", {}, "model"),
+                                     el("th", {}, `sampled (${c.kept} kept)`), el("th", {}, "")), ...rows);
+}
+
+function branch(i, id, text, p) {
+  const prefix = state.tokens.slice(0, i);
+  prefix.push({id, text, logprob: p > 0 ? Math.log(p) : null, top: null, branched: true});
+  state.tokens = prefix;
+  state.selected = null;
+  renderOutput();
+  generate(prefix);
+}
+
+function renderAttention(a) {
+  const box = $("attention");
+  $("head-detail").replaceChildren();
+  if (!a) { box.replaceChildren(el("div", {class: "muted"}, "this model has no attention")); return; }
+  const [L, H, T] = a.shape;
+  $("attention-note").textContent = `(layers × heads; row = the position reading, column = the position read; ` +
+    `the red row is the step's own${a.offset ? `; the last ${T} positions` : ""}; click a head)`;
+  box.style.gridTemplateColumns = `repeat(${H}, minmax(0, 156px))`;
+  const cells = [];
+  for (let l = 0; l < L; l++) for (let h = 0; h < H; h++) {
+    const canvas = el("canvas", {width: T, height: T});
+    drawHeatmap(canvas, a.attention[l][h]);
+    const cell = el("div", {class: "head", title: `layer ${l}, head ${h}`}, canvas, `L${l} H${h}`);
+    cell.addEventListener("click", () => {
+      box.querySelectorAll(".head").forEach((c) => c.classList.remove("selected"));
+      cell.classList.add("selected");
+      headDetail(a, l, h);
+    });
+    cells.push(cell);
+  }
+  box.replaceChildren(...cells);
+}
+
+function drawHeatmap(canvas, rows) {
+  const T = rows.length, ctx = canvas.getContext("2d"), img = ctx.createImageData(T, T);
+  for (let r = 0; r < T; r++) for (let c = 0; c < T; c++) {
+    const w = Math.sqrt(Math.max(0, rows[r][c] || 0));  // square root: small weights stay visible
+    const k = 4 * (r * T + c), own = r === T - 1;  // the step's own row (the last) in red, the others in blue
+    img.data[k] = 255 - (own ? 75 : 205) * w; img.data[k + 1] = 255 - (own ? 205 : 165) * w;
+    img.data[k + 2] = 255 - (own ? 205 : 75) * w; img.data[k + 3] = 255;
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+function headDetail(a, l, h) {
+  const row = a.attention[l][h][a.tokens.length - 1];
+  const top = Math.max(...row, 1e-9);
+  $("head-detail").replaceChildren(el("span", {class: "muted"}, `layer ${l} head ${h}, where the step looked: `),
+    ...a.tokens.map((piece, k) => el("span", {class: "ptok", title: fmt(row[k]),
+                                               style: `background:rgba(52,112,192,${(row[k] / top) * 0.85})`},
+                                     visible(piece), el("small", {}, fmt(row[k])))));
+}
+
+function renderLens(lens) {
+  if (!lens) { $("lens").replaceChildren(el("tr", {}, el("td", {class: "muted"}, "no layers to look through"))); return; }
+  const last = lens.tokens.length - 1;
+  const rows = lens.layers.map((name, l) => {
+    const toks = lens.top_tokens[l][last], probs = lens.top_probs[l][last];
+    return el("tr", {},
+      el("th", {}, name),
+      el("td", {class: "piece", style: `background:${probColor(probs[0])}`}, visible(toks[0])),
+      el("td", {}, fmt(probs[0])),
+      el("td", {class: "muted piece"}, toks.slice(1, 4).map((t, k) => `${visible(t)} ${fmt(probs[k + 1])}`).join("  ")));
+  });
+  $("lens").replaceChildren(el("tr", {}, el("th", {}, "layer"), el("th", {}, "top guess"), el("th", {}, "p"),
+                                el("th", {}, "then")), ...rows);
+}
+
+function renderSaliency(s) {
+  $("saliency-note").textContent = `(${s.method.replace(/_/g, " ")}: green pushed the model towards ` +
+    `"${visible(s.target)}", red away; hover for the score)`;
+  const top = Math.max(...s.scores.map((x) => Math.abs(x || 0)), 1e-9);
+  $("saliency").replaceChildren(...s.tokens.map((piece, k) => {
+    const x = s.scores[k] || 0, a = Math.abs(x) / top * 0.85;
+    const bg = x >= 0 ? `rgba(34,139,34,${a})` : `rgba(200,40,40,${a})`;
+    return el("span", {class: "ptok", title: x.toFixed(4), style: `background:${bg}`}, visible(piece),
+              el("small", {}, x.toFixed(2)));
+  }));
+}
+
+// --- wiring ---------------------------------------------------------------------------------------
+
+for (const id of ["temperature", "top_k", "top_p", "max_tokens"]) $(id).addEventListener("input", () => showSlider(id));
+$("run").addEventListener("change", (ev) => chooseRun(ev.target.value));
+$("prompt").addEventListener("input", () => { clearTimeout(tokenizeTimer); tokenizeTimer = setTimeout(tokenizePrompt, 250); });
+$("prompt").addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) generate(); });
+$("generate").addEventListener("click", () => generate());
+$("stop").addEventListener("click", () => { if (state.controller) state.controller.abort(); });
+loadRuns().catch((e) => showError(`could not list the runs: ${e.message}`));
