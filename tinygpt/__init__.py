@@ -15,14 +15,22 @@ the README's "What is inside" table.
 """
 __version__ = "0.1.0"
 
-from .config import ModelConfig, TrainConfig, build_configs  # noqa: E402
-from .data import TextData  # noqa: E402
-from .decoder import Decoder  # noqa: E402
-from .generate import generate, generate_text  # noqa: E402
-from .models import GPT, LanguageModel, build_model  # noqa: E402
-from .run import Run, load_checkpoint  # noqa: E402
-from .tokenizers import load_tokenizer  # noqa: E402
-from .train import Hooks, RunResult, train  # noqa: E402
+try:
+    from .config import ModelConfig, TrainConfig, build_configs  # noqa: E402
+    from .data import TextData  # noqa: E402
+    from .decoder import Decoder  # noqa: E402
+    from .generate import generate, generate_text  # noqa: E402
+    from .models import GPT, LanguageModel, build_model  # noqa: E402
+    from .run import Run, load_checkpoint  # noqa: E402
+    from .tokenizers import load_tokenizer  # noqa: E402
+    from .train import Hooks, RunResult, train  # noqa: E402
+except KeyboardInterrupt:  # Ctrl-C while torch loads, before the command line can catch it
+    import os as _os
+    import sys as _sys
+    if _os.path.basename(_sys.argv[0]) in ("tinygpt", "-m", "__main__.py"):  # the `tinygpt` command: no traceback
+        print("interrupted", file=_sys.stderr)
+        raise SystemExit(130) from None
+    raise
 
 __all__ = ["__version__", "ModelConfig", "TrainConfig", "build_configs", "TextData", "Decoder", "generate",
            "generate_text", "GPT", "LanguageModel", "build_model", "Run", "load_checkpoint", "load_tokenizer",

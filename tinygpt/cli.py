@@ -55,6 +55,13 @@ def finite_float(text: str) -> float:
     return value
 
 
+def path_arg(text: str) -> str:
+    """A file or directory name: an empty one (an unset shell variable) must not mean the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?); give a path")
+    return text
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -432,12 +439,12 @@ Next, try:
 def cmd_ladder(args: argparse.Namespace) -> int:
     from .corpora import resolve_data
     from .data import read_text
-    from .ladder import RUNGS, format_table, run_ladder
+    from .ladder import MODERN_RUNGS, RUNGS, format_table, run_ladder
 
     text = read_text(resolve_data(args.data))
-    rungs = args.rungs.split(",") if args.rungs else list(RUNGS)
+    rungs = args.rungs.split(",") if args.rungs else list(MODERN_RUNGS if args.modern else RUNGS)
     overrides = _overrides(args)
-    out = Path(args.out)
+    out = Path(args.out or ("runs/ladder-modern" if args.modern else "runs/ladder"))
 
     def hooks(rung: str) -> _ProgressHooks:
         print(f"\n== {rung} ==", file=sys.stderr)
@@ -450,7 +457,8 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     try:
         from .plot import plot_runs
         png = plot_runs([out / r for r in rungs], out / "ladder.png", rungs,
-                        title="The model ladder: validation loss of each rung")
+                        title="The modern ladder: GPT-2, then one piece added per rung" if args.modern
+                        else "The model ladder: validation loss of each rung")
         print(f"\nvalidation curves: {png}")
     except ImportError:
         print("\n(no plot: pip install 'tinygpt[plot]' for the curves)")
@@ -483,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on a text file or folder",
                        description="Train a character-level model. Settings: defaults < --preset < --config < flags.")
     t.add_argument("--data", help="a UTF-8 text file, a folder of .txt files, or a corpus name (see tinygpt corpora)")
-    t.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl)")
+    t.add_argument("--out", required=True, type=path_arg, help="run directory (checkpoints, metrics.jsonl)")
     t.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe")
     t.add_argument("--config", metavar="FILE", help="a TOML file of hyperparameters (flat keys)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -541,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the first run: train the calculator GPT (about 2 minutes on a 2-core CPU)",
                        description="Train a 4-layer GPT to answer arithmetic questions in English words, "
                                    "score it on questions it never saw, and save the run.")
-    d.add_argument("--out", default=None, help="run directory (default runs/calculator, or the next free "
+    d.add_argument("--out", default=None, type=path_arg, help="run directory (default runs/calculator, or the next free "
                                                "runs/calculator-N)")
     d.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -555,8 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
                         description="bigram -> single head -> multi-head -> GPT, and the GPT without position "
                                     "embeddings, residuals, LayerNorm or MLP: same data, same budget.")
     la.add_argument("--data", required=True, help="a text file, folder or corpus name")
-    la.add_argument("--out", default="runs/ladder", help="directory for the rungs' runs (default runs/ladder)")
+    la.add_argument("--out", type=path_arg, help="directory for the rungs' runs (default runs/ladder, or runs/ladder-modern)")
     la.add_argument("--rungs", help="comma-separated subset of the rungs (default: all)")
+    la.add_argument("--modern", action="store_true",
+                    help="the modern ladder: GPT-2, then rotary, RMSNorm, SwiGLU, QK-norm, no biases, untied "
+                         "embeddings and Muon added one at a time")
     la.add_argument("--overwrite", action="store_true", help="replace a ladder already in --out")
     la.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_flags(la)
@@ -564,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plot", help="save a PNG of the loss curves of one or several runs")
     pl.add_argument("runs", nargs="+", metavar="RUN", help="run directories (with metrics.jsonl)")
-    pl.add_argument("--out", default="loss.png", help="output PNG (default loss.png)")
+    pl.add_argument("--out", default="loss.png", type=path_arg, help="output PNG (default loss.png)")
     pl.add_argument("--labels", nargs="+", help="one legend label per run (default: directory names)")
     pl.add_argument("--title", default=None)
     pl.set_defaults(func=cmd_plot)

@@ -8,6 +8,7 @@ import time
 from .tokenizers import ByteBPETokenizer, load_tokenizer
 from .tokenizers.bpe import PATTERNS
 from .tokenizers.interop import EXPORTERS, export
+from .cli import path_arg
 from .data import load_text
 from .tokenizers.stats import tokenizer_stats
 
@@ -21,7 +22,7 @@ def add_tokenizer_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p = sub.add_parser("train", help="train a byte-level BPE tokenizer on a UTF-8 text file")
     p.add_argument("--data", required=True, help="a UTF-8 text file, a folder of .txt files, or a corpus name")
     p.add_argument("--vocab_size", type=int, required=True, help="256 bytes + merges + special tokens")
-    p.add_argument("--out", required=True, help="tokenizer JSON file to write")
+    p.add_argument("--out", required=True, type=path_arg, help="tokenizer JSON file to write")
     p.add_argument("--pattern", default="gpt2",
                    help=f"pre-tokenization split: {' or '.join(PATTERNS)} (default gpt2), or a regex")
     p.add_argument("--special", nargs="*", default=[], metavar="TOKEN", help="special tokens, e.g. '<|endoftext|>'")
@@ -38,7 +39,7 @@ def add_tokenizer_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("tokenizer", help="tokenizer JSON file")
     p.add_argument("--format", required=True, choices=list(EXPORTERS),
                    help="hf: tokenizer.json; tiktoken: .tiktoken ranks file; gpt2: folder with vocab.json + merges.txt")
-    p.add_argument("--out", required=True, help="file (or folder for gpt2) to write")
+    p.add_argument("--out", required=True, type=path_arg, help="file (or folder for gpt2) to write")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("stats", help="bytes per token, vocabulary usage and the longest tokens on a text")
@@ -50,8 +51,12 @@ def add_tokenizer_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from tqdm import tqdm
 
+    if Path(args.out).is_dir():  # before the (possibly long) training
+        raise IsADirectoryError(21, "is a directory, not a file", args.out)
     _, text = load_text(args.data)
     bar = None
 

@@ -20,7 +20,11 @@ else:  # pragma: no cover
 
 MODEL_TYPES = ("bigram", "single_head", "multi_head", "gpt",
                "gpt_no_pos", "gpt_no_residual", "gpt_no_layernorm", "gpt_no_mlp")
-ACTIVATIONS = ("gelu", "gelu_tanh")  # exact GELU (ours), GELU's tanh approximation (GPT-2's "gelu_new")
+# the MLP's nonlinearity: exact GELU (ours), GELU's tanh approximation (GPT-2's "gelu_new"), squared ReLU, SwiGLU
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu2", "swiglu")
+POSITIONS = ("learned", "rotary")  # a learned embedding per position (GPT-2), or rotary embeddings inside attention
+NORMS = ("layernorm", "rmsnorm")
+OPTIMIZERS = ("adamw", "muon")  # muon: Muon for the blocks' matrices, AdamW for the rest
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -46,6 +50,12 @@ class ModelConfig:
     bias: bool = True
     init_std: float = 0.02  # GPT weights start ~ N(0, init_std²), as GPT-2; small models learn faster with more
     activation: str = "gelu"  # the MLP's GELU: "gelu" (exact) or "gelu_tanh" (GPT-2's approximation, for its weights)
+    # After GPT-2 (models/modern.py says what each fixes). The defaults are GPT-2's, so old checkpoints load.
+    position: str = "learned"     # "rotary": rotary position embeddings instead of the learned wpe table
+    rope_theta: float = 10000.0   # rotary's base: pair i turns by position * rope_theta^(-2i/head_size)
+    norm: str = "layernorm"       # "rmsnorm": scale only, no centring and no shift
+    qk_norm: bool = False         # RMSNorm on every head's queries and keys before their dot product
+    tie_embeddings: bool = True   # False: the output head is a matrix of its own, not wte
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -63,6 +73,15 @@ class ModelConfig:
             raise ConfigError(f"init_std must be in (0, 1], got {self.init_std}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.position not in POSITIONS:
+            raise ConfigError(f"position must be one of {', '.join(POSITIONS)}, got {self.position!r}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.rope_theta <= 1.0:
+            raise ConfigError(f"rope_theta must be > 1, got {self.rope_theta}")
+        if self.position == "rotary" and self.head_size % 2:
+            raise ConfigError(f"rotary position embeddings turn pairs of numbers: head size n_embd / n_head "
+                              f"({self.head_size}) must be even")
 
     @property
     def head_size(self) -> int:
@@ -97,6 +116,9 @@ class TrainConfig:
     dtype: str = "auto"
     compile: bool = False
     seed: int = 1337
+    optimizer: str = "adamw"     # "muon": Muon (optim.py) for the blocks' 2-D matrices, AdamW for everything else
+    muon_lr: float = 0.02        # Muon's peak learning rate; it follows learning_rate's schedule in proportion
+    muon_momentum: float = 0.95
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -120,6 +142,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.muon_lr <= 0:
+            raise ConfigError(f"muon_lr must be > 0, got {self.muon_lr}")
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise ConfigError(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.device.split(":")[0] not in DEVICES:
@@ -155,6 +183,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=32,
         learning_rate=2e-3, min_lr=2e-4, warmup_iters=50, max_iters=600,
         eval_interval=200, eval_iters=20, log_interval=10,
+    ),
+    # Every piece added since GPT-2 switched on (the last rung of `tinygpt ladder --modern`); sizes are unchanged.
+    "modern": dict(
+        position="rotary", norm="rmsnorm", activation="swiglu", qk_norm=True, bias=False, tie_embeddings=False,
+        optimizer="muon",
     ),
 }
 

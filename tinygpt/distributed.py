@@ -47,6 +47,13 @@ def setup(world: World, device: str) -> str:
     return device
 
 
+def teardown(world: World) -> None:
+    """Leave the process group. Without this, gloo's threads can outlive the interpreter's shutdown and abort
+    the process after training succeeded ("terminate called without an active exception")."""
+    if world.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def wrap(model: nn.Module, world: World, device: str) -> nn.Module:
     if not world.enabled:
         return model
@@ -95,4 +102,4 @@ def from_master(world: World, obj: Any) -> Any:
     return box[0]
 
 
-__all__ = ["World", "detect", "setup", "wrap", "barrier", "mean", "any_true", "gather", "from_master"]
+__all__ = ["World", "detect", "setup", "teardown", "wrap", "barrier", "mean", "any_true", "gather", "from_master"]

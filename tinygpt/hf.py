@@ -1,5 +1,6 @@
 """Hugging Face GPT-2 interop: a local GPT-2 folder becomes a tinygpt checkpoint (`import_gpt2`), and a tinygpt GPT
-becomes a folder that `transformers` loads (`export_hf`). One key table, used in both directions.
+becomes a folder that `transformers` loads (`export_hf`). One key table, used in both directions. A GPT with the
+options added after GPT-2 goes out (and comes back in, `import_hf`) as Llama instead: hf_llama.py.
 
 Our GPT uses GPT-2's submodule names, so the table is short: the layer keys with "{}" for the layer number, the
 causal-mask buffers GPT-2 files carry (dropped), and the four Conv1D weights, which GPT-2 stores as (in, out)
@@ -122,8 +123,32 @@ def hf_config(cfg: ModelConfig, eos_id: int | None) -> dict[str, Any]:
     }
 
 
-def check_exportable(cfg: ModelConfig, where: str) -> None:
-    """Refuse models a GPT2LMHeadModel cannot hold: the ladder's teaching rungs and ablations, no biases."""
+def gpt2_gaps(cfg: ModelConfig) -> list[str]:
+    """The options after GPT-2 that `cfg` switches on (a GPT2LMHeadModel computes none of them)."""
+    gaps = []
+    if cfg.position != "learned":
+        gaps.append("rotary position embeddings")
+    if cfg.norm != "layernorm":
+        gaps.append("RMSNorm")
+    if cfg.activation not in EXPORT_ACTIVATIONS:
+        gaps.append(f"a {cfg.activation} MLP")
+    if cfg.qk_norm:
+        gaps.append("QK-norm")
+    if not cfg.tie_embeddings:
+        gaps.append("an untied output head")
+    return gaps
+
+
+def check_exportable(cfg: ModelConfig, where: str) -> str:
+    """Which format holds the model: "gpt2", or "llama" for a GPT with the modern options (hf_llama.py). Refuses
+    the ladder's teaching rungs and ablations, a GPT-2 without biases, and mixtures neither format computes."""
+    if cfg.model == "gpt" and gpt2_gaps(cfg):
+        from .hf_llama import llama_gaps
+        llama = llama_gaps(cfg)
+        if llama:
+            raise HFError(f"{where} holds a GPT with {gpt2_gaps(cfg)[0]}, which GPT-2 does not compute, and with "
+                          f"{llama[0]}, which Llama cannot express; it cannot be exported")
+        return "llama"
     if cfg.model != "gpt":
         rung = "a teaching rung of the ladder" if cfg.model in ("bigram", "single_head", "multi_head") \
             else "an ablation of the ladder"
@@ -131,7 +156,8 @@ def check_exportable(cfg: ModelConfig, where: str) -> None:
                       f"be exported to Hugging Face")
     if not cfg.bias:
         raise HFError(f"{where} holds a GPT without biases; GPT-2 has biases in every layer, so it cannot be "
-                      f"exported")
+                      f"exported (Llama has none, but also needs rotary positions, RMSNorm and SwiGLU)")
+    return "gpt2"
 
 
 # --- tokenizers ------------------------------------------------------------------------------------
@@ -174,6 +200,7 @@ class ImportResult:
     params: int
     weights: list[str]  # the files the weights came from
     tokenizer: str      # the files the tokenizer came from
+    format: str = "GPT-2"  # the architecture read: "GPT-2", "Llama" or "Qwen3"
 
 
 def import_gpt2(folder: str | Path, out: str | Path) -> ImportResult:
@@ -213,6 +240,16 @@ def import_gpt2(folder: str | Path, out: str | Path) -> ImportResult:
             tok.save(tmp / TOKENIZER)
         files = [f.name for f in reader.files]
     return ImportResult(out, cfg, n_params, files, tok_files)
+
+
+def import_hf(folder: str | Path, out: str | Path) -> ImportResult:
+    """import_gpt2, or hf_llama.import_llama for a folder whose config.json says Llama or Qwen3."""
+    path = Path(folder) / "config.json"
+    cfg = _read_json(path) if path.is_file() else None  # no folder, no config: import_gpt2 says so
+    if isinstance(cfg, dict) and cfg.get("model_type") in ("llama", "qwen3"):
+        from .hf_llama import import_llama
+        return import_llama(folder, out)
+    return import_gpt2(folder, out)
 
 
 def _import_plan(reader: TensorReader, cfg: ModelConfig, folder: Path) -> dict[str, tuple[str, bool, tuple]]:
@@ -267,7 +304,8 @@ class ExportResult:
 def export_hf(run: str | Path, out: str | Path, which: str = "best") -> ExportResult:
     """Write a run's GPT (its `which` checkpoint) as a folder that `GPT2LMHeadModel.from_pretrained` and
     `AutoTokenizer.from_pretrained` load offline: config.json, model.safetensors, tokenizer.json,
-    tokenizer_config.json. Built in a temporary directory and renamed into place."""
+    tokenizer_config.json. Built in a temporary directory and renamed into place. A GPT with the modern options
+    is written as LlamaForCausalLM (Qwen3ForCausalLM with QK-norm) instead: hf_llama.export_llama."""
     from .generate import end_of_text_id
     from .run import Run
 
@@ -275,9 +313,12 @@ def export_hf(run: str | Path, out: str | Path, which: str = "best") -> ExportRe
     _check_out(out)
     source = Run(run)
     ckpt = source.checkpoint(which)
-    check_exportable(source.model_config(which), str(ckpt))  # before loading any weights
+    kind = check_exportable(source.model_config(which), str(ckpt))  # before loading any weights
     from .checkpoint import load_model
     model, tok, _ = load_model(ckpt)
+    if kind == "llama":
+        from .hf_llama import export_llama
+        return export_llama(model, tok, ckpt, out)
     cfg: ModelConfig = model.config
     tok_docs = hf_tokenizer_files(tok, cfg.block_size, str(ckpt))
     ours = model.state_dict()
@@ -327,4 +368,4 @@ def _read_json(path: Path) -> Any:
 
 
 __all__ = ["HFError", "KEY_MAP", "TRANSPOSED", "layer_keys", "model_config_from_hf", "hf_config", "check_exportable",
-           "read_hf_tokenizer", "hf_tokenizer_files", "ImportResult", "import_gpt2", "ExportResult", "export_hf"]
+           "read_hf_tokenizer", "hf_tokenizer_files", "ImportResult", "import_gpt2", "import_hf", "gpt2_gaps", "ExportResult", "export_hf"]

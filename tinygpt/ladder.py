@@ -1,5 +1,6 @@
 """The model ladder: train every rung (bigram -> single head -> multi-head -> GPT, and the GPT with one
-piece removed) on the same text with the same budget, and measure what each piece buys."""
+piece removed) on the same text with the same budget, and measure what each piece buys. The modern ladder
+goes on from GPT-2, adding one later piece per rung (rotary, RMSNorm, SwiGLU, ...) until the `modern` preset."""
 from __future__ import annotations
 
 import warnings
@@ -17,6 +18,31 @@ from .train import Hooks, train
 
 RUNGS = ("bigram", "single_head", "multi_head", "gpt_no_pos", "gpt_no_residual", "gpt_no_layernorm",
          "gpt_no_mlp", "gpt")
+# The modern ladder: each rung is the one above plus one piece (its config delta); the last is PRESETS["modern"].
+MODERN_STEPS: dict[str, dict[str, Any]] = {
+    "gpt2": {},                         # GPT-2 as it was in 2019
+    "rotary": {"position": "rotary"},   # rotary position embeddings instead of a learned table
+    "rmsnorm": {"norm": "rmsnorm"},
+    "swiglu": {"activation": "swiglu"},
+    "qk_norm": {"qk_norm": True},
+    "no_bias": {"bias": False},
+    "untied": {"tie_embeddings": False},
+    "muon": {"optimizer": "muon"},      # Muon for the blocks' matrices
+}
+MODERN_RUNGS = tuple(MODERN_STEPS)
+
+
+def _rung_settings() -> dict[str, dict[str, Any]]:
+    """Every rung's settings on top of the ladder's: the classic rungs name a model; modern ones add up."""
+    out: dict[str, dict[str, Any]] = {r: {"model": r} for r in RUNGS}
+    total: dict[str, Any] = {}
+    for name, delta in MODERN_STEPS.items():
+        total = {**total, **delta}
+        out[name] = {"model": "gpt", **total}
+    return out
+
+
+RUNG_SETTINGS = _rung_settings()
 # the same small model for every rung (sizes from the tiny_char preset): minutes on a laptop CPU
 LADDER_DEFAULTS: dict[str, Any] = {**PRESETS["tiny_char"], "learning_rate": 1e-3, "min_lr": 1e-4, "max_iters": 1000,
                                    "eval_interval": 100, "eval_iters": 20}
@@ -29,16 +55,16 @@ def run_ladder(text: str, out_dir: str | Path, overrides: dict[str, Any] | None 
     bits per character and a short sample (seeded, temperature 0.8)."""
     out = Path(out_dir)
     settings = {**LADDER_DEFAULTS, **(overrides or {})}
-    unknown = [r for r in rungs if r not in RUNGS]
+    unknown = [r for r in rungs if r not in RUNG_SETTINGS]
     if unknown:
-        raise ValueError(f"unknown rung {unknown[0]!r} (rungs: {', '.join(RUNGS)})")
+        raise ValueError(f"unknown rung {unknown[0]!r} (rungs: {', '.join(RUNGS)}; modern: {', '.join(MODERN_RUNGS)})")
     if not overwrite and any(Run(out / r).holds_run() for r in rungs):
         raise RunError(f"{out} already holds a ladder; use --overwrite to train it again")
     _, probe = build_configs(settings)
     tok = CharTokenizer.train(split_text(text, probe.val_fraction)[0])
     rows = []
     for rung in rungs:
-        model_cfg, cfg = build_configs({**settings, "model": rung}, vocab_size=tok.vocab_size)
+        model_cfg, cfg = build_configs({**settings, **RUNG_SETTINGS[rung]}, vocab_size=tok.vocab_size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # validation characters unseen in training map to <unk>
             data = TextData.from_text(text, tok, model_cfg.block_size, cfg.val_fraction)

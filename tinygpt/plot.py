@@ -7,6 +7,9 @@ from typing import Sequence
 from .run import read_metrics
 
 
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
 def smooth(values: Sequence[float], weight: float) -> list[float]:
     """Exponential moving average, debiased like TensorBoard's: smooth([1, 3], 0.5) == [1.0, 2.333...]."""
     out, avg = [], 0.0
@@ -19,6 +22,11 @@ def smooth(values: Sequence[float], weight: float) -> list[float]:
 def plot_runs(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None,
               title: str | None = None, smoothing: float = 0.9) -> Path:
     """Train loss (smoothed line) and validation loss (line with markers) of each run against the step."""
+    out = Path(out)
+    if out.is_dir():  # checked before any work
+        raise IsADirectoryError(21, "is a directory, not a file", str(out))
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"--out {out}: give an image file name ending in {', '.join(IMAGE_SUFFIXES)}")
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -45,8 +53,10 @@ def plot_runs(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str]
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
+    from .files import atomic_path
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     return out

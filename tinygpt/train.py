@@ -1,4 +1,4 @@
-"""The one training loop: AdamW steps with warmup + cosine schedule, gradient accumulation, clipping, mixed
+"""The one training loop: AdamW (or Muon) steps with warmup + cosine schedule, gradient accumulation, clipping, mixed
 precision, periodic evaluation and checkpoints, exact resume, early finishing, and a stop on divergence.
 
 Around it, each in its own module: the run directory and its checkpoints (run.py), the optimizer and
@@ -97,6 +97,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
         raise
     finally:
         run.close()
+        distributed.teardown(world)
 
 
 class _Loop:
@@ -188,7 +189,7 @@ class _Loop:
         cfg, t0 = self.cfg, time.perf_counter()
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices: their own peak, the same schedule
         loss_sum = 0.0
         for micro in range(cfg.gradient_accumulation_steps):
             x, y = self.source.get_batch("train", cfg.batch_size, self.data_gen)

@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from .modern import RMSNorm, apply_rotary, rotary_cos_sin
 
 
 class KVCache:
@@ -59,11 +60,22 @@ def manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 class CausalSelfAttention(nn.Module):
-    """All heads at once: one matrix c_attn makes q, k, v for every head; c_proj mixes the heads' outputs."""
+    """All heads at once: one matrix c_attn makes q, k, v for every head; c_proj mixes the heads' outputs.
 
-    def __init__(self, cfg: ModelConfig):
+    Options after GPT-2: `rotary` turns q and k by their positions (models/modern.py; cached tokens sit at
+    positions cache.pos onwards). `cfg.qk_norm` RMS-normalises each head's q and k first (q_norm, k_norm, one
+    gain per head dimension, as Qwen3): what it fixes is attention logits that grow without bound as the
+    weights grow, which saturates the softmax and destabilises training at high learning rates.
+    """
+
+    def __init__(self, cfg: ModelConfig, rotary: bool = False):
         super().__init__()
         self.n_head = cfg.n_head
+        self.rotary = rotary
+        self.rope_theta = cfg.rope_theta
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(cfg.head_size)
+            self.k_norm = RMSNorm(cfg.head_size)
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.attn_dropout = nn.Dropout(cfg.dropout)
@@ -76,6 +88,12 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotary:  # the new tokens' positions: after the cached ones
+            cos, sin = rotary_cos_sin(cache.pos if cache is not None else 0, T, C // self.n_head, self.rope_theta,
+                                      x.device)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, nh, T_total, hs)
         weights = None

@@ -1,7 +1,8 @@
 """The GPT model: token + position embeddings -> pre-LayerNorm transformer blocks -> LayerNorm -> tied head.
 
 Submodule names follow GPT-2 (wte, wpe, h, ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj,
-ln_f) so weights map one-to-one to Hugging Face's GPT2LMHeadModel.
+ln_f) so weights map one-to-one to Hugging Face's GPT2LMHeadModel. The defaults are GPT-2; ModelConfig's
+later options (position, norm, activation, qk_norm, bias, tie_embeddings; models/modern.py) swap pieces in place.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..config import ModelConfig
 from .attention import CausalSelfAttention, KVCache
 from .base import LanguageModel
 from .loss import next_token_loss
+from .modern import ReluSquared, RMSNorm, SwiGLU
 
 
 # The full GPT and its ablations for the ladder: "what breaks if you remove it". Each name switches off
@@ -33,12 +35,14 @@ def _features(model: str) -> dict[str, bool]:
 
 class MLP(nn.Module):
     """Position-wise feed-forward: expand 4x, GELU, project back. GPT-2 used GELU's tanh approximation
-    (activation "gelu_tanh"), so its weights give its logits only with that one."""
+    (activation "gelu_tanh"), so its weights give its logits only with that one. Activation "relu2" puts
+    squared ReLU in GELU's place."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.gelu = nn.GELU(approximate="tanh" if cfg.activation == "gelu_tanh" else "none")
+        self.gelu = ReluSquared() if cfg.activation == "relu2" else \
+            nn.GELU(approximate="tanh" if cfg.activation == "gelu_tanh" else "none")
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -47,21 +51,24 @@ class MLP(nn.Module):
 
 
 def _norm(cfg: ModelConfig, on: bool) -> nn.Module:
-    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias) if on else nn.Identity()
+    if not on:
+        return nn.Identity()
+    return RMSNorm(cfg.n_embd) if cfg.norm == "rmsnorm" else nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
 
 
 class Block(nn.Module):
     """x + attn(ln(x)), then x + mlp(ln(x)): the residual stream is read and written, never replaced.
     (The ladder's ablations can drop the residual additions, the LayerNorms or the MLP.)"""
 
-    def __init__(self, cfg: ModelConfig, residual: bool = True, layernorm: bool = True, mlp: bool = True):
+    def __init__(self, cfg: ModelConfig, residual: bool = True, layernorm: bool = True, mlp: bool = True,
+                 rotary: bool = False):
         super().__init__()
         self.residual = residual
         self.ln_1 = _norm(cfg, layernorm)
-        self.attn = CausalSelfAttention(cfg)
+        self.attn = CausalSelfAttention(cfg, rotary)
         if mlp:
             self.ln_2 = _norm(cfg, layernorm)
-            self.mlp = MLP(cfg)
+            self.mlp = SwiGLU(cfg) if cfg.activation == "swiglu" else MLP(cfg)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
                 manual: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -91,16 +98,20 @@ class GPT(LanguageModel):
         super().__init__()
         self.config = cfg
         f = _features(cfg.model)
+        rotary = f["pos"] and cfg.position == "rotary"
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
             drop=nn.Dropout(cfg.dropout),
-            h=nn.ModuleList(Block(cfg, f["residual"], f["layernorm"], f["mlp"]) for _ in range(cfg.n_layer)),
+            h=nn.ModuleList(Block(cfg, f["residual"], f["layernorm"], f["mlp"], rotary) for _ in range(cfg.n_layer)),
             ln_f=_norm(cfg, f["layernorm"]),
         ))
-        if f["pos"]:
+        if f["pos"] and cfg.position == "learned":
             self.transformer.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying: one matrix reads and writes tokens
+        if cfg.tie_embeddings:  # weight tying: one matrix reads and writes tokens
+            self.lm_head.weight = self.transformer.wte.weight
+        # (untied, tie_embeddings=False: what it fixes is one matrix serving two jobs, recognising a token at the
+        # input and predicting it at the output, whose best values differ; it costs vocab × n_embd weights)
         self.apply(self._init_weights)
         # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * n_layer)
         for name, p in self.named_parameters():

@@ -83,15 +83,20 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
     return REGISTRY[kind].from_dict(d)
 
 
-def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Load any tinygpt tokenizer from its JSON file."""
-    path = Path(path)
+def read_json(path: Path) -> Any:
+    """A tokenizer file's JSON, with one-line errors for a missing or malformed file."""
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TokenizerError(f"tokenizer file not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TokenizerError(f"tokenizer file {path} is not valid JSON: {e}") from None
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Load any tinygpt tokenizer from its JSON file."""
+    path = Path(path)
+    d = read_json(path)
     if not isinstance(d, dict):
         raise TokenizerError(f"tokenizer file {path} does not hold a JSON object")
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..files import write_text
-from .base import TokenizerError
+from .base import TokenizerError, read_json
 from .bpe import PATTERNS, ByteBPETokenizer, resolve_pattern
 from .char import UNK, UNK_TEXT, CharTokenizer
 
@@ -206,12 +206,7 @@ def _hf_pattern(pre: Any, where: str) -> str:
 def load_hf(path: str | os.PathLike) -> ByteBPETokenizer:
     """Read a Hugging Face `tokenizer.json` file (see from_hf_json)."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TokenizerError(f"tokenizer file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TokenizerError(f"{path} is not valid JSON: {e}") from None
+    doc = read_json(path)
     try:
         return from_hf_json(doc, str(path))
     except (KeyError, TypeError, AttributeError) as e:
