@@ -45,3 +45,17 @@ def cli(capsys):
 
 TINY_FLAGS = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
               "--eval_iters=2", "--eval_interval=5", "--log_interval=1", "--device=cpu", "--quiet"]
+
+DIALOGUE = "ROMEO:\nWhat say you, my lord?\n\nJULIET:\nNothing, good night.\n" * 40
+
+
+def train_tiny(root: Path, name: str, max_iters: int, *flags: str) -> Path:
+    """Train a tiny run on DIALOGUE (written once into root/input.txt) through the CLI; returns its directory."""
+    from tinygpt.cli import main
+
+    text = root / "input.txt"
+    if not text.exists():
+        text.write_text(DIALOGUE, encoding="utf-8")
+    out = root / name
+    assert main(["train", "--data", str(text), "--out", str(out), f"--max_iters={max_iters}", *flags, *TINY_FLAGS]) == 0
+    return out

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY_FLAGS
+from conftest import train_tiny
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("PIL")
@@ -13,15 +13,11 @@ pytest.importorskip("PIL")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A tiny character run, a tiny calculator run and a bigram run (a few steps each: shapes, not skill)."""
-    from tinygpt.cli import main
     from tinygpt.demo import train_calculator
 
     root = tmp_path_factory.mktemp("inspect")
-    text = root / "input.txt"
-    text.write_text("ROMEO:\nWhat say you, my lord?\n\nJULIET:\nNothing, good night.\n" * 40, encoding="utf-8")
-    assert main(["train", "--data", str(text), "--out", str(root / "char"), "--max_iters=3", *TINY_FLAGS]) == 0
-    assert main(["train", "--data", str(text), "--out", str(root / "bigram"), "--model=bigram", "--max_iters=2",
-                 *TINY_FLAGS]) == 0
+    train_tiny(root, "char", 3)
+    train_tiny(root, "bigram", 2, "--model=bigram")
     train_calculator(root / "calc", overrides=dict(max_iters=2, batch_size=8, eval_interval=2, eval_iters=1,
                                                    n_layer=2, n_embd=32, device="cpu"))
     return root

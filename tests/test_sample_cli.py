@@ -2,18 +2,14 @@
 tokenizer's end-of-text id passed on, and one-line errors for flags that contradict each other."""
 import pytest
 
-from conftest import TINY_FLAGS
+from conftest import TINY_FLAGS, train_tiny
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny character run (a few steps: what it says does not matter, only that CLI and library agree)."""
-    from tinygpt.cli import main
-
     root = tmp_path_factory.mktemp("sample")
-    text = root / "input.txt"
-    text.write_text("ROMEO:\nWhat say you, my lord?\n\nJULIET:\nNothing, good night.\n" * 40, encoding="utf-8")
-    assert main(["train", "--data", str(text), "--out", str(root / "char"), "--max_iters=4", *TINY_FLAGS]) == 0
+    train_tiny(root, "char", 4)
     return root
 
 
