@@ -195,6 +195,9 @@ class _ProgressHooks:
         from tqdm import tqdm
         if self.writer_factory is not None:
             self.writer = self.writer_factory()
+        if info.get("dtype_probe"):
+            timed = ", ".join(f"{k} {v:.1f} ms" for k, v in info["dtype_probe"].items())
+            print(f"precision: {info['dtype']}, the faster per training step on this CPU ({timed})", file=sys.stderr)
         print(f"training on {info['device']} ({info['dtype']}), {info['params'] / 1e6:.2f}M parameters, "
               f"{info['tokens_per_step']:,} tokens per step" + (f", resuming at step {info['step']}"
                                                                   if info["resumed"] else ""), file=sys.stderr)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 
@@ -32,9 +33,12 @@ def cpu_has_fast_bf16() -> bool:
     return any(getattr(cpu, c, lambda: False)() for c in checks)
 
 
-def choose_dtype(name: str, device: str) -> torch.dtype:
-    """'auto': bf16 autocast on CUDA GPUs that support it (else fp16), bf16 on CPUs with native bf16
-    matrix units, fp32 elsewhere (MPS and CPUs without them)."""
+def choose_dtype(name: str, device: str, time_step: Callable[[torch.dtype], float] | None = None) -> torch.dtype:
+    """'auto': bf16 autocast on CUDA GPUs that support it (else fp16); fp32 on MPS and on CPUs without native
+    bf16 matrix units. On CPUs with them (AVX512-BF16 or AMX), bf16 wins for large matrices but can lose for
+    small ones, where the casts cost more than the products save (measured: docs/LOG.md); so when the caller
+    can time a real training step (`time_step(dtype) -> seconds`), the faster of fp32 and bf16 is taken
+    (`fastest`), and bf16 without a probe."""
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if name != "auto":
         dtype = table[name]
@@ -45,8 +49,28 @@ def choose_dtype(name: str, device: str) -> torch.dtype:
     if kind == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if kind == "cpu" and cpu_has_fast_bf16():
-        return torch.bfloat16
+        if time_step is None:
+            return torch.bfloat16
+        return fastest([torch.float32, torch.bfloat16], time_step)[0]
     return torch.float32
+
+
+def fastest(candidates: list[torch.dtype], time_step: Callable[[torch.dtype], float], rounds: int = 3,
+            min_gain: float = 0.1) -> tuple[torch.dtype, dict[torch.dtype, float]]:
+    """Time one step in each dtype, alternating A B A B for `rounds` rounds; the first round warms up and is
+    dropped. The first candidate (the safe default) stays unless another's median step is more than `min_gain`
+    (10 %) faster: a near tie is noise, not a reason to change precision. Returns (the winner, medians)."""
+    times: dict[torch.dtype, list[float]] = {d: [] for d in candidates}
+    for r in range(rounds):
+        for d in candidates:
+            t = time_step(d)
+            if r > 0 or rounds == 1:
+                times[d].append(t)
+    medians = {d: sorted(ts)[len(ts) // 2] for d, ts in times.items()}
+    best = min(candidates, key=lambda d: medians[d])
+    if medians[best] < (1 - min_gain) * medians[candidates[0]]:
+        return best, medians
+    return candidates[0], medians
 
 
 def autocast(device: str, dtype: torch.dtype):

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from . import distributed
-from .checkpoint import load_model
+from .checkpoint import load_model, read_config
 from .config import ModelConfig, TrainConfig
 from .data import BatchSource
 from .device import autocast, choose_device, choose_dtype
@@ -80,7 +80,6 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
                          f"{tokenizer.vocab_size} tokens")
     world = distributed.detect()
     device = distributed.setup(world, choose_device(cfg.device))
-    dtype = choose_dtype(cfg.dtype, device)
     run = Run(out_dir)
     if world.master:
         from .memory import check_fits
@@ -88,8 +87,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
         run.start(resume=resume, overwrite=overwrite)
     try:
         distributed.barrier(world)
+        dtype, probe = _training_dtype(cfg, model_cfg, source, device, run, resume, world)
         loop = _Loop(run, world, device, dtype, model_cfg, cfg, source, tokenizer, meta or {},
                      hooks or Hooks(), stop_when, resume, init_from)
+        loop.probe = probe
         return loop.run()
     except BaseException:
         if world.master:
@@ -98,6 +99,51 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
     finally:
         run.close()
         distributed.teardown(world)
+
+
+def _training_dtype(cfg: TrainConfig, model_cfg: ModelConfig, source: BatchSource, device: str, run: Run,
+                    resume: bool, world: distributed.World) -> tuple[torch.dtype, dict[str, float]]:
+    """The precision to train in. `auto` on a CPU with bf16 units times a few real steps in fp32 and bf16 and
+    takes the faster (device.choose_dtype); a resumed run keeps the precision it was started with, so that
+    resuming stays exact. Every rank uses rank 0's choice. Returns (dtype, ms per step of each timed dtype)."""
+    if cfg.dtype == "auto" and resume:
+        recorded = read_config(run.resume_point()).get("dtype")
+        if recorded in ("float32", "bfloat16", "float16"):
+            return getattr(torch, recorded), {}
+    timer = _step_timer(model_cfg, cfg, source, device) if cfg.dtype == "auto" else None
+    dtype = choose_dtype(cfg.dtype, device, timer)
+    probe = {str(d).replace("torch.", ""): 1000 * sorted(ts)[len(ts) // 2]
+             for d, ts in getattr(timer, "times", {}).items() if ts}
+    return distributed.from_master(world, (dtype, probe))
+
+
+def _step_timer(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, device: str
+                ) -> Callable[[torch.dtype], float]:
+    """time_step(dtype) -> seconds of one real training step (forward, backward, AdamW) of a throwaway copy of
+    the model on one real batch. The random state of the run is left untouched; `.times` keeps every timing."""
+    probe: dict[str, Any] = {}
+
+    def time_step(dtype: torch.dtype) -> float:
+        with torch.random.fork_rng(devices=[]):
+            if not probe:
+                torch.manual_seed(0)
+                probe["model"] = build_model(model_cfg).to(device).train()
+                probe["opt"] = configure_optimizer(probe["model"], cfg, device)
+                x, y = source.get_batch("train", cfg.batch_size, torch.Generator().manual_seed(0))
+                probe["batch"] = (x.to(device), y.to(device))
+            (x, y), model, opt = probe["batch"], probe["model"], probe["opt"]
+            t0 = time.perf_counter()
+            with autocast(device, dtype):
+                _, loss = model(x, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - t0
+        time_step.times.setdefault(dtype, []).append(seconds)
+        return seconds
+
+    time_step.times = {}  # type: ignore[attr-defined]
+    return time_step
 
 
 class _Loop:
@@ -111,7 +157,8 @@ class _Loop:
         self.run_dir, self.world, self.device, self.dtype = run, world, device, dtype
         self.cfg, self.source, self.tokenizer, self.hooks, self.stop_when = cfg, source, tokenizer, hooks, stop_when
         self.resumed = resume
-        self.meta = {**meta, "train": asdict(cfg)}
+        self.meta = {**meta, "train": asdict(cfg), "dtype": str(dtype).replace("torch.", "")}
+        self.probe: dict[str, float] = {}  # ms per step of each precision, when `auto` timed them
 
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
         state = None
@@ -146,6 +193,7 @@ class _Loop:
         cfg = self.cfg
         if self.world.master:
             self.hooks.on_start({"device": self.device, "dtype": str(self.dtype).replace("torch.", ""),
+                                 "dtype_probe": self.probe,
                                  "step": self.step, "max_iters": cfg.max_iters, "params": count_params(self.raw_model),
                                  "tokens_per_step": self.tokens_per_step, "world_size": self.world.size,
                                  "resumed": self.resumed})
