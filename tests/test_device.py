@@ -115,11 +115,24 @@ def test_a_run_records_its_timed_precision_and_resume_keeps_it(monkeypatch, tmp_
             def time_step(dtype):
                 seen.append(real(dtype))  # a real step of the throwaway model
                 return 0.1 if dtype is winner else 1.0
+            time_step.times = real.times
             return time_step
         return make
 
     monkeypatch.setattr(train_mod, "_step_timer", timer_preferring(torch.bfloat16))
-    train_mod.train(model_cfg, cfg, data, tok, tmp_path / "run")
+    first = {}
+
+    class Record(train_mod.Hooks):
+        def on_start(self, i):
+            first.update(i)
+
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    train_mod._training_dtype(cfg, model_cfg, data, "cpu", None, False, train_mod.distributed.World())
+    assert torch.equal(torch.get_rng_state(), before)  # the probe leaves the run's random state alone
+    seen.clear()
+    train_mod.train(model_cfg, cfg, data, tok, tmp_path / "run", hooks=Record())
+    assert set(first["dtype_probe"]) == {"float32", "bfloat16"} and first["dtype"] == "bfloat16"
     assert len(seen) == 6 and all(s > 0 for s in seen)  # 3 rounds of fp32, bf16
     assert json.loads((tmp_path / "run/latest/config.json").read_text())["dtype"] == "bfloat16"
     monkeypatch.setattr(train_mod, "_step_timer", timer_preferring(torch.float32))

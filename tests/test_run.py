@@ -158,3 +158,33 @@ def test_a_model_too_big_for_memory_is_refused_before_it_is_built(monkeypatch):
     huge, _ = build_configs({"n_embd": 10**9, "n_head": 1}, vocab_size=65)
     with pytest.raises(MemoryError, match="too large for any machine"):
         check_fits(huge, train_cfg, "cpu")
+
+
+def test_a_crash_between_saving_latest_and_best_is_repaired_on_resume(tmp_path):
+    """latest/ was saved as the new best, then the process died before best/ was written: resuming finishes
+    that save, so best/ never keeps worse weights than the run's recorded best."""
+    import shutil
+
+    from tinygpt.data import TextData
+    from tinygpt.train import train
+
+    text = "the cat sat on the mat. " * 100
+    tok = CharTokenizer.train(text)
+    model_cfg, cfg = build_configs(dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, max_iters=4,
+                                        eval_interval=2, eval_iters=2, device="cpu", dtype="float32",
+                                        learning_rate=1e-2), vocab_size=tok.vocab_size)
+    data = TextData.from_text(text, tok, 16)
+    out = tmp_path / "run"
+    train(model_cfg, cfg, data, tok, out)
+    state = torch.load(out / "latest/state.pt", weights_only=True)
+    latest = json.loads((out / "latest/config.json").read_text())
+    assert latest["val_loss"] == state["best_val_loss"]  # the last evaluation was the best so far
+    shutil.rmtree(out / "best")
+    _ckpt(out / "best", 2)  # what a crash leaves: best/ from an earlier, worse step
+    (out / "best/config.json").write_text(json.dumps({**json.loads((out / "best/config.json").read_text()),
+                                                      "val_loss": latest["val_loss"] + 1.0}))
+    assert Run(out).stale_best(state)
+    cfg.max_iters = 5
+    train(model_cfg, cfg, data, tok, out, resume=True)
+    best = json.loads((out / "best/config.json").read_text())
+    assert best["step"] in (4, 5) and best["val_loss"] <= latest["val_loss"]

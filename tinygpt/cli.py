@@ -151,7 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     preset = args.preset
     if args.config:
         file_cfg = load_toml(args.config)
-        preset = preset or file_cfg.pop("preset", None)
+        file_preset = file_cfg.pop("preset", None)
+        preset = preset or file_preset
         for k in file_cfg:
             if k not in ALL_KEYS or k == "vocab_size":
                 raise ConfigError(f"{args.config}: {unknown_key_message(k)}")
@@ -456,7 +457,8 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     rows = run_ladder(text, out, overrides, rungs, overwrite=args.overwrite, hooks=hooks)
     print()
     print(format_table(rows))
-    (out / "ladder.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    from .files import write_text
+    write_text(out / "ladder.json", json.dumps(rows, indent=1))
     try:
         from .plot import plot_runs
         png = plot_runs([out / r for r in rungs], out / "ladder.png", rungs,

@@ -42,9 +42,6 @@ class RunError(ValueError):
     """A run directory cannot be used as asked; the message is one line, fit for the CLI."""
 
 
-RunDirError = RunError  # the name earlier versions used
-
-
 def _is_checkpoint(path: Path) -> bool:
     return (path / CONFIG).exists() and (path / WEIGHTS).exists()
 
@@ -219,17 +216,18 @@ class Run:
             who = "another process"
         return f"{self.path} is being written by another tinygpt ({who}); wait for it to finish or stop it first"
 
+    def _owns_lock(self) -> bool:
+        """Is the run.lock in the directory still the file this process locked (not removed or replaced)?"""
+        try:
+            now, ours = os.stat(self.path / LOCK), os.fstat(self._lock_fd)
+        except (OSError, TypeError):
+            return False
+        return (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino)
+
     def _check_still_ours(self) -> None:
         """The run directory may have been deleted or moved while we write it: saving then would silently
         recreate an unlocked, partial run (mkdir parents) where a second writer could start."""
-        if self._lock_fd is None:
-            return
-        try:
-            now, ours = os.stat(self.path / LOCK), os.fstat(self._lock_fd)
-            same = (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino)
-        except OSError:
-            same = False
-        if same:
+        if self._lock_fd is None or self._owns_lock():
             return
         if self.path.is_dir() and any((self.path / f).exists() for f in ("latest", METRICS)):
             raise RunError(f"{self.path / LOCK} was removed or replaced while training; stopping, so that two "
@@ -278,7 +276,7 @@ class Run:
 
     def undo_unsaved_overwrite(self) -> None:
         """After a failed start of an overwriting run that saved nothing: put the old run back now."""
-        if self._lock_fd is not None and (self.path / REPLACED).exists():
+        if self._lock_fd is not None and self._owns_lock() and (self.path / REPLACED).exists():
             self._recover()
 
     def _move_aside(self) -> None:
@@ -295,8 +293,10 @@ class Run:
 
     def save(self, model: nn.Module, tokenizer: Tokenizer, meta: dict[str, Any], state: dict[str, Any],
              best: bool) -> list[Path]:
-        """Save latest/ (with the training state) and, if `best`, best/ (weights only). The first save of an
-        overwriting run deletes the old run it replaced. Errors are one line naming the run directory."""
+        """Save latest/ (with the training state) and, if `best`, best/ (weights only). A write that fails
+        leaves both as they were before it; a crash between the two is repaired on resume (`stale_best`).
+        The first save of an overwriting run deletes the old run it replaced. Errors are one line naming the
+        run directory. Returns the paths written, latest/ first."""
         self._check_still_ours()
         saved = []
         try:
@@ -343,6 +343,18 @@ class Run:
                     return base / name
         raise RunError(f"nothing to resume: {self.path} holds no latest/ checkpoint")
 
+    def stale_best(self, state: dict[str, Any]) -> bool:
+        """Did a crash come between saving latest/ as the new best and saving best/? Then latest/ holds the
+        best weights and best/ (if any) older, worse ones."""
+        latest = read_config(self.resume_point()).get("val_loss")
+        if latest is None or latest != state.get("best_val_loss"):
+            return False
+        try:
+            best = read_config(self.checkpoint("best")).get("val_loss")
+        except (RunError, CheckpointError):
+            return True
+        return self.checkpoint("best") == self.resume_point() or best is None or best > latest
+
     def resume_state(self) -> dict[str, Any]:
         return load_state(self.resume_point())
 
@@ -385,4 +397,4 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return Run(run_dir).metrics()
 
 
-__all__ = ["Run", "RunError", "RunDirError", "METRICS", "kind_of", "task_of", "load_checkpoint", "read_metrics"]
+__all__ = ["Run", "RunError", "METRICS", "kind_of", "task_of", "load_checkpoint", "read_metrics"]

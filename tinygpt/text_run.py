@@ -72,7 +72,8 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
                            f"a new run with another --out")
         if not same:
             notes.append(f"resuming on different data: {path}")
-        tok = run.tokenizer("latest")
+        from .checkpoint import read_tokenizer
+        tok = read_tokenizer(run.resume_point())  # the checkpoint the loop resumes from
     elif init_from is not None:
         if not data:
             raise ConfigError("--data is required: the text to train the model from --init_from on")

@@ -91,7 +91,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
         loop = _Loop(run, world, device, dtype, model_cfg, cfg, source, tokenizer, meta or {},
                      hooks or Hooks(), stop_when, resume, init_from)
         loop.probe = probe
-        return loop.run()
+        result = loop.run()
+        distributed.barrier(world)  # leave together: a rank tearing down while another still saves can abort
+        return result
     except BaseException:
         if world.master:
             run.undo_unsaved_overwrite()
@@ -112,8 +114,8 @@ def _training_dtype(cfg: TrainConfig, model_cfg: ModelConfig, source: BatchSourc
             return getattr(torch, recorded), {}
     timer = _step_timer(model_cfg, cfg, source, device) if cfg.dtype == "auto" else None
     dtype = choose_dtype(cfg.dtype, device, timer)
-    probe = {str(d).replace("torch.", ""): 1000 * sorted(ts)[len(ts) // 2]
-             for d, ts in getattr(timer, "times", {}).items() if ts}
+    probe = {str(d).replace("torch.", ""): 1000 * sorted(ts[1:])[len(ts[1:]) // 2]  # as `fastest`: no warm-up
+             for d, ts in getattr(timer, "times", {}).items() if len(ts) > 1}
     return distributed.from_master(world, (dtype, probe))
 
 
@@ -353,6 +355,11 @@ class _Loop:
                 torch.cuda.set_rng_state(mine["cuda"], self.device)
         if self.world.master:
             self.run_dir.truncate_metrics(self.step)
+            if self.run_dir.stale_best(state):  # a crash between saving latest/ and best/: finish that save
+                from .checkpoint import save_checkpoint
+                meta = read_config(self.run_dir.resume_point())
+                save_checkpoint(self.run_dir.path / "best", self.raw_model, self.tokenizer,
+                                {k: v for k, v in meta.items() if k not in ("tinygpt_version", "model", "tokenizer")})
 
 
 def _load_initial_weights(model: nn.Module, ckpt: Path) -> None:
