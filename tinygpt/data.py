@@ -14,7 +14,7 @@ import torch
 
 from .tokenizers import Tokenizer
 
-from .models.loss import IGNORE_INDEX  # targets equal to it do not count in the loss
+from .models.loss import IGNORE_INDEX  # noqa: F401  (re-exported: targets equal to it do not count in the loss)
 
 
 class DataError(ValueError):

@@ -23,8 +23,8 @@ from . import __version__
 from .checkpoint import CONFIG, TOKENIZER, WEIGHTS
 from .config import ConfigError, ModelConfig
 from .files import atomic_dir
-from .tensorfiles import TensorFileError, TensorReader, write_safetensors
-from .tokenizers import ByteBPETokenizer, CharTokenizer, Tokenizer, TokenizerError
+from .tensorfiles import TensorReader, write_safetensors
+from .tokenizers import ByteBPETokenizer, CharTokenizer, Tokenizer
 
 # Hugging Face GPT-2 key ("{}": the layer number) -> our key; None: not one of our weights.
 KEY_MAP: dict[str, str | None] = {
