@@ -84,7 +84,7 @@ def test_bad_data(cli, tmp_path):
     empty_dir = tmp_path / "nodata"
     empty_dir.mkdir()
     code, _, err = cli("train", "--data", empty_dir, "--out", out, *TINY_FLAGS)
-    assert "no .txt files" in _one_line_error(code, err)
+    assert "no .txt, .jsonl or .parquet files" in _one_line_error(code, err)
 
 
 def test_bad_config(cli, tmp_path, text_file):

@@ -96,7 +96,7 @@ CASES = [
     ("sample-checkpoint", ["sample", "{w}/run", "--checkpoint", "worst"], "unknown choice 'worst'"),
     # files: missing, a directory, binary, empty, not UTF-8, a bad corpus name, bad configs
     ("data-missing", ["train", "--data", "{t}/nope.txt", "--out", "{t}/r"], "data file not found"),
-    ("data-directory", ["train", "--data", "{w}/no_text", "--out", "{t}/r"], "holds no .txt files"),
+    ("data-directory", ["train", "--data", "{w}/no_text", "--out", "{t}/r"], "holds no .txt, .jsonl or .parquet files"),
     ("data-binary", ["train", "--data", "{w}/binary.dat", "--out", "{t}/r"], "looks binary"),
     ("data-empty", ["train", "--data", "{w}/empty.txt", "--out", "{t}/r"], "is empty"),
     ("data-latin1", ["train", "--data", "{w}/latin1.txt", "--out", "{t}/r"], "is not valid UTF-8"),

@@ -1,6 +1,6 @@
 """`tinygpt serve` in-process (Starlette's test client): the OpenAI API gives the library's answers, streaming
-or not; every bad request is a 4xx with one line; the inspection endpoints are the library's results; the
-page is served whole from the package."""
+or not (completions as `generate_text`, chat replies as `ChatSession`); every bad request is a 4xx with one
+line; the inspection endpoints are the library's results; the page is served whole from the package."""
 from __future__ import annotations
 
 import json
@@ -20,8 +20,9 @@ from starlette.testclient import TestClient  # noqa: E402
 from serve_runs import shared_runs  # noqa: E402
 from tinygpt import interpret  # noqa: E402
 from tinygpt.api import Limits  # noqa: E402
+from tinygpt.chat import ChatSession, Message, render  # noqa: E402
 from tinygpt.decoder import Decoder  # noqa: E402
-from tinygpt.generate import generate_text, text_pieces  # noqa: E402
+from tinygpt.generate import generate, generate_text, text_pieces  # noqa: E402
 from tinygpt.interpret import AttentionResult  # noqa: E402
 from tinygpt.playground import step_window  # noqa: E402
 from tinygpt.report import attention_json, lens_json, saliency_json, steps_json  # noqa: E402
@@ -60,14 +61,17 @@ def _events(text: str) -> list[str]:
 
 def test_models_and_health(client, runs):
     data = client.get("/v1/models").json()["data"]
-    assert [m["id"] for m in data] == ["calculator", "cat"]
-    calc, cat = (m["tinygpt"] for m in data)
+    assert [m["id"] for m in data] == ["calculator", "cat", "chat"]
+    calc, cat, chat = (m["tinygpt"] for m in data)
     assert (calc["kind"], calc["tokenizer"], calc["vocab_size"], calc["n_layer"], calc["default_temperature"]) == \
         ("task", "word", 35, 4, 0.0)
     assert (cat["kind"], cat["block_size"], cat["n_head"], cat["max_tokens"]) == ("text", 32, 2, LIMITS.max_tokens)
+    assert not calc["chat"] and not cat["chat"]
+    assert (chat["kind"], chat["chat"], chat["tokenizer"], chat["vocab_size"], chat["default_temperature"],
+            chat["default_max_tokens"]) == ("chat", True, "char", cat["vocab_size"] + 4, 0.0, 32)
     assert client.get("/v1/models/cat").json()["id"] == "cat"
     health = client.get("/health").json()
-    assert health["status"] == "ok" and health["models"] == ["calculator", "cat"]
+    assert health["status"] == "ok" and health["models"] == ["calculator", "cat", "chat"]
     assert set(health["scheduler"]) == {"running", "waiting", "completed", "cancelled", "failed", "refused"}
 
 
@@ -221,6 +225,149 @@ def test_inspect_crops_long_attention(app):
     full = interpret.attention(run.subject.model, ids)
     cropped = AttentionResult(ids[-5:], full.maps[:, :, -5:, -5:])
     assert v["attention"] == {**attention_json(cropped, run.subject.tokenizer), "offset": len(ids) - 5}
+
+
+# --- chat ------------------------------------------------------------------------------------------
+
+def _chat(client, messages, **kw):
+    return client.post("/v1/chat/completions", json={"model": "chat", "messages": messages, **kw})
+
+
+def _user(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_a_chat_reply_is_chat_sessions(client, app):
+    """Unset, the temperature is 0 (greedy, as `tinygpt chat`): the reply is ChatSession's, and the model read the
+    template's rendering of the conversation."""
+    run = _run(app, "chat")
+    model, tok = run.subject.model, run.subject.tokenizer
+    r = _chat(client, _user("the cat"), max_tokens=10)
+    body = r.json()
+    assert r.status_code == 200 and body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    assert body["model"] == "chat" and r.headers["x-tinygpt-dropped-messages"] == "0"
+    expected = "".join(ChatSession(model, tok, max_new_tokens=10).reply("the cat"))
+    prompt = render(tok, [Message("user", "the cat")], reply=True)[0]
+    produced = generate(model, prompt, 10, temperature=0, eos_ids=list(tok.special_ids.values()))
+    (choice,) = body["choices"]
+    assert choice == {"index": 0, "message": {"role": "assistant", "content": expected}, "logprobs": None,
+                      "finish_reason": "stop" if produced[-1] in tok.special_ids.values() else "length"}
+    assert body["usage"] == {"prompt_tokens": len(prompt), "completion_tokens": len(produced),
+                             "total_tokens": len(prompt) + len(produced)}
+    assert body["tinygpt"] == {"dropped_messages": 0, "prompt_ids": prompt}
+    # max_completion_tokens is chat's newer name for max_tokens
+    short = _chat(client, _user("the cat"), max_completion_tokens=3).json()
+    assert short["choices"][0]["message"]["content"] == expected[:3] and short["usage"]["completion_tokens"] == 3
+
+
+def test_a_long_conversation_drops_its_oldest_exchanges_as_chat_sessions_do(client, app):
+    """Three exchanges do not fit a 32-token window with room for the reply: the oldest go, the system message
+    (sent as "developer", OpenAI's newer name) stays, and the reply is the session's."""
+    run = _run(app, "chat")
+    session = ChatSession(run.subject.model, run.subject.tokenizer, system="a", max_new_tokens=6)
+    for text in ("the cat", "on the mat"):
+        "".join(session.reply(text))
+    history = [{"role": m.role, "content": m.content} for m in session.history]
+    expected = "".join(session.reply("cat"))
+    assert session.dropped >= 2
+    r = _chat(client, [{"role": "developer", "content": "a"}, *history, *_user("cat")], max_tokens=6)
+    body = r.json()
+    assert body["choices"][0]["message"]["content"] == expected
+    assert body["tinygpt"]["dropped_messages"] == session.dropped == int(r.headers["x-tinygpt-dropped-messages"])
+    assert body["tinygpt"]["prompt_ids"][:3] == [run.subject.tokenizer.role_id("system"),
+                                                 *run.subject.tokenizer.encode("a"), run.subject.tokenizer.end_id]
+
+
+def test_a_streamed_chat_reply_is_the_same_reply_in_deltas(client):
+    whole = _chat(client, _user("on the mat"), max_tokens=12).json()
+    r = _chat(client, _user("on the mat"), max_tokens=12, stream=True, stream_options={"include_usage": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = _events(r.text)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["id"].startswith("chatcmpl-") and chunks[0]["tinygpt"]["dropped_messages"] == 0
+    choices = [c["choices"][0] for c in chunks if c["choices"]]
+    assert choices[0]["delta"] == {"role": "assistant", "content": ""}
+    assert choices[-1]["delta"] == {} and choices[-1]["finish_reason"] == whole["choices"][0]["finish_reason"]
+    assert all(c["finish_reason"] is None for c in choices[:-1])
+    text = "".join(c["delta"]["content"] for c in choices[1:-1])
+    assert text == whole["choices"][0]["message"]["content"] and len(choices) > 4  # streamed in pieces
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]
+
+
+def test_n_chat_replies_take_consecutive_seeds(client, app):
+    run = _run(app, "chat")
+    model, tok = run.subject.model, run.subject.tokenizer
+    req = {"max_tokens": 10, "n": 3, "seed": 5, "temperature": 0.9, "top_k": 5}
+    r = _chat(client, _user("cat"), **req).json()
+    texts = [c["message"]["content"] for c in sorted(r["choices"], key=lambda c: c["index"])]
+    assert texts == ["".join(ChatSession(model, tok, max_new_tokens=10).reply("cat", temperature=0.9, top_k=5,
+                                                                               seed=5 + i)) for i in range(3)]
+    assert len(set(texts)) > 1  # sampled, not greedy
+    stream = _chat(client, _user("cat"), **req, stream=True)
+    got, roles = ["", "", ""], 0
+    for e in _events(stream.text)[:-1]:
+        c = json.loads(e)["choices"][0]
+        roles += c["delta"].get("role") == "assistant"
+        got[c["index"]] += c["delta"].get("content", "")
+    assert got == texts and roles == 3
+
+
+def test_chat_logprobs_are_the_models(client, app):
+    run = _run(app, "chat")
+    model, tok = run.subject.model, run.subject.tokenizer
+    body = _chat(client, _user("the cat"), max_tokens=6, logprobs=True, top_logprobs=3).json()
+    choice = body["choices"][0]
+    content = choice["logprobs"]["content"]
+    seq = list(body["tinygpt"]["prompt_ids"])
+    for entry in content:
+        with torch.no_grad():
+            expect = torch.log_softmax(model(torch.tensor([seq]))[0][0, -1].float(), -1)
+        tid = entry["token_id"]
+        assert entry["token"] == tok.decode([tid]) and entry["bytes"] == list(entry["token"].encode("utf-8"))
+        assert entry["logprob"] == pytest.approx(float(expect[tid]), abs=1e-5)
+        top = entry["top_logprobs"]
+        assert [t["logprob"] for t in top] == pytest.approx(expect.topk(3).values.tolist(), abs=1e-5)
+        assert top[0]["token"] == entry["token"] and set(top[0]) == {"token", "logprob", "bytes"}  # greedy
+        seq.append(tid)
+    assert "".join(e["token"] for e in content) == choice["message"]["content"]
+    streamed = _chat(client, _user("the cat"), max_tokens=6, logprobs=True, stream=True)
+    entries = [e for ev in _events(streamed.text)[:-1] for c in json.loads(ev)["choices"]
+               for e in (c["logprobs"] or {"content": []})["content"]]
+    assert [(e["token"], e["top_logprobs"]) for e in entries] == [(e["token"], []) for e in content]
+
+
+CHAT_BAD = [  # (what, body, status, words the message must hold)
+    ("unknown role", {"messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0] must be"),
+    ("content not text", {"messages": [{"role": "user", "content": 5}]}, 400, "messages[0] must be"),
+    ("no messages", {"messages": []}, 400, "messages must be a non-empty array"),
+    ("system not first", {"messages": [*_user("cat"), {"role": "system", "content": "a"}, *_user("cat")]}, 400,
+     "a system message may only come first"),
+    ("developer not first", {"messages": [*_user("cat"), {"role": "developer", "content": "a"}, *_user("cat")]},
+     400, "a system message may only come first"),
+    ("last message the assistant's", {"messages": [*_user("cat"), {"role": "assistant", "content": "a"}]}, 400,
+     "the last message must be the user's, not the assistant's"),
+    ("only a system message", {"messages": [{"role": "system", "content": "a"}]}, 400,
+     "the last message must be the user's, not the system's"),
+    ("too long for the window", {"messages": _user("the cat sat " * 4)}, 400,
+     "this message is too long: with the conversation's start it is 51 tokens, and the model reads at most 32"),
+    ("both max_tokens", {"messages": _user("cat"), "max_tokens": 3, "max_completion_tokens": 3}, 400,
+     "give max_tokens or max_completion_tokens, not both"),
+    ("top_logprobs alone", {"messages": _user("cat"), "top_logprobs": 2}, 400, "top_logprobs needs logprobs: true"),
+    ("not a chat run", {"model": "cat", "messages": _user("cat")}, 400,
+     "this run is not a chat model: cat is a text run; use /v1/completions"),
+]
+
+
+@pytest.mark.parametrize("what,body,status,words", CHAT_BAD, ids=[b[0] for b in CHAT_BAD])
+def test_bad_chat_requests_get_one_line_4xx(client, what, body, status, words):
+    r = client.post("/v1/chat/completions", json={"model": "chat", **body})
+    err = r.json()["error"]
+    assert r.status_code == status and words in err["message"], err
+    assert "\n" not in err["message"] and err["type"] == "invalid_request_error"
+    if what == "too long for the window":
+        assert err["code"] == "context_length_exceeded" and err["param"] == "messages"
 
 
 def test_page_is_served_offline(client):

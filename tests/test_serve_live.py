@@ -1,7 +1,9 @@
-"""`tinygpt serve` on a real socket (uvicorn on 127.0.0.1): the official `openai` client, 16 concurrent streaming
-clients, clients that go away, and the page in a real headless Chromium (Debian's, at /usr/bin/chromium)."""
+"""`tinygpt serve` on a real socket (uvicorn on 127.0.0.1): the official `openai` client (completions and chat),
+16 concurrent streaming clients, clients that go away, and the page in a real headless Chromium (Debian's, at
+/usr/bin/chromium), in both its modes: continuing text, and a conversation with a chat run."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -22,6 +24,7 @@ httpx = pytest.importorskip("httpx")
 
 from serve_runs import shared_runs  # noqa: E402
 from tinygpt.api import Limits  # noqa: E402
+from tinygpt.chat import ChatSession  # noqa: E402
 from tinygpt.generate import generate_text  # noqa: E402
 from tinygpt.serve import create_app, running  # noqa: E402
 
@@ -57,11 +60,17 @@ def _library_text(app, prompt: str, n: int, seed: int) -> str:
     return "".join(generate_text(run.subject.model, run.subject.tokenizer, prompt, n, temperature=0.8, seed=seed))
 
 
+def _library_reply(app, text: str, n: int) -> str:
+    """The chat run's greedy reply to one message, as `tinygpt chat` gives it."""
+    run = app.state.tinygpt.runs["chat"]
+    return "".join(ChatSession(run.subject.model, run.subject.tokenizer, max_new_tokens=n).reply(text))
+
+
 def test_openai_client_streams_and_not(server):
     openai = pytest.importorskip("openai")
     url, app = server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0)
-    assert sorted(m.id for m in client.models.list()) == ["calculator", "cat"]
+    assert sorted(m.id for m in client.models.list()) == ["calculator", "cat", "chat"]
     expected = _library_text(app, "the cat", 30, seed=4)
     whole = client.completions.create(model="cat", prompt="the cat", max_tokens=30, seed=4, temperature=0.8)
     assert whole.choices[0].text == expected and whole.choices[0].finish_reason == "length"
@@ -73,6 +82,23 @@ def test_openai_client_streams_and_not(server):
     assert sum(len(c.choices[0].logprobs.tokens) for c in chunks if c.choices[0].logprobs) == 30
     with pytest.raises(openai.BadRequestError, match="this run is not a chat model"):
         client.chat.completions.create(model="cat", messages=[{"role": "user", "content": "hello"}])
+    # chat, whole and streamed: the reply is ChatSession's (greedy unless a temperature is given)
+    reply = _library_reply(app, "the cat", 10)
+    messages = [{"role": "user", "content": "the cat"}]
+    whole = client.chat.completions.create(model="chat", messages=messages, max_tokens=10)
+    assert whole.object == "chat.completion" and whole.choices[0].message.role == "assistant"
+    assert whole.choices[0].message.content == reply and whole.choices[0].finish_reason in ("stop", "length")
+    assert whole.model_extra["tinygpt"]["dropped_messages"] == 0
+    stream = client.chat.completions.create(model="chat", messages=messages, max_completion_tokens=10, stream=True,
+                                            logprobs=True, top_logprobs=2, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply
+    tokens = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert "".join(t.token for t in tokens) == reply and all(len(t.top_logprobs) == 2 for t in tokens)
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    with pytest.raises(openai.BadRequestError, match="the last message must be the user's"):
+        client.chat.completions.create(model="chat", messages=[*messages, {"role": "assistant", "content": "a"}])
     with pytest.raises(openai.NotFoundError, match="does not exist here"):
         client.completions.create(model="gpt-4", prompt="x")
 
@@ -175,11 +201,10 @@ def _browser():
     return sync_playwright
 
 
-def test_the_page_in_a_real_browser(server, tmp_path):
+@contextlib.contextmanager
+def _page(url: str, tmp_path: Path):
+    """The page at url in headless Chromium: (page, errors: the page's script errors and failed requests)."""
     sync_playwright = _browser()
-    url, app = server
-    run = app.state.tinygpt.runs["cat"]
-    L, H = run.subject.model.attention_layers, run.subject.model.attention_heads
     profile = tempfile.mkdtemp(dir=tmp_path)
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
@@ -191,50 +216,92 @@ def test_the_page_in_a_real_browser(server, tmp_path):
             page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
             page.goto(url)
             page.wait_for_selector("#run option[value=cat]", state="attached")
-            page.select_option("#run", "cat")
-            page.fill("#prompt", "the cat")
-            page.wait_for_function("document.querySelectorAll('#tokenization .ptok').length === 7")
-            page.fill("#seed", "2")
-            page.evaluate("() => { const s = document.getElementById('max_tokens'); s.value = 24; "
-                          "s.dispatchEvent(new Event('input')); }")
-            page.click("#generate")
-            page.wait_for_function("document.querySelectorAll('.tok.gen').length === 24 && "
-                                   "!document.getElementById('generate').disabled", timeout=30_000)
-            shown = "".join(page.locator(".tok.gen").all_inner_texts())
-            assert shown.replace("∅", "") == _library_text(app, "the cat", 24, seed=2)  # what the library says
-            page.locator(".tok.gen").nth(4).hover()
-            assert page.locator("#tooltip").is_visible() and "step 5" in page.locator("#tooltip").inner_text()
-            page.locator(".tok.gen").nth(4).click()
-            page.wait_for_selector("#attention .head canvas")
-            assert page.locator("#attention .head").count() == L * H  # the grid: every layer and head
-            assert page.locator("#lens tr").count() == 1 + L + 1  # header, embed, one row per block
-            assert page.locator("#saliency .ptok").count() == 7 + 4  # the window read: prompt + 4 tokens
-            assert page.locator("#candidates tr").count() > 1
-            page.locator("#attention .head").nth(1).click()
-            assert page.locator("#head-detail .ptok").count() == 11
-            shot = tmp_path / "page.png"
-            page.screenshot(path=str(shot), full_page=True)
-            # branch: continue from the second candidate of step 5 instead of the token sampled there
-            prefix = [int(x) for x in page.locator(".tok.gen").evaluate_all("els => els.map(e => e.dataset.id)")][:4]
-            candidate = page.evaluate("state.inspected.candidates.before_ids[1]")
-            page.locator("#candidates button.branch").nth(1).click()
-            page.wait_for_function("document.querySelectorAll('.tok.gen').length === 24 && "
-                                   "document.querySelector('.tok.gen.branched') !== null && "
-                                   "!document.getElementById('generate').disabled", timeout=30_000)
-            ids = [int(x) for x in page.locator(".tok.gen").evaluate_all("els => els.map(e => e.dataset.id)")]
-            assert ids[:5] == prefix + [candidate]
-            assert "branched" in page.locator(".tok.gen").nth(4).get_attribute("class")
-            prompt = run.subject.tokenizer.encode("the cat") + ids[:5]  # the rest is the API's continuation of it
-            rest = httpx.post(f"{url}/v1/completions", json={"model": "cat", "prompt": prompt, "max_tokens": 19,
-                                                             "seed": 2, "temperature": 0.8, "logprobs": 0}).json()
-            assert ids[5:] == rest["choices"][0]["logprobs"]["token_ids"]
-            assert errors == []
+            yield page, errors
         finally:
             browser.close()
+
+
+def _check_screenshot(shot: Path) -> None:
     width, height = _png_size(shot)
     assert width == 1300 and height >= 900 and _png_colours(shot) > 20  # a drawn page, not a blank one
     if os.environ.get("TINYGPT_KEEP_SCREENSHOT"):  # to look at it: TINYGPT_KEEP_SCREENSHOT=dir pytest ...
-        shutil.copy(shot, Path(os.environ["TINYGPT_KEEP_SCREENSHOT"]) / "page.png")
+        shutil.copy(shot, Path(os.environ["TINYGPT_KEEP_SCREENSHOT"]) / shot.name)
+
+
+def test_the_page_in_a_real_browser(server, tmp_path):
+    url, app = server
+    run = app.state.tinygpt.runs["cat"]
+    L, H = run.subject.model.attention_layers, run.subject.model.attention_heads
+    with _page(url, tmp_path) as (page, errors):
+        page.select_option("#run", "cat")
+        page.fill("#prompt", "the cat")
+        page.wait_for_function("document.querySelectorAll('#tokenization .ptok').length === 7")
+        page.fill("#seed", "2")
+        page.evaluate("() => { const s = document.getElementById('max_tokens'); s.value = 24; "
+                      "s.dispatchEvent(new Event('input')); }")
+        page.click("#generate")
+        page.wait_for_function("document.querySelectorAll('.tok.gen').length === 24 && "
+                               "!document.getElementById('generate').disabled", timeout=30_000)
+        shown = "".join(page.locator(".tok.gen").all_inner_texts())
+        assert shown.replace("∅", "") == _library_text(app, "the cat", 24, seed=2)  # what the library says
+        page.locator(".tok.gen").nth(4).hover()
+        assert page.locator("#tooltip").is_visible() and "step 5" in page.locator("#tooltip").inner_text()
+        page.locator(".tok.gen").nth(4).click()
+        page.wait_for_selector("#attention .head canvas")
+        assert page.locator("#attention .head").count() == L * H  # the grid: every layer and head
+        assert page.locator("#lens tr").count() == 1 + L + 1  # header, embed, one row per block
+        assert page.locator("#saliency .ptok").count() == 7 + 4  # the window read: prompt + 4 tokens
+        assert page.locator("#candidates tr").count() > 1
+        page.locator("#attention .head").nth(1).click()
+        assert page.locator("#head-detail .ptok").count() == 11
+        shot = tmp_path / "page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        # branch: continue from the second candidate of step 5 instead of the token sampled there
+        prefix = [int(x) for x in page.locator(".tok.gen").evaluate_all("els => els.map(e => e.dataset.id)")][:4]
+        candidate = page.evaluate("state.inspected.candidates.before_ids[1]")
+        page.locator("#candidates button.branch").nth(1).click()
+        page.wait_for_function("document.querySelectorAll('.tok.gen').length === 24 && "
+                               "document.querySelector('.tok.gen.branched') !== null && "
+                               "!document.getElementById('generate').disabled", timeout=30_000)
+        ids = [int(x) for x in page.locator(".tok.gen").evaluate_all("els => els.map(e => e.dataset.id)")]
+        assert ids[:5] == prefix + [candidate]
+        assert "branched" in page.locator(".tok.gen").nth(4).get_attribute("class")
+        prompt = run.subject.tokenizer.encode("the cat") + ids[:5]  # the rest is the API's continuation of it
+        rest = httpx.post(f"{url}/v1/completions", json={"model": "cat", "prompt": prompt, "max_tokens": 19,
+                                                         "seed": 2, "temperature": 0.8, "logprobs": 0}).json()
+        assert ids[5:] == rest["choices"][0]["logprobs"]["token_ids"]
+        assert errors == []
+    _check_screenshot(shot)
+
+
+def test_a_conversation_in_a_real_browser(server, tmp_path):
+    """A chat run puts the page in chat mode: a message typed and sent gets the run's reply in a bubble, streamed
+    with its tokens coloured; a reply token can be looked inside; another run brings the text mode back."""
+    url, app = server
+    run = app.state.tinygpt.runs["chat"]
+    with _page(url, tmp_path) as (page, errors):
+        page.select_option("#run", "chat")
+        assert page.locator("#chat-mode").is_visible() and not page.locator("#prompt").is_visible()
+        assert not page.locator("#generate").is_visible() and page.locator("#temperature").input_value() == "0"
+        page.fill("#message", "the cat")
+        page.press("#message", "Enter")
+        page.wait_for_function("document.querySelectorAll('.msg.assistant:not(.pending)').length === 1", timeout=30_000)
+        assert page.locator(".msg.user").inner_text() == "the cat" and page.locator("#message").input_value() == ""
+        reply = page.locator(".msg.assistant")
+        assert reply.inner_text() == _library_reply(app, "the cat", run.details()["default_max_tokens"])
+        assert reply.locator(".tok").count() > 0  # token by token, coloured
+        reply.locator(".tok").nth(1).click()
+        page.wait_for_selector("#attention .head canvas")
+        assert page.locator("#saliency .ptok").nth(0).inner_text().startswith("<|user|>")  # it read the template
+        shot = tmp_path / "chat.png"
+        page.mouse.move(5, 5)  # the hover box away from the conversation
+        page.screenshot(path=str(shot), full_page=True)
+        page.click("#reset")
+        assert page.locator(".msg").count() == 0
+        page.select_option("#run", "cat")
+        assert page.locator("#prompt").is_visible() and not page.locator("#chat-mode").is_visible()
+        assert errors == []
+    _check_screenshot(shot)
 
 
 def test_serve_binds_loopback_by_default():

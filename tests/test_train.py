@@ -131,7 +131,8 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, text_file):
 
 
 def test_ddp_two_cpu_processes(tmp_path, text_file):
-    """torchrun with 2 CPU processes (gloo): trains, syncs, and writes one checkpoint."""
+    """torchrun with 2 CPU processes (gloo) through the CLI, which starts and leaves the process group itself:
+    trains, syncs, and writes one checkpoint. That DDP and FSDP take one process's steps: tests/test_distributed.py."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "tinygpt", "train", "--data", str(text_file), "--out", str(out),

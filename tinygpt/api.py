@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 MAX_LOGPROBS = 20  # top candidates per token a client may ask for
 MAX_STOP = 4  # stop strings per request, as OpenAI
 MAX_SEED = 2 ** 63 - 1
+UNLIKELY = -9999.0  # a chat logprob too small for a float, as OpenAI reports it
 
 
 @dataclass
@@ -275,7 +276,9 @@ ROLES = ("system", "user", "assistant", "developer")
 
 
 def parse_chat(body: dict[str, Any], limits: Limits) -> ChatRequest:
-    """POST /v1/chat/completions, checked: messages are {"role", "content"} with a known role and text."""
+    """POST /v1/chat/completions, checked: messages are {"role", "content"} with a known role and text. The rules
+    of a conversation (a system or developer message only first, the user's last, the window) are the chat
+    template's, checked where the run is known (completions.chat_prompt)."""
     f = Fields(body, CHAT_FIELDS)
     model = model_field(f)
     messages = body.get("messages")
@@ -346,16 +349,38 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def usage_chunk(cid: str, created: int, model: str, use: dict[str, int]) -> dict[str, Any]:
-    return {"id": cid, "object": "text_completion", "created": created, "model": model, "choices": [],
-            "usage": use}
+def usage_chunk(cid: str, created: int, model: str, use: dict[str, int],
+                object: str = "text_completion") -> dict[str, Any]:
+    """The last chunk of a stream that asked for usage (object: "chat.completion.chunk" for chat)."""
+    return {"id": cid, "object": object, "created": created, "model": model, "choices": [], "usage": use}
 
 
 def completion_response(cid: str, created: int, model: str, choices: list[dict[str, Any]],
-                        use: dict[str, int]) -> dict[str, Any]:
-    """choices: {"index", "text", "logprobs", "finish_reason"} each."""
-    return {"id": cid, "object": "text_completion", "created": created, "model": model, "choices": choices,
-            "usage": use}
+                        use: dict[str, int], object: str = "text_completion") -> dict[str, Any]:
+    """choices: {"index", "text", "logprobs", "finish_reason"} each; for chat (object "chat.completion"),
+    {"index", "message", "logprobs", "finish_reason"}."""
+    return {"id": cid, "object": object, "created": created, "model": model, "choices": choices, "usage": use}
+
+
+def chat_logprobs(tokens: Sequence[tuple[int, float, Sequence[tuple[int, float]]]], text_of: Callable[[int], str],
+                  bytes_of: Callable[[int], bytes]) -> dict[str, Any]:
+    """OpenAI's chat logprobs object for the tokens behind one piece of a reply, tokens as for
+    completion_logprobs: {"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob",
+    "bytes"}, ...], "token_id"}, ...]}; token_id (the chosen token's id) is ours. A probability too small for a
+    float is -9999.0, as OpenAI gives it."""
+    def entry(i: int, lp: float) -> dict[str, Any]:
+        return {"token": text_of(i), "logprob": lp if math.isfinite(lp) else UNLIKELY, "bytes": list(bytes_of(i))}
+
+    return {"content": [{**entry(i, lp), "top_logprobs": [entry(c, clp) for c, clp in top], "token_id": i}
+                        for i, lp, top in tokens]}
+
+
+def chat_chunk(cid: str, created: int, model: str, index: int, delta: dict[str, str], logprobs: dict | None = None,
+               finish_reason: str | None = None) -> dict[str, Any]:
+    """A stream chunk of a chat reply: delta is {"role": "assistant", "content": ""} first, then {"content": piece},
+    then {} with the finish_reason."""
+    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]}
 
 
 def sse(data: dict[str, Any] | str) -> str:
@@ -370,5 +395,5 @@ def model_card(name: str, created: int, details: dict[str, Any]) -> dict[str, An
 
 __all__ = ["Limits", "APIError", "parse_json", "Fields", "model_field", "Sampling", "CompletionRequest",
            "ChatRequest", "parse_prompt", "parse_completion", "parse_chat", "new_id", "now", "completion_logprobs",
-           "merge_logprobs", "completion_chunk", "usage", "usage_chunk", "completion_response", "sse", "model_card",
-           "MAX_LOGPROBS", "MAX_STOP", "COMPLETION_FIELDS", "CHAT_FIELDS"]
+           "merge_logprobs", "completion_chunk", "usage", "usage_chunk", "completion_response", "chat_logprobs",
+           "chat_chunk", "sse", "model_card", "MAX_LOGPROBS", "MAX_STOP", "COMPLETION_FIELDS", "CHAT_FIELDS"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ALL_KEYS, DEFAULT_TEMPERATURE, PRESETS, ConfigError, load_toml, unknown_key_message
+from .config import ALL_KEYS, DEFAULT_TEMPERATURE, PRESETS, ConfigError, load_toml, parse_value, unknown_key_message
 
 
 class CLIError(ValueError):
@@ -159,10 +159,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.update(file_cfg)
     overrides.update(_overrides(args))
     writer_factory = _tensorboard(out) if args.tensorboard else None  # checked before any work
-    plan = plan_text_run(out, args.data, overrides, preset=preset, tokenizer=args.tokenizer,
-                         vocab_size=args.vocab_size, resume=args.resume, overwrite=args.overwrite,
-                         change_data=args.change_data,
-                         cache_dir=cache_dir("tokenizers"), init_from=args.init_from)
+    from .cli_prepare import ProgressBars
+    with ProgressBars(quiet=args.quiet) as bars:  # shown only while a large text is prepared (prepare.py)
+        plan = plan_text_run(out, args.data, overrides, preset=preset, tokenizer=args.tokenizer,
+                             vocab_size=args.vocab_size, resume=args.resume, overwrite=args.overwrite,
+                             change_data=args.change_data,
+                             cache_dir=cache_dir("tokenizers"), init_from=args.init_from,
+                             chat=True if args.chat else None, loss_on=args.chat_loss,
+                             skip_bad_lines=args.skip_bad_lines, prepare_progress=bars)
     for note in plan.notes:
         print(note, file=sys.stderr)
     hooks = _ProgressHooks(quiet=args.quiet, writer_factory=writer_factory)
@@ -199,9 +203,13 @@ class _ProgressHooks:
         if info.get("dtype_probe"):
             timed = ", ".join(f"{k} {v:.1f} ms" for k, v in info["dtype_probe"].items())
             print(f"precision: {info['dtype']}, the faster per training step on this CPU ({timed})", file=sys.stderr)
+        if info.get("fsdp") is False:
+            print("note: --fsdp shards over the processes torchrun starts; with one process it trains unsharded",
+                  file=sys.stderr)
         print(f"training on {info['device']} ({info['dtype']}), {info['params'] / 1e6:.2f}M parameters, "
-              f"{info['tokens_per_step']:,} tokens per step" + (f", resuming at step {info['step']}"
-                                                                  if info["resumed"] else ""), file=sys.stderr)
+              f"{info['tokens_per_step']:,} tokens per step"
+              + (f", sharded over {info['world_size']} processes (FSDP)" if info.get("fsdp") else "")
+              + (f", resuming at step {info['step']}" if info["resumed"] else ""), file=sys.stderr)
         self.bar = tqdm(total=info["max_iters"], initial=info["step"], unit="step", dynamic_ncols=True,
                         disable=self.quiet, file=sys.stderr)
 
@@ -220,6 +228,9 @@ class _ProgressHooks:
         unit = f"{m['val_bits_per_byte']:.3f} bits/byte" if "val_bits_per_byte" in m \
             else f"{bits(m['val_loss'], 1.0):.3f} bits/token"
         msg = f"step {m['step']}: train loss {m['eval_train_loss']:.4f}, val loss {m['val_loss']:.4f} ({unit})"
+        exact = [f"{k[10:]} {m[k]:.1%}" for k in ("val_exact_first", "val_exact_followup") if k in m]
+        if exact:
+            msg += f"; held-out replies exactly right: {', '.join(exact)}"
         if self.writer is not None:
             for k in ("val_loss", "eval_train_loss", "val_bits_per_char", "val_bits_per_byte"):
                 if k in m:
@@ -254,6 +265,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     device = choose_device(args.device)
     model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, device)
     task = task_of(cfg)
+    from .tokenizers import ChatTokenizer
+    if isinstance(tokenizer, ChatTokenizer):
+        print(f"note: {args.run_dir} is a chat model; talk with it with: tinygpt chat {args.run_dir} "
+              f"(sample continues the raw text, chat tokens and all)", file=sys.stderr)
     settings = _sampling_settings(args, task is not None)
     if task is not None:  # a task checkpoint answers questions: wrap the prompt, stop at the end of the answer
         if args.stop:
@@ -337,30 +352,68 @@ def _nth_sample(settings: dict[str, Any], i: int) -> dict[str, Any]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data import load_text, split_text
     from .device import choose_device
-    from .evaluate import evaluate_text
+    from .evaluate import evaluate_prepared, evaluate_text
+    from .prepare import is_prepared
     from .run import Run, kind_of
 
     device = choose_device(args.device)
     model, tokenizer, cfg = Run(args.run_dir).load(args.checkpoint, device)
     if kind_of(cfg) == "task":
         return _eval_task(args, model, cfg)
+    from .tokenizers import ChatTokenizer
+    if isinstance(tokenizer, ChatTokenizer):
+        return _eval_chat(args, model, tokenizer, cfg)
     data_path = args.data or cfg.get("data")
     if not data_path:
         raise CLIError("--data is required (the checkpoint does not record its data)")
-    _, text = load_text(data_path)
-    train_part, val_part = split_text(text, cfg.get("train", {}).get("val_fraction", 0.1))
     args.split = args.split or "val"
-    part = {"val": val_part, "train": train_part, "all": text}[args.split]
-    if len(part) < 2:
-        raise CLIError(f"the {args.split} split of {data_path} is too short to evaluate")
-    res = {"checkpoint": cfg["path"], "data": str(data_path), "split": args.split,
-           **evaluate_text(model, tokenizer, part, args.batch_size, device)}
+    prepared = data_path if is_prepared(data_path) else None if args.data else cfg.get("prepared")
+    if prepared and is_prepared(prepared):  # prepared data (the run's own copy of a large text, or --data DIR)
+        scores = evaluate_prepared(model, tokenizer, prepared, args.split, args.batch_size, device)
+    else:
+        _, text = load_text(data_path)
+        train_part, val_part = split_text(text, cfg.get("train", {}).get("val_fraction", 0.1))
+        part = {"val": val_part, "train": train_part, "all": text}[args.split]
+        if len(part) < 2:
+            raise CLIError(f"the {args.split} split of {data_path} is too short to evaluate")
+        scores = evaluate_text(model, tokenizer, part, args.batch_size, device)
+    res = {"checkpoint": cfg["path"], "data": str(data_path), "split": args.split, **scores}
     if args.json:
         print(json.dumps(res))
     else:
         print(f"{res['split']} loss {res['loss']:.4f} (perplexity {res['perplexity']:.2f}), "
               f"{res['bits_per_char']:.4f} bits per character, {res['bits_per_byte']:.4f} bits per byte, "
               f"{res['tokens']:,} tokens")
+    return 0
+
+
+def _eval_chat(args: argparse.Namespace, model: Any, tokenizer: Any, cfg: dict[str, Any]) -> int:
+    """A chat run on conversations: its training file split as in training (default: the held-out part), or
+    the held-out file the run records (the demo's), or --data."""
+    from .chat import evaluate_chat, read_conversations, split_conversations
+
+    chat = cfg.get("chat") or {}
+    heldout = chat.get("heldout") if not args.data and args.split in (None, "val") else None
+    data_path = heldout or args.data or cfg.get("data")
+    if not data_path:
+        raise CLIError("--data is required (the checkpoint does not record its conversations)")
+    conversations, _ = read_conversations(data_path)
+    args.split = "all" if heldout else args.split or "val"
+    if args.split != "all":
+        train_part, val_part = split_conversations(conversations, cfg.get("train", {}).get("val_fraction", 0.1))
+        conversations = val_part if args.split == "val" else train_part
+    res = {"checkpoint": cfg["path"], "data": str(data_path), "split": args.split,
+           **evaluate_chat(model, tokenizer, conversations, chat.get("loss_on", "assistant"), args.batch_size)}
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"{res['split']}: {res['conversations']:,} conversations; loss {res['loss']:.4f} on "
+          f"{res['tokens']:,} tokens ({'the assistant' if chat.get('loss_on', 'assistant') == 'assistant' else 'all'})")
+    for kind in ("first", "followup"):
+        r = res[kind]
+        if r["total"]:
+            print(f"greedy replies exactly right, {'first turns' if kind == 'first' else 'follow-ups'}: "
+                  f"{r['accuracy']:.1%} ({r['correct']}/{r['total']})")
     return 0
 
 
@@ -397,6 +450,18 @@ def _accuracy_table(res: dict[str, Any]) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import report, train_calculator
     from .run import Run
+
+    if args.which == "chat":
+        overrides = _overrides(args)
+        seed = parse_value("seed", overrides.pop("seed", 0))
+        given = [f"--{k}" for k in overrides] + (["--no_early_stop"] if args.no_early_stop else [])
+        if given:
+            raise CLIError(f"tinygpt demo chat has its own recipe; drop {', '.join(given)} (it takes --out, --seed, "
+                           f"--chat_loss, --overwrite and --quiet)")
+        from .cli_chat import cmd_demo_chat
+        return cmd_demo_chat(args, seed)
+    if args.chat_loss is not None:
+        raise CLIError("--chat_loss applies to tinygpt demo chat")
 
     out = Path(args.out) if args.out else Path("runs/calculator")
     if args.out is None and not args.overwrite:  # rerunning the default demo never clobbers an earlier one
@@ -495,7 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on a text file or folder",
                        description="Train a character-level model. Settings: defaults < --preset < --config < flags.")
-    t.add_argument("--data", help="a UTF-8 text file, a folder of .txt files, or a corpus name (see tinygpt corpora)")
+    t.add_argument("--data", help="a UTF-8 text file, a JSONL or Parquet file (its \"text\" field), a folder of them, "
+                                  "a corpus name (see tinygpt corpora), or a directory made by tinygpt prepare; "
+                                  "a large text is prepared once, into the cache (see tinygpt prepare --help)")
     t.add_argument("--out", required=True, type=path_arg, help="run directory (checkpoints, metrics.jsonl)")
     t.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe")
     t.add_argument("--config", metavar="FILE", help="a TOML file of hyperparameters (flat keys)")
@@ -509,6 +576,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "a fresh optimizer and schedule; --block_size may crop, --dropout may change")
     t.add_argument("--change_data", action="store_true",
                    help="with --resume: continue on different --data than the run was trained on")
+    c = t.add_argument_group("chat fine-tuning (--data conversations.jsonl, one {\"messages\": [...]} per line)")
+    c.add_argument("--chat", action="store_true",
+                   help="read --data as conversations even if it is not named .jsonl")
+    c.add_argument("--chat_loss", choices=("assistant", "all"), default=None,
+                   help="which tokens the loss counts: the assistant's replies (default: the loss mask) or all")
+    c.add_argument("--skip_bad_lines", action="store_true",
+                   help="leave malformed conversations out (default: refuse the file, naming the first bad line)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--tensorboard", action="store_true", help="also log scalars to RUN/tensorboard (needs tensorboard)")
     _add_config_flags(t)
@@ -542,7 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="loss and bits per character of a run on a text",
                        description="Exact loss over a whole split (every token predicted once).")
     e.add_argument("run_dir")
-    e.add_argument("--data", help="text file or folder (default: the run's training data)")
+    e.add_argument("--data", help="text file or folder, or a directory made by tinygpt prepare (default: the run's "
+                                  "training data)")
     e.add_argument("--split", choices=("val", "train", "all"), default=None,
                    help="which part of the text, split as in training (default: val)")
     e.add_argument("--batch_size", type=positive_int, default=32, help="windows per forward pass (default 32)")
@@ -551,16 +626,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
 
-    d = sub.add_parser("demo", help="the first run: train the calculator GPT (about 2 minutes on a 2-core CPU)",
-                       description="Train a 4-layer GPT to answer arithmetic questions in English words, "
-                                   "score it on questions it never saw, and save the run.")
-    d.add_argument("--out", default=None, type=path_arg, help="run directory (default runs/calculator, or the next free "
-                                               "runs/calculator-N)")
+    d = sub.add_parser("demo", help="the first run: train the calculator GPT (about 2 minutes on a 2-core CPU); "
+                                    "`demo chat`: pretrain and fine-tune an assistant (about 5 minutes)",
+                       description="calculator (default): train a 4-layer GPT to answer arithmetic questions in "
+                                   "English words, score it on questions it never saw, and save the run. chat: "
+                                   "pretrain a GPT on text about arithmetic, fine-tune it on conversations into an "
+                                   "assistant, and compare the two on the same questions.")
+    d.add_argument("which", nargs="?", choices=("calculator", "chat"), default="calculator",
+                   help="which demo (default calculator)")
+    d.add_argument("--out", default=None, type=path_arg,
+                   help="run directory (default runs/calculator or runs/chat, or the next free one with -N)")
     d.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.add_argument("--no_early_stop", action="store_true",
                    help="train all max_iters steps (by default training ends once every sampled training "
                         "question is answered right)")
+    d.add_argument("--chat_loss", choices=("assistant", "all"), default=None,
+                   help="chat only: the loss on the assistant's replies (default) or on every token")
     _add_config_flags(d)
     d.set_defaults(func=cmd_demo)
 
@@ -589,12 +671,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_hf import add_hf_parsers
     from .cli_inspect import add_inspect_parser
     from .cli_tokenizer import add_tokenizer_parser
+    from .cli_prepare import add_prepare_parser
+    add_prepare_parser(sub)
     add_tokenizer_parser(sub)
     add_corpora_parser(sub)
     add_inspect_parser(sub)
     add_hf_parsers(sub)
     from .cli_serve import add_serve_parser
     add_serve_parser(sub)
+    from .cli_chat import add_chat_parser
+    add_chat_parser(sub)
     return p
 
 

@@ -13,9 +13,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     d = Limits()
     p = subparsers.add_parser(
         "serve", help="a live playground and inspector in the browser, and an OpenAI-compatible API",
-        description="Serve runs over HTTP: the page at /, OpenAI's /v1/completions (streaming or not), "
-                    "/v1/models, and the inspection endpoints the page uses. Needs the web extra: "
-                    "pip install 'tinygpt[web]'.")
+        description="Serve runs over HTTP: the page at /, OpenAI's /v1/completions and, for chat runs, "
+                    "/v1/chat/completions (streaming or not), /v1/models, and the inspection endpoints the page "
+                    "uses. Needs the web extra: pip install 'tinygpt[web]'.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (each served under its directory's name)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; another address is "

@@ -1,9 +1,12 @@
-"""Completions as the server makes them: the runs it serves, a prompt turned into the ids the run reads, and one
-generation as pieces of text, each with the tokens behind it and their log-probabilities.
+"""Completions as the server makes them: the runs it serves, a prompt (or a conversation) turned into the ids the
+run reads, and one generation as pieces of text, each with the tokens behind it and their log-probabilities.
 
 A run is served as the CLI samples it: a task run (the calculator) takes a question, wraps it as the task does
 ("seven times eight" -> "seven times eight =") and ends its answer at <eos>; a text run keeps the last
-block_size tokens of a long prompt and ends at its tokenizer's end-of-text token. Generation is the
+block_size tokens of a long prompt and ends at its tokenizer's end-of-text token; a chat run (its tokenizer has
+the chat template's tokens) answers a conversation as `tinygpt chat` does: the history rendered by the
+template and fitted to the window by dropping the oldest exchanges, the reply ended at <|end|> (or at the start
+of another turn, which the model should not write). Generation is the
 `Decoder` (KV cache, sliding window, seeded sampling) under the text layer `text_pieces` (stop strings,
 UTF-8 hold-back), so the same settings and seed give exactly the text `generate_text` gives.
 
@@ -19,11 +22,13 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .api import APIError
+from .chat import ChatError, fit_window, parse_conversation
 from .config import DEFAULT_TEMPERATURE
 from .decoder import Decoder
 from .generate import end_of_text_id, text_pieces
 from .inspector import Subject, open_run, prompt_ids as text_prompt_ids
 from .interpret import window
+from .tokenizers import ByteBPETokenizer, ChatTokenizer, Tokenizer
 
 TEXT_MAX_TOKENS = 16  # OpenAI's default max_tokens for a completion; a task run answers in full instead
 
@@ -37,32 +42,47 @@ class ServedRun:
 
     @property
     def kind(self) -> str:
-        return "task" if self.subject.task is not None else "text"
+        """"task" (the calculator), "chat" (fine-tuned on conversations) or "text"."""
+        if self.subject.task is not None:
+            return "task"
+        return "chat" if self.chat else "text"
 
     @property
     def chat(self) -> bool:
-        """Whether the run was trained on conversations (none is yet: /v1/chat/completions refuses the rest)."""
-        return False
+        """Whether the run was trained on conversations: its tokenizer has the chat template's tokens. Only these
+        answer /v1/chat/completions."""
+        return isinstance(self.subject.tokenizer, ChatTokenizer)
 
     @property
     def eos_ids(self) -> list[int]:
+        tok = self.subject.tokenizer
         if self.subject.task is not None:
             return [self.subject.task.eos_id]
-        eos = end_of_text_id(self.subject.tokenizer)
+        if isinstance(tok, ChatTokenizer):  # <|end|>, or the start of a turn the model should not write
+            return list(tok.special_ids.values())
+        eos = end_of_text_id(tok)
         return [] if eos is None else [eos]
 
     @property
     def default_temperature(self) -> float:
-        return 0.0 if self.kind == "task" else DEFAULT_TEMPERATURE
+        """Greedy for the calculator and for chat (as `tinygpt chat`: small models answer best greedily); text
+        runs sample at `tinygpt sample`'s default."""
+        return DEFAULT_TEMPERATURE if self.kind == "text" else 0.0
 
     @property
     def default_max_tokens(self) -> int:
-        return self.subject.task.max_answer_len + 1 if self.kind == "task" else TEXT_MAX_TOKENS
+        """The calculator's whole answer; a chat reply may fill the window (chat_prompt keeps it within what the
+        window leaves); a text completion gets OpenAI's 16."""
+        if self.kind == "task":
+            return self.subject.task.max_answer_len + 1
+        return self.subject.model.config.block_size if self.kind == "chat" else TEXT_MAX_TOKENS
 
     def details(self) -> dict[str, Any]:
-        """What the page needs to know about the run (GET /v1/models, under "tinygpt")."""
-        model, cfg = self.subject.model, self.subject.model.config
-        return {"kind": self.kind, "chat": self.chat, "model": model.name, "tokenizer": self.subject.tokenizer.kind,
+        """What the page needs to know about the run (GET /v1/models, under "tinygpt"). A chat run's tokenizer is
+        named by its base (character, BPE, ...); the chat tokens come on top."""
+        model, cfg, tok = self.subject.model, self.subject.model.config, self.subject.tokenizer
+        return {"kind": self.kind, "chat": self.chat, "model": model.name,
+                "tokenizer": tok.base.kind if isinstance(tok, ChatTokenizer) else tok.kind,
                 "vocab_size": cfg.vocab_size, "block_size": cfg.block_size, "n_layer": model.attention_layers,
                 "n_head": model.attention_heads, "checkpoint": Path(self.subject.cfg["path"]).name,
                 "step": self.subject.cfg.get("step"), "default_temperature": self.default_temperature,
@@ -113,6 +133,48 @@ def prompt_ids(run: ServedRun, prompt: str | list[int]) -> list[int]:
 
 
 @dataclass
+class ChatPrompt:
+    """The ids a chat run reads to answer a conversation, how many of its oldest messages were dropped to fit
+    the window, and the reply's budget in tokens."""
+    ids: list[int]
+    dropped: int
+    max_tokens: int
+
+
+def chat_prompt(run: ServedRun, messages: Sequence[dict[str, str]], max_tokens: int) -> ChatPrompt:
+    """The prompt for the assistant's reply to OpenAI-style messages ({"role", "content"}; "developer" is OpenAI's
+    newer name for "system"), as `tinygpt chat` builds it: chat.fit_window renders the history and drops the
+    oldest exchanges (a leading system message stays) until it and room for the reply fit the window, and the
+    reply stops where the window would slide (its start would fall out of view), as ChatSession.reply does.
+    APIError 400 for a conversation the template cannot take, one that does not end with the user's message,
+    or a last message too long for the window (code "context_length_exceeded", as OpenAI)."""
+    renamed = [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in messages]
+    try:
+        conversation = parse_conversation({"messages": renamed}, "messages")
+    except ChatError as e:
+        raise APIError(400, str(e), param="messages") from None
+    last = conversation.messages[-1].role
+    if last != "user":
+        raise APIError(400, f"the last message must be the user's, not the {last}'s: the model answers a user",
+                       param="messages")
+    block = run.subject.model.config.block_size
+    try:
+        ids, dropped = fit_window(run.subject.tokenizer, conversation.messages, block, max_tokens)
+    except ChatError as e:
+        raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
+    return ChatPrompt(ids, dropped, max(1, min(max_tokens, block - len(ids) + 1)))
+
+
+def token_bytes(tok: Tokenizer, i: int) -> bytes:
+    """The bytes token i stands for: a byte-level BPE token's own bytes (maybe part of a character), else the
+    UTF-8 of its text."""
+    base = tok.base if isinstance(tok, ChatTokenizer) else tok
+    if isinstance(base, ByteBPETokenizer) and i < base.vocab_size:
+        return base.decode_bytes([i])
+    return tok.decode([i]).encode("utf-8")
+
+
+@dataclass
 class Piece:
     """Text for the client, and the tokens behind it: (id, logprob, [(candidate id, logprob), ...]) each;
     empty unless logprobs were asked for."""
@@ -160,4 +222,5 @@ def complete(run: ServedRun, ids: Sequence[int], max_tokens: int, temperature: f
     yield Finish("stop" if ended or stopped else "length", len(produced))
 
 
-__all__ = ["TEXT_MAX_TOKENS", "ServedRun", "run_name", "load_runs", "prompt_ids", "Piece", "Finish", "complete"]
+__all__ = ["TEXT_MAX_TOKENS", "ServedRun", "run_name", "load_runs", "prompt_ids", "ChatPrompt", "chat_prompt",
+           "token_bytes", "Piece", "Finish", "complete"]

@@ -115,6 +115,7 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
+    fsdp: bool = False           # under torchrun: shard weights, gradients and optimizer state over the processes
     seed: int = 1337
     optimizer: str = "adamw"     # "muon": Muon (optim.py) for the blocks' 2-D matrices, AdamW for everything else
     muon_lr: float = 0.02        # Muon's peak learning rate; it follows learning_rate's schedule in proportion

@@ -1,29 +1,29 @@
 """Data: a text file or folder -> token ids -> train/val split -> random blocks for training.
 
 The token stream is a flat numpy array (uint16 when the vocabulary fits, else uint32), the same layout
-as a `.bin` file read with `np.memmap`, so corpora larger than RAM can use the same batch code.
+as a `.bin` file read with `np.memmap`, so corpora larger than RAM use the same batch code: `tinygpt
+prepare` (prepare.py) writes such files once, and training reads them mapped, not loaded.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from .sources import DataError, read_text  # noqa: F401  (re-exported: the data's errors and its whole text)
 from .tokenizers import Tokenizer
+from .tokenizers.base import id_dtype
 
 from .models.loss import IGNORE_INDEX  # noqa: F401  (re-exported: targets equal to it do not count in the loss)
 
 
-class DataError(ValueError):
-    """Unusable training data; the message is one line, fit for the CLI."""
-
-
 def load_text(spec: str | Path) -> tuple[Path, str]:
-    """What every command's --data accepts: a UTF-8 text file, a folder of .txt files, or a corpus name
-    (see `tinygpt corpora`). Returns (the resolved path, its text)."""
+    """What every command's --data accepts: a UTF-8 text file, a JSONL or Parquet file of records with a "text"
+    field, a folder of such files, or a corpus name (see `tinygpt corpora`). Returns (the resolved path, its
+    text: the documents joined by newlines, see sources.py)."""
     from .corpora import resolve_data
 
     path = resolve_data(str(spec))
@@ -41,39 +41,17 @@ def text_digest(text: str) -> str:
 def split_text(text: str, val_fraction: float) -> tuple[str, str]:
     """The train/val split rule, used everywhere a text is split: the first (1 - val_fraction) of the
     characters train, the rest validate. split_text("abcdefghij", 0.2) == ("abcdefgh", "ij")."""
-    n = int(len(text) * (1 - val_fraction))
+    n = split_point(len(text), val_fraction)
     return text[:n], text[n:]
 
 
-def read_text(path: str | Path) -> str:
-    """Read a UTF-8 text file, or every `.txt` file of a folder (sorted by name, joined by newlines)."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise DataError(f"folder {path} holds no .txt files")
-        return "\n".join(_read_one(p) for p in files)
-    if not path.exists():
-        raise DataError(f"data file not found: {path}")
-    return _read_one(path)
-
-
-def _read_one(path: Path) -> str:
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"data file {path} is empty")
-    if b"\x00" in raw[:1 << 20]:
-        raise DataError(f"data file {path} looks binary (it contains NUL bytes); give a UTF-8 text file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"data file {path} is not valid UTF-8 (bad byte at offset {e.start})") from None
-    return text.removeprefix("\ufeff")  # a byte-order mark is not text
+def split_point(n_chars: int, val_fraction: float) -> int:
+    """How many of a text's n_chars characters train (split_text's rule, for a text read as a stream)."""
+    return int(n_chars * (1 - val_fraction))
 
 
 def to_array(ids: list[int], vocab_size: int) -> np.ndarray:
-    dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
-    return np.asarray(ids, dtype=dtype)
+    return np.asarray(ids, dtype=id_dtype(vocab_size))
 
 
 class BatchSource(Protocol):
@@ -85,12 +63,21 @@ class BatchSource(Protocol):
         ...
 
 
+@runtime_checkable
+class ScoredSource(Protocol):
+    """A BatchSource that also measures a model its own way at each evaluation (chat: exact-match replies)."""
+
+    def metrics(self, model: torch.nn.Module) -> dict[str, float]:
+        ...
+
+
 @dataclass
 class TextData:
     """A tokenized text split in two: `train` is the first (1 - val_fraction), `val` the rest.
 
     Like nanoGPT, the split is made on the text (characters), then each part is encoded.
     `chars` and `bytes` count each split's text so evaluation can report bits per character / byte.
+    The arrays may be memory-mapped files: prepared data (prepare.py) is this, read with np.memmap.
     """
 
     train: np.ndarray
@@ -99,16 +86,19 @@ class TextData:
     chars: dict[str, int]
     bytes: dict[str, int]
 
+    def __post_init__(self) -> None:
+        for k in ("train", "val"):
+            n = len(self.split(k))
+            if n < self.block_size + 1:
+                raise DataError(
+                    f"the {k} split has {n} tokens, fewer than block_size + 1 = {self.block_size + 1}; "
+                    f"give more text or a smaller --block_size")
+
     @classmethod
     def from_text(cls, text: str, tokenizer: Tokenizer, block_size: int, val_fraction: float = 0.1) -> "TextData":
         train, val = split_text(text, val_fraction)
         parts = {"train": train, "val": val}
         arrays = {k: to_array(tokenizer.encode(v), tokenizer.vocab_size) for k, v in parts.items()}
-        for k, a in arrays.items():
-            if len(a) < block_size + 1:
-                raise DataError(
-                    f"the {k} split has {len(a)} tokens, fewer than block_size + 1 = {block_size + 1}; "
-                    f"give more text or a smaller --block_size")
         return cls(arrays["train"], arrays["val"], block_size,
                    chars={k: len(v) for k, v in parts.items()},
                    bytes={k: len(v.encode("utf-8")) for k, v in parts.items()})

@@ -43,7 +43,7 @@ def evaluate_stream(model: nn.Module, ids: Any, block_size: int, batch_size: int
     that overlap by one (every token but the first is predicted exactly once). Returns (loss, n_predicted)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
-    data = torch.from_numpy(np.asarray(ids).astype(np.int64))
+    data = np.asarray(ids)  # windows become int64 one batch at a time: a memory-mapped stream stays on disk
     n = len(data) - 1
     if n < 1:
         raise ValueError("need at least 2 tokens to evaluate")
@@ -58,7 +58,7 @@ def evaluate_stream(model: nn.Module, ids: Any, block_size: int, batch_size: int
             for group, t in groups:
                 if not group:
                     continue
-                block = torch.stack([data[s:s + t + 1] for s in group]).to(device)
+                block = torch.from_numpy(np.stack([data[s:s + t + 1] for s in group]).astype(np.int64)).to(device)
                 _, loss = model(block[:, :-1], block[:, 1:])
                 total += loss.item() * block[:, 1:].numel()
                 count += block[:, 1:].numel()
@@ -76,13 +76,41 @@ def evaluate_text(model: nn.Module, tokenizer: Any, text: str, batch_size: int =
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ids = to_array(tokenizer.encode(text), tokenizer.vocab_size)
-    loss, n_tokens = evaluate_stream(model, ids, model.config.block_size, batch_size, device)
-    first = tokenizer.decode(ids[:1].tolist())
-    n_chars = len(text) - len(first)
-    n_bytes = len(text.encode("utf-8")) - len(first.encode("utf-8"))
-    return {"tokens": n_tokens, "loss": loss, "perplexity": math.exp(loss) if loss < 700 else float("inf"),
-            "bits_per_char": bits(loss, n_tokens / n_chars), "bits_per_byte": bits(loss, n_tokens / n_bytes),
+    return {**evaluate_ids(model, tokenizer, ids, len(text), len(text.encode("utf-8")), batch_size, device),
             "unknown_chars": bool(caught)}
 
 
-__all__ = ["bits", "evaluate", "evaluate_stream", "evaluate_text"]
+def evaluate_ids(model: nn.Module, tokenizer: Any, ids: Any, n_chars: int, n_bytes: int, batch_size: int = 32,
+                 device: str = "cpu") -> dict[str, Any]:
+    """evaluate_text's figures for a text already encoded: `ids`, of a text of n_chars characters and n_bytes
+    UTF-8 bytes (the first token's are not counted: it is context, not predicted)."""
+    loss, n_tokens = evaluate_stream(model, ids, model.config.block_size, batch_size, device)
+    first = tokenizer.decode([int(ids[0])])
+    n_chars -= len(first)
+    n_bytes -= len(first.encode("utf-8"))
+    return {"tokens": n_tokens, "loss": loss, "perplexity": math.exp(loss) if loss < 700 else float("inf"),
+            "bits_per_char": bits(loss, n_tokens / n_chars), "bits_per_byte": bits(loss, n_tokens / n_bytes)}
+
+
+def evaluate_prepared(model: nn.Module, tokenizer: Any, path: Any, split: str = "val", batch_size: int = 32,
+                      device: str = "cpu") -> dict[str, Any]:
+    """evaluate_text's figures on a split of prepared data (prepare.py), read memory-mapped: "train", "val", or
+    "all" (the two splits' ids one after the other)."""
+    from .data import DataError
+    from .prepare import open_prepared, prepared_tokenizer
+
+    if prepared_tokenizer(path) != tokenizer:
+        raise DataError(f"{path} was prepared with another tokenizer than the model's; prepare the text again with "
+                        f"--tokenizer set to the run's tokenizer.json")
+    data = open_prepared(path, 1)
+    parts = ("train", "val") if split == "all" else (split,)
+    ids = np.concatenate([data.split(k) for k in parts]) if split == "all" else data.split(split)
+    if len(ids) < 2:
+        raise DataError(f"the {split} split of {path} is too short to evaluate")
+    unk = getattr(tokenizer, "unk_id", None)  # characters a character vocabulary had not seen
+    return {**evaluate_ids(model, tokenizer, ids, sum(data.chars[k] for k in parts),
+                           sum(data.bytes[k] for k in parts), batch_size, device),
+            "unknown_chars": unk is not None and bool(np.any(ids == unk))}
+
+
+__all__ = ["bits", "evaluate", "evaluate_stream", "evaluate_text", "evaluate_ids", "evaluate_prepared"]

@@ -41,6 +41,30 @@ def generate(model: LanguageModel, prompt: Sequence[int] | torch.Tensor, max_new
     return [int(t[0]) for t in generate_tokens(model, prompt, max_new_tokens, **kwargs)]
 
 
+def greedy_batch(model: LanguageModel, prompts: Sequence[Sequence[int]], max_new_tokens: int | Callable[[int], int],
+                 eos_ids: Sequence[int], batch_size: int = 2048) -> list[list[int]]:
+    """Greedy continuations of many prompts (what exact-match scoring reads), each up to and including its first
+    eos id. max_new_tokens: a number, or a function of the prompt length. Prompts of equal length run together
+    as one batch on one Decoder (prefilled once into the KV cache, then a token per step), which stops as soon
+    as every row has ended. The reference is generate(temperature=0) one prompt at a time; they agree."""
+    by_len: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_len.setdefault(len(p), []).append(i)
+    eos = {int(e) for e in eos_ids}
+    out: list[list[int]] = [[] for _ in prompts]
+    for length, members in by_len.items():
+        steps = max_new_tokens(length) if callable(max_new_tokens) else max_new_tokens
+        for s in range(0, len(members), batch_size):
+            chunk = members[s:s + batch_size]
+            dec = Decoder(model, [list(prompts[i]) for i in chunk], eos_ids=list(eos))
+            for _ in dec.generate(steps, temperature=0):  # greedy: lowest id on ties
+                pass
+            for i, row in zip(chunk, dec.new_tokens.tolist()):
+                end = next((k for k, t in enumerate(row) if t in eos), None)
+                out[i] = row if end is None else row[:end + 1]
+    return out
+
+
 # --- beam search ---------------------------------------------------------------------------------
 
 @dataclass
@@ -186,5 +210,5 @@ def beam_search_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, ma
             for b in beams]
 
 
-__all__ = ["generate_tokens", "generate", "Beam", "beam_search", "END_OF_TEXT", "end_of_text_id", "generate_text",
+__all__ = ["generate_tokens", "generate", "greedy_batch", "Beam", "beam_search", "END_OF_TEXT", "end_of_text_id", "generate_text",
            "text_pieces", "beam_search_text"]

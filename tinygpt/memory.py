@@ -43,15 +43,16 @@ def count_parameters(cfg: ModelConfig) -> int:
                           f"is too large for any machine (a weight matrix overflows 64-bit sizes)") from None
 
 
-def estimate_training_memory(model_cfg: ModelConfig, train_cfg: TrainConfig) -> MemoryEstimate:
-    """Weights, gradients and AdamW state are 4 + 4 + 8 bytes per parameter. Activations: per token and
-    layer about 16 * n_embd floats (LayerNorm outputs, q/k/v, attention output, the MLP's 4x-wide hidden
-    layer before and after GELU; fused attention keeps no T x T matrix), plus the logits, their fp32 copy
-    and their gradient (3 * vocab floats per token)."""
+def estimate_training_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, shards: int = 1) -> MemoryEstimate:
+    """Weights, gradients and AdamW state are 4 + 4 + 8 bytes per parameter, split over `shards` processes
+    under FSDP. Activations: per token and layer about 16 * n_embd floats (LayerNorm outputs, q/k/v, attention
+    output, the MLP's 4x-wide hidden layer before and after GELU; fused attention keeps no T x T matrix), plus
+    the logits, their fp32 copy and their gradient (3 * vocab floats per token)."""
     p = count_parameters(model_cfg)
     tokens = train_cfg.batch_size * model_cfg.block_size
     per_token = model_cfg.n_layer * 16 * model_cfg.n_embd + 3 * model_cfg.vocab_size
-    return MemoryEstimate(p, 4 * p, 4 * p, 8 * p, 4 * tokens * per_token)
+    part = -(-p // max(1, shards))  # this process's share, rounded up
+    return MemoryEstimate(p, 4 * part, 4 * part, 8 * part, 4 * tokens * per_token)
 
 
 def available_memory(device: str) -> int | None:
@@ -71,15 +72,18 @@ def available_memory(device: str) -> int | None:
     return None
 
 
-def check_fits(model_cfg: ModelConfig, train_cfg: TrainConfig, device: str) -> MemoryEstimate:
-    """Refuse (MemoryError with one line) a run whose estimate exceeds the memory available on `device`."""
-    est = estimate_training_memory(model_cfg, train_cfg)
+def check_fits(model_cfg: ModelConfig, train_cfg: TrainConfig, device: str, shards: int = 1) -> MemoryEstimate:
+    """Refuse (MemoryError with one line) a run whose estimate exceeds the memory available on `device`
+    (`shards`: the processes FSDP splits weights, gradients and optimizer state over)."""
+    est = estimate_training_memory(model_cfg, train_cfg, shards)
     free = available_memory(device)
     if free is not None and est.total > free:
         raise MemoryError(f"this model ({est.params:,} parameters) needs {est.describe()} to train with batch "
                           f"{train_cfg.batch_size} x {model_cfg.block_size}, but only {free / GB:.1f} GB is "
                           f"available on {device}; make it smaller (n_layer, n_embd, block_size) or the batch "
-                          f"smaller (batch_size, with gradient_accumulation_steps to keep the tokens per step)")
+                          f"smaller (batch_size, with gradient_accumulation_steps to keep the tokens per step)"
+                          + (", or shard it over several GPUs (torchrun with --fsdp)"
+                             if shards == 1 and device.startswith("cuda") else ""))
     return est
 
 

@@ -4,10 +4,17 @@
     GET  /health                {"status": "ok", "models": [...], "scheduler": {running, waiting, ...}}
     GET  /v1/models[/{id}]      the served runs, OpenAI's shape (tinygpt's details under "tinygpt")
     POST /v1/completions        OpenAI's completions, streaming (server-sent events, then `data: [DONE]`) or not
-    POST /v1/chat/completions   chat runs only; every run so far is refused with a 400 that says so
+    POST /v1/chat/completions   OpenAI's chat completions, for chat runs (a tokenizer with the chat template's
+                                tokens); any other run is refused with a 400 that says so
     POST /inspect/tokenize      {"model", "prompt"} -> the ids the run reads, and their pieces
     POST /inspect/step          {"model", "prompt", "tokens", "token", sampling} -> candidates before and
                                 after the settings, attention, logit lens and saliency (playground.step)
+
+A chat request is answered as `tinygpt chat` answers (completions.chat_prompt): the messages rendered by the
+template, the oldest exchanges dropped until the history and room for the reply fit the model's window (how
+many: "dropped_messages" under "tinygpt" in the response, and the x-tinygpt-dropped-messages header), the reply
+greedy unless a temperature is given, ended at <|end|>. Both endpoints share one path: `complete` generates,
+reply.py's `Reply` (or `ChatReply`) writes OpenAI's shapes.
 
 Every model call runs on the scheduler's worker thread (scheduler.py), never on the event loop: requests are
 interleaved fairly, a full queue is a 503, and a client that goes away stops its generation. Every refusal is
@@ -21,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import threading
 from importlib import resources
@@ -39,10 +45,9 @@ except ImportError:  # pragma: no cover - the message names the extra
 
 from . import api, playground
 from .api import APIError, Limits
-from .completions import Finish, Piece, ServedRun, complete, load_runs, prompt_ids
+from .completions import ServedRun, chat_prompt, complete, load_runs, prompt_ids
+from .reply import ChatReply, Reply, client_error
 from .scheduler import Busy, Job, Scheduler
-
-log = logging.getLogger("tinygpt.serve")
 
 # the page's files: name -> media type; nothing else is ever read from disk
 PAGE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
@@ -124,16 +129,24 @@ class App:
         if not run.chat:
             raise APIError(400, f"this run is not a chat model: {run.name} is a {run.kind} run; use "
                                 f"/v1/completions", param="model", code="not_a_chat_model")
-        raise APIError(400, "chat runs are not served yet", param="model")  # pragma: no cover - none exist yet
+        prompt = chat_prompt(run, req.messages,
+                             req.sampling.max_tokens or min(run.default_max_tokens, self.limits.max_tokens))
+        reply = ChatReply(run, prompt, req.logprobs)
+        return await self._generate(request, run, prompt.ids, req.sampling, prompt.max_tokens,
+                                    req.top_logprobs if req.logprobs else None, reply)
 
     async def completions(self, request: Request) -> Response:
         req = api.parse_completion(await self.body(request), self.limits)
         run = self.run(req.model)
         ids = prompt_ids(run, req.prompt)
-        s = req.sampling
-        settings = dict(max_tokens=s.max_tokens or run.default_max_tokens,
-                        temperature=run.default_temperature if s.temperature is None else s.temperature,
-                        top_k=s.top_k, top_p=s.top_p, stop=s.stop, logprobs=req.logprobs)
+        return await self._generate(request, run, ids, req.sampling, req.sampling.max_tokens or run.default_max_tokens,
+                                    req.logprobs, Reply(run, len(ids), req.logprobs is not None))
+
+    async def _generate(self, request: Request, run: ServedRun, ids: list[int], s: api.Sampling, max_tokens: int,
+                        logprobs: int | None, reply: Reply) -> Response:
+        """The n generations of a request on the worker, answered by `reply` whole or streamed."""
+        settings = dict(max_tokens=max_tokens, top_k=s.top_k, top_p=s.top_p, stop=s.stop, logprobs=logprobs,
+                        temperature=run.default_temperature if s.temperature is None else s.temperature)
         jobs: list[Job] = []
         try:
             for i in range(s.n):  # choice i samples with seed + i, as `tinygpt sample --num_samples`
@@ -143,12 +156,11 @@ class App:
             for job in jobs:
                 job.cancel()
             raise
-        reply = _Reply(run, len(ids), req.logprobs is not None)
         if s.stream:
             return StreamingResponse(reply.stream(jobs, s.include_usage), media_type="text/event-stream",
-                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no", **reply.headers})
         results = await _unless_disconnected(request, asyncio.gather(*(job.result() for job in jobs)), jobs)
-        return JSONResponse(reply.whole(results))
+        return JSONResponse(reply.whole(results), headers=reply.headers)
 
     async def tokenize(self, request: Request) -> Response:
         body = await self.body(request)
@@ -208,7 +220,7 @@ def _guarded(endpoint: Callable) -> Callable:
         except HTTPException:
             raise
         except Exception as e:
-            err = _error(e)
+            err = client_error(e)
             return JSONResponse(err.body(), status_code=err.status)
     return handle
 
@@ -241,99 +253,13 @@ class _Gone(Exception):
     """The client disconnected before its answer was ready: nothing to send."""
 
 
-class _Reply:
-    """Turns a completion's Pieces and Finishes into OpenAI's response, whole or as stream chunks."""
-
-    def __init__(self, run: ServedRun, prompt_tokens: int, logprobs: bool):
-        self.run, self.prompt_tokens, self.logprobs = run, prompt_tokens, logprobs
-        self.id, self.created = api.new_id(), api.now()
-
-    def _logprobs(self, piece: Piece, offset: int) -> dict[str, Any] | None:
-        if not self.logprobs:
-            return None
-        return api.completion_logprobs(piece.tokens, self._text_of, offset, piece.text)
-
-    def _text_of(self, i: int) -> str:
-        return self.run.subject.tokenizer.decode([i])
-
-    def whole(self, results: list[list[Piece | Finish]]) -> dict[str, Any]:
-        choices, produced = [], 0
-        for index, items in enumerate(results):
-            pieces = [p for p in items if isinstance(p, Piece)]
-            finish = next(p for p in items if isinstance(p, Finish))
-            produced += finish.completion_tokens
-            parts, offset = [], 0
-            for p in pieces:
-                parts.append(self._logprobs(p, offset))
-                offset += len(p.text)
-            choices.append({"index": index, "text": "".join(p.text for p in pieces),
-                            "logprobs": api.merge_logprobs(parts) if self.logprobs else None,
-                            "finish_reason": finish.reason})
-        return api.completion_response(self.id, self.created, self.run.name, choices,
-                                       api.usage(self.prompt_tokens, produced))
-
-    async def stream(self, jobs: list[Job], include_usage: bool) -> AsyncIterator[str]:
-        """Server-sent events: a chunk per piece of each choice (interleaved as they come), a last chunk per
-        choice with its finish_reason, optionally the usage, then [DONE]. Leaving early (the client went
-        away) cancels every job."""
-        merged: asyncio.Queue = asyncio.Queue()
-
-        async def pump(index: int, job: Job) -> None:
-            try:
-                async for item in job:
-                    await merged.put((index, item))
-                await merged.put((index, None))
-            except Exception as e:  # reported in the stream, then that choice ends
-                await merged.put((index, e))
-
-        tasks = [asyncio.ensure_future(pump(i, job)) for i, job in enumerate(jobs)]
-        offsets, produced, open_ = [0] * len(jobs), 0, len(jobs)
-        try:
-            while open_:
-                index, item = await merged.get()
-                if isinstance(item, Piece):
-                    yield api.sse(api.completion_chunk(self.id, self.created, self.run.name, index, item.text,
-                                                       self._logprobs(item, offsets[index])))
-                    offsets[index] += len(item.text)
-                elif isinstance(item, Finish):
-                    produced += item.completion_tokens
-                    yield api.sse(api.completion_chunk(self.id, self.created, self.run.name, index, "",
-                                                       None, item.reason))
-                elif isinstance(item, Exception):
-                    yield api.sse(_error(item).body())
-                    open_ -= 1
-                else:
-                    open_ -= 1
-            if include_usage:
-                yield api.sse(api.usage_chunk(self.id, self.created, self.run.name,
-                                              api.usage(self.prompt_tokens, produced)))
-            yield api.sse("[DONE]")
-        finally:
-            for job in jobs:
-                job.cancel()
-            for t in tasks:
-                t.cancel()
-
-
-def _error(e: BaseException) -> APIError:
-    """What a client is told about a failure: our one-line refusals as they are, anything else as a 500 with
-    the first line of its message (the traceback goes to the server's log)."""
-    if isinstance(e, APIError):
-        return e
-    if isinstance(e, ValueError):  # the library's refusals (InterpretError, TokenizerError, ...) are one line
-        return APIError(400, str(e).splitlines()[0] if str(e) else type(e).__name__)
-    log.error("internal error", exc_info=e)
-    first = str(e).splitlines()[0] if str(e) else ""
-    return APIError(500, f"internal error: {type(e).__name__}" + (f": {first}" if first else ""))
-
-
 async def _on_error(request: Request, exc: Exception) -> Response:
     """Errors outside the endpoints (no such path, wrong method, anything unforeseen) in the same JSON shape."""
     if isinstance(exc, HTTPException):
         detail = str(exc.detail).lower() if exc.status_code in (404, 405) else str(exc.detail)
         err = APIError(exc.status_code, f"{request.method} {request.url.path}: {detail}")
     else:
-        err = _error(exc)
+        err = client_error(exc)
     return JSONResponse(err.body(), status_code=err.status)
 
 

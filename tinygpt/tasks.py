@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import operator
 import random
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -21,8 +20,7 @@ import torch
 import torch.nn as nn
 
 from .data import IGNORE_INDEX
-from .decoder import Decoder
-from .generate import beam_search, generate
+from .generate import beam_search, generate, greedy_batch
 from .tokenizers import WordTokenizer
 
 # --- English number words ------------------------------------------------------------------------
@@ -294,20 +292,8 @@ class CalculatorTask:
         by default the longest answer + 1). Prompts of equal length run together as one batch on one
         Decoder: prefilled once into a KV cache (when the model has one), extended a token per step, and
         stopped as soon as every row has produced <eos>."""
-        by_len: dict[int, list[int]] = defaultdict(list)
-        for i, p in enumerate(prompts):
-            by_len[len(p)].append(i)
-        out: list[list[int]] = [[] for _ in prompts]
-        for length, members in by_len.items():
-            steps = self._steps(model, length, max_new_tokens)
-            for s in range(0, len(members), batch_size):
-                chunk = members[s:s + batch_size]
-                dec = Decoder(model, [list(prompts[i]) for i in chunk], eos_ids=[self.eos_id])
-                for _ in dec.generate(steps, temperature=0):  # greedy: lowest id on ties
-                    pass
-                for i, row in zip(chunk, dec.new_tokens.tolist()):
-                    out[i] = self._cut(row)
-        return out
+        return greedy_batch(model, prompts, lambda n: self._steps(model, n, max_new_tokens), [self.eos_id],
+                            batch_size)
 
     def complete_slow(self, model: nn.Module, prompts: Sequence[Sequence[int]],
                       max_new_tokens: int | None = None, **kwargs: Any) -> list[list[int]]:

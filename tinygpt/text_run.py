@@ -15,16 +15,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import MODEL_KEYS, ConfigError, ModelConfig, TrainConfig, build_configs, parse_value
-from .data import TextData, load_text, split_text, text_digest
+from .data import BatchSource, TextData, load_text, split_text, text_digest
+from .chat import Conversation, split_conversations
+from .prepare import Prepared, Progress, fingerprint, prepared_for_run
 from .run import Run, RunError, kind_of
-from .tokenizers import Tokenizer
+from .tokenizers import ChatTokenizer, Tokenizer
 
 
 @dataclass
 class TextRunPlan:
     model_cfg: ModelConfig
     train_cfg: TrainConfig
-    source: TextData
+    source: BatchSource
     tokenizer: Tokenizer
     meta: dict[str, Any]
     notes: list[str] = field(default_factory=list)  # what was decided on the user's behalf (tokenizer choice...)
@@ -35,7 +37,8 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
                   tokenizer: str | None = None, vocab_size: int | None = None, resume: bool = False,
                   overwrite: bool = False, change_data: bool = False, cache_dir: Path | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  init_from: str | Path | None = None) -> TextRunPlan:
+                  init_from: str | Path | None = None, chat: bool | None = None, loss_on: str | None = None,
+                  skip_bad_lines: bool = False, prepare_progress: Progress | None = None) -> TextRunPlan:
     """Everything `train()` needs for a text run into `out`.
 
     New run: data is required; the tokenizer ("char" by default, "bpe", or a tokenizer .json file) is
@@ -43,8 +46,23 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
     (training keys in overrides may change); data defaults to the recorded one, and a different text is
     refused unless change_data. init_from (a run or checkpoint directory): a new run starting from those weights
     and that tokenizer (see `init_from_configs`).
+
+    Chat data (a .jsonl file of conversations, see chat.py; chat=True forces it, chat=False refuses it) trains a
+    chat model: the tokenizer gets the chat template's tokens (the model's embedding grows by as many rows),
+    conversations are packed into blocks, and the loss counts only the assistant's replies unless
+    loss_on="all". skip_bad_lines leaves malformed conversations out instead of refusing the file.
+
+    Prepared data (prepare.py): --data may name a prepared directory, and a text of AUTO_PREPARE_BYTES or more
+    is prepared into the cache (once; prepare_progress(stage, done, total) follows it); the run then reads
+    memory-mapped ids, and records the fingerprint of the text they came from.
     """
     notes: list[str] = []
+    prepared: Prepared | None = None
+    is_chat = _is_chat(data, resume and data is None and out, chat)
+    if loss_on is not None and not is_chat:
+        raise ConfigError("--chat_loss applies to chat data (a .jsonl file of conversations)")
+    if skip_bad_lines and not is_chat:
+        raise ConfigError("--skip_bad_lines applies to chat data (a .jsonl file of conversations)")
     if change_data and not resume:
         raise ConfigError("--change_data applies only with --resume (a new run simply takes its --data)")
     if init_from is not None and resume:
@@ -59,11 +77,22 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
         model_cfg, train_cfg, old = run.resume_configs(overrides)
         if kind_of(old) != "text":
             raise RunError(f"{out} is a task run (the calculator); resume it with tinygpt demo --out {out} --resume")
+        from .checkpoint import read_tokenizer
+        tok = read_tokenizer(run.resume_point())  # the checkpoint the loop resumes from
+        if isinstance(tok, ChatTokenizer) != is_chat:
+            raise RunError(f"{out} is a {'chat' if isinstance(tok, ChatTokenizer) else 'text'} run; resume it on "
+                           f"{'conversations (.jsonl)' if isinstance(tok, ChatTokenizer) else 'text'}, as it began")
+        if is_chat and loss_on is None:
+            loss_on = (old.get("chat") or {}).get("loss_on")
         spec = data or old.get("data")
         if not spec:
             raise ConfigError("the checkpoint does not record its data; pass --data")
-        path, text = load_text(spec)
-        digest = text_digest(text)
+        prepared = None if is_chat else prepared_for_run(spec, tok, None, train_cfg.val_fraction, prepare_progress)
+        if prepared is None:
+            path, text, conversations = _load(spec, is_chat, skip_bad_lines, notes)
+            digest = text_digest(text)
+        else:
+            path, digest, train_cfg = _prepared_data(prepared, train_cfg, overrides)
         recorded = old.get("data_sha256")
         same = digest == recorded if recorded else str(Path(path).resolve()) == old.get("data")
         if not same and not change_data:
@@ -72,8 +101,6 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
                            f"a new run with another --out")
         if not same:
             notes.append(f"resuming on different data: {path}")
-        from .checkpoint import read_tokenizer
-        tok = read_tokenizer(run.resume_point())  # the checkpoint the loop resumes from
     elif init_from is not None:
         if not data:
             raise ConfigError("--data is required: the text to train the model from --init_from on")
@@ -84,30 +111,109 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
         if Path(out).resolve() in (Path(origin["path"]), *Path(origin["path"]).parents):
             raise ConfigError(f"--init_from {init_from} is inside --out {out}: the new run would replace the weights "
                               f"it starts from; choose another --out")
-        path, text = load_text(data)
-        digest = text_digest(text)
+        prepared = None if is_chat else prepared_for_run(data, tok, None, train_cfg.val_fraction, prepare_progress)
+        if prepared is None:
+            path, text, conversations = _load(data, is_chat, skip_bad_lines, notes)
+            digest = text_digest(text)
+        else:
+            path, digest, train_cfg = _prepared_data(prepared, train_cfg, overrides)
         notes.append(f"starting from the weights of {origin['path']} (its tokenizer: {tok.kind}, "
                      f"{tok.vocab_size:,} tokens); a fresh optimizer and schedule")
+        if is_chat and not isinstance(tok, ChatTokenizer):
+            tok = ChatTokenizer(tok)
+            model_cfg = model_cfg.with_vocab(tok.vocab_size)
+            notes.append(f"added the chat template's {len(tok.specials)} tokens ({', '.join(tok.specials)}) "
+                         f"as ids {tok.base.vocab_size}-{tok.vocab_size - 1}")
     else:
         if not data:
             raise ConfigError("--data is required (a UTF-8 text file, a folder of .txt files, or a corpus name)")
         model_cfg, train_cfg = build_configs(overrides, preset)
-        path, text = load_text(data)
-        digest = text_digest(text)
-        from .tokenizers.choose import tokenizer_for_training
-        tok, how = tokenizer_for_training(tokenizer or "char", split_text(text, train_cfg.val_fraction)[0],
-                                          vocab_size, cache_dir, progress)
-        notes.append(f"tokenizer: {how}")
+        if not is_chat:
+            prepared = prepared_for_run(data, tokenizer, vocab_size, train_cfg.val_fraction, prepare_progress)
+        if prepared is not None:
+            path, digest, train_cfg = _prepared_data(prepared, train_cfg, overrides)
+            tok = prepared.tokenizer
+            notes.append(f"tokenizer: the prepared data's ({prepared.meta['tokenizer']['how']})")
+        else:
+            path, text, conversations = _load(data, is_chat, skip_bad_lines, notes)
+            digest = text_digest(text)
+            from .tokenizers.choose import tokenizer_for_training
+            if is_chat:  # the tokenizer learns from the words of the training conversations
+                train_text = "\n".join(m.content for c in split_conversations(conversations, train_cfg.val_fraction)[0]
+                                       for m in c.messages)
+            else:
+                train_text = split_text(text, train_cfg.val_fraction)[0]
+            tok, how = tokenizer_for_training(tokenizer or "char", train_text, vocab_size, cache_dir, progress)
+            if is_chat and not isinstance(tok, ChatTokenizer):
+                tok = ChatTokenizer(tok)
+                how += ", plus the chat template's tokens"
+            notes.append(f"tokenizer: {how}")
         model_cfg = model_cfg.with_vocab(tok.vocab_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # validation characters unseen in training are expected
-        source = TextData.from_text(text, tok, model_cfg.block_size, train_cfg.val_fraction)
+        if is_chat:
+            from .chat import ChatData
+            loss_on = loss_on or "assistant"
+            train_part, val_part = split_conversations(conversations, train_cfg.val_fraction)
+            source = ChatData(train_part, val_part, tok, model_cfg.block_size, loss_on, seed=train_cfg.seed)
+        elif prepared is not None:
+            source = prepared.source(model_cfg.block_size)
+        else:
+            source = TextData.from_text(text, tok, model_cfg.block_size, train_cfg.val_fraction)
     meta = {"data": str(Path(path).resolve()), "data_sha256": digest}
+    if prepared is not None:
+        notes.append(prepared.note)
+        if prepared.dir != prepared.data:
+            meta["prepared"] = str(prepared.dir)
+    if is_chat:
+        meta["chat"] = {"loss_on": loss_on}
+        if loss_on == "all":
+            notes.append("the loss counts every token of the conversations, not only the assistant's replies")
     start = None
     if init_from is not None and not resume:
         meta["init_from"] = origin
         start = Path(origin["path"])
     return TextRunPlan(model_cfg, train_cfg, source, tok, meta, notes, start)
+
+
+def _prepared_data(prepared: Prepared, train_cfg: TrainConfig, overrides: dict[str, Any]
+                   ) -> tuple[Path, str, TrainConfig]:
+    """(what --data named, the fingerprint of its text, the training config with the prepared split: that was
+    made once, when the data was prepared, so another --val_fraction is refused)."""
+    fixed = prepared.meta["val_fraction"]
+    if "val_fraction" in overrides and parse_value("val_fraction", overrides["val_fraction"]) != fixed:
+        raise ConfigError(f"{prepared.dir} was prepared with val_fraction {fixed}; prepare it again for another split")
+    return prepared.data, fingerprint(prepared.meta), dataclasses.replace(train_cfg, val_fraction=fixed)
+
+
+def _is_chat(data: str | None, resumed_run: Any, chat: bool | None) -> bool:
+    """Is this run trained on conversations? An explicit chat flag decides; else .jsonl conversations are, and
+    a resumed run without --data is what its checkpoint says."""
+    from .chat import is_chat_file
+    if chat is not None:
+        return chat
+    if data:
+        return is_chat_file(data)
+    if resumed_run:
+        try:
+            return isinstance(Run(resumed_run).tokenizer("latest"), ChatTokenizer)
+        except Exception:  # the resume itself reports a missing or broken checkpoint, with its own message
+            return False
+    return False
+
+
+def _load(spec: str, chat: bool, skip_bad_lines: bool, notes: list[str]
+          ) -> tuple[Path, str, list[Conversation] | None]:
+    """(path, its text for the fingerprint, its conversations when chat data)."""
+    if not chat:
+        path, text = load_text(spec)
+        return path, text, None
+    from .chat import read_conversations
+    path = Path(spec)
+    conversations, skipped = read_conversations(path, skip_bad_lines)
+    if skipped:
+        notes.append(f"left out {len(skipped)} malformed line(s) of {path}; the first: {skipped[0]}")
+    return path, path.read_text(encoding="utf-8"), conversations
 
 
 def init_from_configs(init_from: str | Path, overrides: dict[str, Any]

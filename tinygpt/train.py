@@ -20,7 +20,7 @@ import torch.nn as nn
 from . import distributed
 from .checkpoint import load_model, read_config
 from .config import ModelConfig, TrainConfig
-from .data import BatchSource
+from .data import BatchSource, ScoredSource
 from .device import autocast, choose_device, choose_dtype
 from .evaluate import bits, evaluate
 from .models import build_model, count_params
@@ -83,7 +83,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
     run = Run(out_dir)
     if world.master:
         from .memory import check_fits
-        check_fits(model_cfg, cfg, device)
+        check_fits(model_cfg, cfg, device, shards=world.size if cfg.fsdp else 1)
         run.start(resume=resume, overwrite=overwrite)
     try:
         distributed.barrier(world)
@@ -106,13 +106,16 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
 def _training_dtype(cfg: TrainConfig, model_cfg: ModelConfig, source: BatchSource, device: str, run: Run,
                     resume: bool, world: distributed.World) -> tuple[torch.dtype, dict[str, float]]:
     """The precision to train in. `auto` on a CPU with bf16 units times a few real steps in fp32 and bf16 and
-    takes the faster (device.choose_dtype); a resumed run keeps the precision it was started with, so that
-    resuming stays exact. Every rank uses rank 0's choice. Returns (dtype, ms per step of each timed dtype)."""
+    takes the faster (device.choose_dtype; under FSDP it takes bf16 untimed); a resumed run keeps the precision
+    it was started with, so that resuming stays exact. Every rank uses rank 0's choice. Returns (dtype, ms per
+    step of each timed dtype)."""
     if cfg.dtype == "auto" and resume:
         recorded = read_config(run.resume_point()).get("dtype")
         if recorded in ("float32", "bfloat16", "float16"):
             return getattr(torch, recorded), {}
-    timer = _step_timer(model_cfg, cfg, source, device) if cfg.dtype == "auto" else None
+    # no probe under FSDP: it would build the whole model and its optimizer state in every process
+    timer = _step_timer(model_cfg, cfg, source, device) if cfg.dtype == "auto" and not (
+        cfg.fsdp and world.size > 1) else None
     dtype = choose_dtype(cfg.dtype, device, timer)
     probe = {str(d).replace("torch.", ""): 1000 * sorted(ts[1:])[len(ts[1:]) // 2]  # as `fastest`: no warm-up
              for d, ts in getattr(timer, "times", {}).items() if len(ts) > 1}
@@ -175,6 +178,9 @@ class _Loop:
             if init_from is not None:
                 _load_initial_weights(model, Path(init_from))
         self.raw_model = model.to(device)
+        self.sharded = cfg.fsdp and world.size > 1  # FSDP in one process has nothing to shard over
+        if self.sharded:  # in place, before the optimizer is made: it then holds shards too
+            distributed.shard(self.raw_model, world, device, dtype)
         self.optimizer = configure_optimizer(self.raw_model, cfg, device)
         self.scaler = torch.amp.GradScaler(device.split(":")[0], enabled=(dtype == torch.float16))
         self.data_gen = torch.Generator().manual_seed(cfg.seed + world.rank)
@@ -184,7 +190,7 @@ class _Loop:
         if state is not None:
             self._restore(state)
         model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
-        self.model = distributed.wrap(model, world, device)
+        self.model = model if self.sharded else distributed.wrap(model, world, device)
         self.tokens_per_step = cfg.batch_size * model_cfg.block_size * cfg.gradient_accumulation_steps * world.size
         self.eval_seed = cfg.seed + 10_000  # fixed evaluation batches, separate from the training stream
         self.t_start = time.perf_counter()
@@ -198,7 +204,7 @@ class _Loop:
                                  "dtype_probe": self.probe,
                                  "step": self.step, "max_iters": cfg.max_iters, "params": count_params(self.raw_model),
                                  "tokens_per_step": self.tokens_per_step, "world_size": self.world.size,
-                                 "resumed": self.resumed})
+                                 "resumed": self.resumed, "fsdp": self.sharded if cfg.fsdp else None})
         self.t_start = time.perf_counter()
         last_val: float | None = None
         finished: str | None = None
@@ -244,8 +250,8 @@ class _Loop:
         for micro in range(cfg.gradient_accumulation_steps):
             x, y = self.source.get_batch("train", cfg.batch_size, self.data_gen)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if self.world.enabled:  # all-reduce gradients only on the last micro-step
-                self.model.require_backward_grad_sync = micro == cfg.gradient_accumulation_steps - 1
+            if self.world.enabled:  # average gradients over the processes only on the last micro-step
+                distributed.sync_gradients(self.model, micro == cfg.gradient_accumulation_steps - 1)
             with autocast(self.device, self.dtype):
                 _, loss = self.model(x, y)
                 loss = loss / cfg.gradient_accumulation_steps
@@ -295,22 +301,44 @@ class _Loop:
         if hasattr(self.source, "tokens_per_char"):  # text sources: bits per character / byte compare tokenizers
             res["val_bits_per_char"] = bits(res["val"], self.source.tokens_per_char("val"))
             res["val_bits_per_byte"] = bits(res["val"], self.source.tokens_per_byte("val"))
+        if isinstance(self.source, ScoredSource):  # e.g. chat: exact match of replies to held-out questions
+            res.update(self.source.metrics(self.raw_model))
         return res
 
     def ask_stop(self, metrics: dict[str, Any]) -> str | None:
         """Run the caller's finishing test on rank 0 (model in eval mode) and share the answer with every rank."""
         reason = None
+        model, _ = self.whole(optimizer=False)  # collective under FSDP
         if self.world.master:
-            self.raw_model.eval()
+            model = model.to(self.device)
+            model.eval()
             try:
-                reason = self.stop_when(self.raw_model, metrics)
+                reason = self.stop_when(model, metrics)
             finally:
-                self.raw_model.train()
+                model.train()
         return distributed.from_master(self.world, reason)
 
+    def whole(self, optimizer: bool = True) -> tuple[nn.Module | None, dict[str, Any] | None]:
+        """(the model, the optimizer's state dict) whole, as an unsharded run holds them, on rank 0; (None, None)
+        on the other ranks. Under FSDP the shards are gathered (a collective: every rank calls it) into a copy of
+        the model on the CPU."""
+        if not self.sharded:
+            if not self.world.master:
+                return None, None
+            return self.raw_model, self.optimizer.state_dict() if optimizer else None
+        weights = distributed.full_state_dict(self.raw_model, self.world)
+        opt_state = distributed.full_state_dict(self.optimizer, self.world) if optimizer else None
+        if not self.world.master:
+            return None, None
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: keep the run's random stream
+            model = build_model(self.raw_model.config)
+        model.load_state_dict(weights)
+        return model, opt_state
+
     def save(self, val_loss: float | None) -> None:
+        model, optimizer_state = self.whole()  # collective under FSDP; rank 0 gets them
         # a save without an evaluation (Ctrl-C) can come right after the update that broke the weights
-        broken = not all(bool(torch.isfinite(p).all()) for p in self.raw_model.parameters())
+        broken = model is not None and not all(bool(torch.isfinite(p).all()) for p in model.parameters())
         self.check_finite(float("nan") if broken else 0.0, None, lr_at(max(self.step - 1, 0), self.cfg),
                           step=self.step, what="weights")  # collective: every rank asks
         mine = {"torch": torch.get_rng_state(), "data": self.data_gen.get_state()}
@@ -322,8 +350,8 @@ class _Loop:
         best = val_loss is not None and val_loss < self.best_val
         self.best_val = min(self.best_val, val_loss) if val_loss is not None else self.best_val
         state = {"step": self.step, "best_val_loss": self.best_val, "elapsed_s": self.elapsed(),
-                 "optimizer": self.optimizer.state_dict(), "rng": rngs, "world_size": self.world.size}
-        paths = self.run_dir.save(self.raw_model, self.tokenizer, {**self.meta, "step": self.step, "val_loss": val_loss},
+                 "optimizer": optimizer_state, "rng": rngs, "world_size": self.world.size}
+        paths = self.run_dir.save(model, self.tokenizer, {**self.meta, "step": self.step, "val_loss": val_loss},
                                   state, best)
         self.saved_step = self.step
         for path, kind in zip(paths, ("latest", "best")):
@@ -342,7 +370,7 @@ class _Loop:
         return self.elapsed_before + time.perf_counter() - self.t_start
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        distributed.load_optimizer_state(self.optimizer, state["optimizer"])  # whole, or cut into this rank's shards
         self.step, self.best_val = int(state["step"]), float(state["best_val_loss"])
         self.elapsed_before = float(state["elapsed_s"])
         self.saved_step = self.step
@@ -358,20 +386,31 @@ class _Loop:
             if self.run_dir.stale_best(state):  # a crash between saving latest/ and best/: finish that save
                 from .checkpoint import save_checkpoint
                 meta = read_config(self.run_dir.resume_point())
-                save_checkpoint(self.run_dir.path / "best", self.raw_model, self.tokenizer,
+                model, _, _ = load_model(self.run_dir.resume_point())  # what raw_model started from, unsharded
+                save_checkpoint(self.run_dir.path / "best", model, self.tokenizer,
                                 {k: v for k, v in meta.items() if k not in ("tinygpt_version", "model", "tokenizer")})
 
 
 def _load_initial_weights(model: nn.Module, ckpt: Path) -> None:
     """Copy the weights of checkpoint `ckpt` into `model` (same architecture; its position embeddings may be
-    shorter: the first block_size rows are kept)."""
+    shorter: the first block_size rows are kept; its vocabulary may be longer: tokens added at the end, such as
+    the chat template's, get the mean of the existing rows of the embedding and output head, so they start as
+    an average token rather than noise)."""
     source, _, _ = load_model(ckpt)
-    block = model.config.block_size
-    if dataclasses.replace(source.config, block_size=block, dropout=model.config.dropout) != model.config \
-            or block > source.config.block_size:
-        raise ValueError(f"the model config differs from the one in {ckpt} (only dropout and a shorter block_size "
-                         f"may change)")
-    weights = {k: v[:block] if k.endswith("wpe.weight") else v for k, v in source.state_dict().items()}
+    block, vocab = model.config.block_size, model.config.vocab_size
+    old_vocab = source.config.vocab_size
+    if dataclasses.replace(source.config, block_size=block, dropout=model.config.dropout,
+                           vocab_size=vocab) != model.config or block > source.config.block_size \
+            or vocab < old_vocab:
+        raise ValueError(f"the model config differs from the one in {ckpt} (only dropout, a shorter block_size "
+                         f"and added tokens may change)")
+    weights = {}
+    for k, v in source.state_dict().items():
+        if k.endswith("wpe.weight"):
+            v = v[:block]
+        elif vocab > old_vocab and (k.endswith("wte.weight") or k.startswith("lm_head.")):
+            v = torch.cat([v, v.mean(0, keepdim=True).expand(vocab - old_vocab, *v.shape[1:])])
+        weights[k] = v
     model.load_state_dict(weights)
 
 

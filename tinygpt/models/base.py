@@ -12,6 +12,7 @@ Callers never probe a model with `hasattr` or by its name; they read its declare
     attention_heads     heads per such layer
     token_embedding     the nn.Embedding that turns ids into vectors (saliency perturbs its output)
     readout(x)          what every position goes through at the end (final norm, then the output head)
+    blocks              the repeated layers, in order (FSDP makes each its own unit); empty if none
 
 A model asked for something it cannot do raises `Unsupported` with a one-line reason.
 """
@@ -49,6 +50,10 @@ class LanguageModel(nn.Module):
     @property
     def attention_heads(self) -> int:
         return 0
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return []
 
     @property
     def token_embedding(self) -> nn.Embedding:

@@ -160,6 +160,10 @@ class GPT(LanguageModel):
         return self.config.n_head
 
     @property
+    def blocks(self) -> list[nn.Module]:
+        return list(self.transformer.h)
+
+    @property
     def token_embedding(self) -> nn.Embedding:
         return self.transformer.wte
 

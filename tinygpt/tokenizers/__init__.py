@@ -2,8 +2,9 @@
 from .base import REGISTRY, Tokenizer, TokenizerError, load_tokenizer, tokenizer_from_dict
 from .bpe import ByteBPETokenizer
 from .char import CharTokenizer
+from .chat import ChatTokenizer
 from .word import WordTokenizer
 
 __all__ = ["REGISTRY", "Tokenizer", "TokenizerError", "load_tokenizer", "tokenizer_from_dict", "CharTokenizer",
            "ByteBPETokenizer"]
-__all__ += ["WordTokenizer"]
+__all__ += ["WordTokenizer", "ChatTokenizer"]

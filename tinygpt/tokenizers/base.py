@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
+import numpy as np
+
 from ..files import write_text
 
 FORMAT_VERSION = 1
@@ -21,6 +23,11 @@ def register(cls: type["Tokenizer"]) -> type["Tokenizer"]:
 
 class TokenizerError(ValueError):
     """Raised for a tokenizer file or a text the tokenizer cannot handle."""
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """How token ids are stored (arrays, prepared .bin files): uint16 when the vocabulary fits, else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 
 class Tokenizer:
@@ -49,6 +56,17 @@ class Tokenizer:
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """encode(text) as an array of id_dtype(vocab_size); subclasses may have a faster path (tested equal)."""
+        return np.asarray(self.encode(text), dtype=id_dtype(self.vocab_size))
+
+    def cut(self, text: str, near: int) -> int | None:
+        """A place 0 < p < len(text), the last at or before `near` if any, else the first after it, where
+        cutting changes no id, whatever text comes before `text` or after it:
+        encode(a + text[:p]) + encode(text[p:] + b) == encode(a + text + b). None if the tokenizer knows no
+        such place. Large texts are encoded in pieces cut there, in parallel (prepare.py)."""
+        return None
 
     def pieces(self, text: str) -> list[str]:
         """The text cut into the readable pieces its tokens stand for."""

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import heapq
 import os
+import re
 import unicodedata
 from collections import Counter, defaultdict
 from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Union
 
+import numpy as np
 import regex
 
 from ..files import write_text
-from .base import Tokenizer, TokenizerError, register
+from .base import Tokenizer, TokenizerError, id_dtype, register
 
 # The split patterns of GPT-2 and GPT-4 (cl100k), as published in tiktoken. Both match every character,
 # so the chunks of a text always concatenate back to the text.
@@ -21,6 +23,45 @@ GPT4_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
 PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
+# Where a text may be cut without changing its chunks under either pattern: after a non-space character
+# followed by a plain space, or after a newline between two non-space characters. The match holding that
+# character ends there in both patterns (none runs from a non-space character into a space, nor on from a
+# lone newline into a non-space), none looks behind, and the only lookahead, (?!\S), follows a run of
+# whitespace; so the chunks left of such a place are the same whatever follows it, and those right of it
+# start there afresh whatever precedes it. tests/test_prepare.py checks this on texts of mixed whitespace.
+_CUT = r"\S(?= )|\S\n(?=\S)"  # a place to cut is the end of a match
+SAFE_CUT = regex.compile(_CUT)
+SAFE_CUT_BACK = regex.compile("(?r)" + _CUT)
+
+
+def _ascii_pattern(source: str) -> re.Pattern | None:
+    """The stdlib `re` twin of a known pattern for pure-ASCII text, where \\p{L} is A-Za-z, \\p{N} is 0-9 and
+    \\s is what `regex` calls whitespace among ASCII characters; `re` finds the chunks about twice as fast.
+    None where `re` cannot compile it (possessive quantifiers need Python 3.11)."""
+    ws = "".join(f"\\x{c:02x}" for c in range(128) if regex.match(r"\s", chr(c)))
+    classes = {r"\p{L}": "A-Za-z", r"\p{N}": "0-9", r"\s": ws}
+    out, i, in_class = [], 0, False
+    while i < len(source):
+        name = next((k for k in (*classes, r"\S") if source.startswith(k, i)), None)
+        if name == r"\S":
+            if in_class:
+                return None
+            out.append(f"[^{ws}]")
+        elif name:
+            out.append(classes[name] if in_class else f"[{classes[name]}]")
+        else:
+            name = source[i:i + 2] if source[i] == "\\" else source[i]
+            in_class = (in_class or name == "[") and name != "]"
+            out.append(name)
+        i += len(name)
+    try:
+        return re.compile("".join(out))
+    except re.error:
+        return None
+
+
+ASCII_PATTERNS = {name: _ascii_pattern(source) for name, source in PATTERNS.items()}
+NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 ENDOFTEXT = "<|endoftext|>"
 
 Pair = tuple[int, int]
@@ -143,6 +184,13 @@ def learn_merges(chunk_counts: dict[str, int], n_merges: int, progress: Progress
     return merges
 
 
+def _merges_for(vocab_size: int, special_tokens: list[str]) -> int:
+    n_merges = vocab_size - 256 - len(special_tokens)
+    if n_merges < 0:
+        raise TokenizerError(f"vocab_size {vocab_size} is below 256 bytes + {len(special_tokens)} special tokens")
+    return n_merges
+
+
 def _merge_counting(word: list[int], pair: Pair, new_id: int, f: int, delta: dict, where: dict, w: int) -> list[int]:
     """Replace (a, b) by new_id in word, recording the pair-count changes next to each merge in delta.
 
@@ -232,6 +280,7 @@ class ByteBPETokenizer(Tokenizer):
             raise TokenizerError("special tokens must be distinct non-empty strings")
         self._split_re = regex.compile(resolve_pattern(self.pattern))
         self._covers_all = self.pattern in PATTERNS
+        self._ascii_re = ASCII_PATTERNS.get(self.pattern)
         self._byte_ids = [0] * 256
         for i, byte in enumerate(self.byte_order):
             self._byte_ids[byte] = i
@@ -257,16 +306,29 @@ class ByteBPETokenizer(Tokenizer):
               special_tokens: Iterable[str] = (), progress: ProgressFn | None = None) -> "ByteBPETokenizer":
         """Learn vocab_size - 256 - len(special_tokens) merges from a text or an iterable of texts."""
         special_tokens = list(special_tokens)
-        n_merges = vocab_size - 256 - len(special_tokens)
-        if n_merges < 0:
-            raise TokenizerError(f"vocab_size {vocab_size} is below 256 bytes + {len(special_tokens)} special tokens")
+        _merges_for(vocab_size, special_tokens)  # a bad size is refused before the (long) counting
         tok = cls(pattern=pattern, special_tokens=special_tokens)  # validates pattern and specials first
-        specials_re = tok._special_re(frozenset(special_tokens)) if special_tokens else None
+        return cls.train_from_counts(tok.chunk_counts(text), vocab_size, pattern, special_tokens, progress)
+
+    @classmethod
+    def train_from_counts(cls, counts: dict[str, int], vocab_size: int, pattern: str = "gpt2",
+                          special_tokens: Iterable[str] = (), progress: ProgressFn | None = None
+                          ) -> "ByteBPETokenizer":
+        """Learn the merges from chunk counts (see chunk_counts): counts of a text's pieces, added up, train
+        the same tokenizer as the whole text, so a large corpus can be counted piece by piece."""
+        special_tokens = list(special_tokens)
+        n_merges = _merges_for(vocab_size, special_tokens)
+        return cls(learn_merges(counts, n_merges, progress), pattern, special_tokens)
+
+    def chunk_counts(self, text: str | Iterable[str]) -> Counter[str]:
+        """How often each pre-tokenization chunk occurs in a text (or texts), special tokens left out: all
+        that training learns from."""
+        specials_re = self._special_re(frozenset(self.special_tokens)) if self.special_tokens else None
         counts: Counter[str] = Counter()
         for t in [text] if isinstance(text, str) else text:
             for part in specials_re.split(well_formed(t))[::2] if specials_re else [well_formed(t)]:
-                counts.update(split_text(tok._split_re, part, tok._covers_all))
-        return cls(learn_merges(counts, n_merges, progress), tok.pattern, special_tokens)
+                counts.update(self.chunks(part))
+        return counts
 
     # --- encoding ---------------------------------------------------------------------------------
     @property
@@ -304,13 +366,62 @@ class ByteBPETokenizer(Tokenizer):
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Text -> ids, with no special-token handling (the hot path)."""
-        chunks = split_text(self._split_re, well_formed(text), self._covers_all)
+        chunks = self.chunks(well_formed(text))
         if len(self._cache) > CACHE_LIMIT:
             self._cache.clear()
         return list(chain.from_iterable(map(self._cache.__getitem__, chunks)))
 
     def encode_batch(self, texts: Iterable[str], allowed_special: AllowedSpecial = "none") -> list[list[int]]:
         return [self.encode(t, allowed_special) for t in texts]
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """encode(text) as an array, built straight from the cached chunks (no list of ids in between)."""
+        chunks = self.chunks(well_formed(text))
+        if len(self._cache) > CACHE_LIMIT:
+            self._cache.clear()
+        ids = chain.from_iterable(map(self._cache.__getitem__, chunks))
+        return np.fromiter(ids, dtype=id_dtype(self.vocab_size))
+
+    def cut(self, text: str, near: int) -> int | None:
+        """The last place at or before `near` (else the first after it) where a text may be cut, SAFE_CUT's:
+        before a space that follows a non-space character, or after a newline between two. None when there
+        is none, or when the split pattern is a custom one (nothing is known about it)."""
+        if not self._covers_all or len(text) < 2:
+            return None
+        near = min(max(near, 1), len(text) - 1)
+        m = SAFE_CUT_BACK.search(text, 0, near + 1) or SAFE_CUT.search(text, near - 1)
+        return m.end() if m and 0 < m.end() < len(text) else None
+
+    def chunks(self, text: str) -> list[str]:
+        """The pre-tokenization chunks of a (well-formed) text: split_text(pattern, text), the reference, but
+        faster. With a known pattern, ASCII stretches go through its `re` twin (ASCII_PATTERNS), and only the
+        stretches around non-ASCII characters, from the SAFE_CUT place before them to the one after, through
+        `regex`; chunks are never changed by cutting there, so the result is the same list. (Text with more
+        than about one non-ASCII character in 100 goes through `regex` whole: short stretches cost more.)"""
+        ascii_re = self._ascii_re
+        if ascii_re is not None and text.isascii():
+            return ascii_re.findall(text)
+        if ascii_re is None or 100 * (len(text.encode("utf-8")) - len(text)) > len(text):
+            return split_text(self._split_re, text, self._covers_all)
+        return self._chunks_by_stretch(text)
+
+    def _chunks_by_stretch(self, text: str) -> list[str]:
+        """chunks() of a text with non-ASCII characters: `re` on the ASCII stretches, `regex` on the rest."""
+        ascii_re = self._ascii_re
+        assert ascii_re is not None
+        out: list[str] = []
+        pos, n = 0, len(text)
+        for m in NON_ASCII.finditer(text):
+            if m.start() < pos:
+                continue  # inside the last stretch already
+            left = SAFE_CUT_BACK.search(text, pos, m.start() + 1)
+            right = SAFE_CUT.search(text, m.end() - 1)
+            a, b = (left.end() if left else pos), (right.end() if right else n)
+            out += ascii_re.findall(text[pos:a])
+            out += self._split_re.findall(text[a:b])
+            pos = b
+        out += ascii_re.findall(text[pos:])
+        return out
 
     def _encode_chunk(self, chunk: str) -> tuple[int, ...]:
         """One chunk: start from bytes, then apply the earliest-learned merge present, until none applies."""

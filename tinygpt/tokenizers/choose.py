@@ -19,6 +19,24 @@ def bpe_cache_key(text: str, vocab_size: int, pattern: str) -> str:
     return h.hexdigest()[:24]
 
 
+def tokenizer_spec(spec: str, vocab_size: int | None = None) -> tuple[str, int | None]:
+    """Check what --tokenizer / --vocab_size ask for: ("char", None), ("bpe", its vocabulary size) or
+    ("file", None); a mistake is a one-line TokenizerError."""
+    if spec == "char":
+        if vocab_size:
+            raise TokenizerError("--vocab_size applies to BPE tokenizers only (a character vocabulary comes from the text)")
+        return "char", None
+    if spec == "bpe":
+        vocab_size = vocab_size or DEFAULT_BPE_VOCAB
+        if vocab_size <= 256:
+            raise TokenizerError(f"--vocab_size must be > 256 for a byte-level BPE (got {vocab_size})")
+        return "bpe", vocab_size
+    p = Path(spec)
+    if p.suffix == ".json" or p.exists():
+        return "file", None
+    raise TokenizerError(f"unknown tokenizer {spec!r}: use char, bpe or the path of a tokenizer .json file")
+
+
 def tokenizer_for_training(spec: str, train_text: str, vocab_size: int | None = None,
                            cache_dir: Path | None = None,
                            progress: Callable[[int, int], None] | None = None) -> tuple[Tokenizer, str]:
@@ -27,14 +45,11 @@ def tokenizer_for_training(spec: str, train_text: str, vocab_size: int | None = 
     A BPE tokenizer is trained on `train_text` (the training split only, so validation stays unseen) and
     cached under cache_dir keyed by a hash of the text, the vocabulary size and the split pattern.
     """
-    if spec == "char":
-        if vocab_size:
-            raise TokenizerError("--vocab_size applies to BPE tokenizers only (a character vocabulary comes from the text)")
+    kind, vocab_size = tokenizer_spec(spec, vocab_size)
+    if kind == "char":
         return CharTokenizer.train(train_text), "built a character vocabulary from the training split"
-    if spec == "bpe":
-        vocab_size = vocab_size or DEFAULT_BPE_VOCAB
-        if vocab_size <= 256:
-            raise TokenizerError(f"--vocab_size must be > 256 for a byte-level BPE (got {vocab_size})")
+    if kind == "bpe":
+        assert vocab_size is not None
         path = None
         if cache_dir is not None:
             path = cache_dir / f"bpe-{bpe_cache_key(train_text, vocab_size, 'gpt2')}.json"
@@ -47,7 +62,4 @@ def tokenizer_for_training(spec: str, train_text: str, vocab_size: int | None = 
         if path is not None:
             tok.save(path)
         return tok, f"trained a BPE tokenizer ({tok.vocab_size} tokens) on the training split"
-    p = Path(spec)
-    if p.suffix == ".json" or p.exists():
-        return load_tokenizer(p), f"loaded the tokenizer {p}"
-    raise TokenizerError(f"unknown tokenizer {spec!r}: use char, bpe or the path of a tokenizer .json file")
+    return load_tokenizer(spec), f"loaded the tokenizer {spec}"

@@ -1,16 +1,19 @@
 // tinygpt serve: the playground and inspector page. It talks only to the server that sent it:
-// GET /v1/models, POST /inspect/tokenize, POST /v1/completions (streamed, with logprobs), POST /inspect/step.
+// GET /v1/models, POST /inspect/tokenize, POST /v1/completions or, for a chat run, POST /v1/chat/completions
+// (streamed, with logprobs), POST /inspect/step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const state = {
   runs: [],          // GET /v1/models entries
   run: null,         // the chosen one
+  mode: "text",      // "chat" for a chat run: a conversation instead of a prompt to continue
   promptIds: [],     // what the run reads for the prompt
   promptTexts: [],
   tokens: [],        // generated: {id, text, logprob, top: [[text, logprob], ...] | null, branched}
+  chat: {messages: [], dropped: 0},  // messages: {role, content}; a reply also {promptIds, tokens} as above
   controller: null,  // aborts the running stream
-  selected: null,    // index of the token being inspected
+  selected: null,    // the token being inspected (one of state.tokens, or of a reply's tokens)
   inspected: null,   // its /inspect/step answer
 };
 
@@ -49,6 +52,49 @@ async function post(path, body, signal) {
 
 function showError(msg) { $("error").textContent = msg || ""; }
 
+// a streamed response's server-sent events: onChunk(parsed JSON) for each, up to `data: [DONE]`
+async function readEvents(response, onChunk) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const {value, done} = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, {stream: true});
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      if (!event.startsWith("data: ")) continue;
+      const data = event.slice(6);
+      if (data === "[DONE]") continue;
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new Error(chunk.error.message);
+      onChunk(chunk);
+    }
+  }
+}
+
+// a token of the output or of a reply, coloured by its probability; hover: its candidates; click: look inside
+function tokenSpan(t, i, source, cls) {
+  const p = t.logprob === null ? 0 : Math.exp(t.logprob);
+  const span = el("span", {class: cls + (t === state.selected ? " selected" : "") + (t.branched ? " branched" : ""),
+                           style: `background:${probColor(p)}`, "data-index": i, "data-id": t.id},
+                  t.text === "" ? "∅" : t.text);
+  span.addEventListener("mouseenter", (ev) => showTooltip(ev, t, i));
+  span.addEventListener("mousemove", moveTooltip);
+  span.addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
+  span.addEventListener("click", () => inspect(source, i));
+  return span;
+}
+
+// the running request's Stop, and the buttons that start one
+function busy(controller) {
+  state.controller = controller;
+  $("stop").disabled = !controller;
+  $("generate").disabled = $("send").disabled = !!controller;
+}
+
 // --- runs and settings ----------------------------------------------------------------------------
 
 async function loadRuns() {
@@ -61,9 +107,13 @@ async function loadRuns() {
 }
 
 function chooseRun(name) {
+  if (state.controller) state.controller.abort();
   const before = state.run && state.run.tinygpt.example;
   state.run = state.runs.find((m) => m.id === name);
   const d = state.run.tinygpt;
+  state.mode = d.chat ? "chat" : "text";
+  for (const id of ["text-mode", "text-output", "generate", "branch-note"]) $(id).hidden = state.mode === "chat";
+  $("chat-mode").hidden = state.mode !== "chat";
   $("run-info").textContent = `${d.kind} run · ${d.model}, ${d.n_layer} layer(s) × ${d.n_head} head(s) · ` +
     `${d.tokenizer} tokenizer, ${d.vocab_size} tokens · window ${d.block_size} · ${d.checkpoint}` +
     (d.step !== null && d.step !== undefined ? ` (step ${d.step})` : "");
@@ -74,9 +124,10 @@ function chooseRun(name) {
   setSlider("top_k", 0);
   setSlider("top_p", 1);
   $("max_tokens").max = Math.min(512, d.max_tokens);
-  setSlider("max_tokens", Math.min(d.max_tokens, d.kind === "task" ? d.default_max_tokens : 64));
+  setSlider("max_tokens", Math.min(d.max_tokens, d.kind === "text" ? 64 : d.default_max_tokens));
   clearOutput();
-  tokenizePrompt();
+  resetChat();
+  if (state.mode === "text") tokenizePrompt(); else showError("");
 }
 
 function setSlider(id, value) { $(id).value = value; showSlider(id); }
@@ -123,30 +174,25 @@ async function tokenizePrompt() {
 
 function clearOutput() {
   state.tokens = [];
-  state.selected = null;
+  clearInspection();
   renderOutput();
-  $("inspect").hidden = true;
-  $("inspect-empty").hidden = false;
   $("status").textContent = "";
 }
 
+function clearInspection() {
+  state.selected = null;
+  $("inspect").hidden = true;
+  $("inspect-empty").hidden = false;
+}
+
 function renderOutput() {
-  const out = $("output");
   const sep = wordTokens() ? " " : "";
   const parts = [el("span", {class: "prompt"}, state.promptTexts.join(sep) + sep)];
   state.tokens.forEach((t, i) => {
-    const p = t.logprob === null ? 0 : Math.exp(t.logprob);
-    const cls = "tok gen" + (i === state.selected ? " selected" : "") + (t.branched ? " branched" : "");
-    const span = el("span", {class: cls, style: `background:${probColor(p)}`, "data-index": i, "data-id": t.id},
-                    t.text === "" ? "∅" : t.text);
-    span.addEventListener("mouseenter", (ev) => showTooltip(ev, i));
-    span.addEventListener("mousemove", moveTooltip);
-    span.addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
-    span.addEventListener("click", () => inspect(i));
-    parts.push(span);
+    parts.push(tokenSpan(t, i, state, "tok gen"));
     if (sep) parts.push(el("span", {class: "sep"}, sep));
   });
-  out.replaceChildren(...parts);
+  $("output").replaceChildren(...parts);
 }
 
 async function generate(prefix = []) {
@@ -156,9 +202,7 @@ async function generate(prefix = []) {
   if (!prefix.length) clearOutput();
   const s = settings();
   const controller = new AbortController();
-  state.controller = controller;
-  $("stop").disabled = false;
-  $("generate").disabled = true;
+  busy(controller);
   const started = performance.now();
   let n = 0, finish = null;
   const body = {model: state.run.id, prompt: state.promptIds.concat(prefix.map((t) => t.id)),
@@ -166,51 +210,120 @@ async function generate(prefix = []) {
                 top_k: s.top_k, top_p: s.top_p, seed: s.seed, stream: true, logprobs: 5};
   try {
     const r = await post("/v1/completions", body, controller.signal);
-    const reader = r.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const {value, done} = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, {stream: true});
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        if (!event.startsWith("data: ")) continue;
-        const data = event.slice(6);
-        if (data === "[DONE]") continue;
-        const chunk = JSON.parse(data);
-        if (chunk.error) throw new Error(chunk.error.message);
-        for (const c of chunk.choices) {
-          if (c.finish_reason) finish = c.finish_reason;
-          const lp = c.logprobs;
-          if (!lp) continue;
-          lp.tokens.forEach((text, k) => {
-            state.tokens.push({id: lp.token_ids[k], text, logprob: lp.token_logprobs[k],
-                               top: Object.entries(lp.top_logprobs[k] || {})});
-            n++;
-          });
-        }
-        renderOutput();
+    await readEvents(r, (chunk) => {
+      for (const c of chunk.choices) {
+        if (c.finish_reason) finish = c.finish_reason;
+        const lp = c.logprobs;
+        if (!lp) continue;
+        lp.tokens.forEach((text, k) => {
+          state.tokens.push({id: lp.token_ids[k], text, logprob: lp.token_logprobs[k],
+                             top: Object.entries(lp.top_logprobs[k] || {})});
+          n++;
+        });
       }
-    }
-    const secs = (performance.now() - started) / 1000;
-    $("status").textContent = `${n} token(s) in ${secs.toFixed(2)} s` +
-      (finish ? ` · ended by ${finish === "stop" ? "the end of the text" : "max tokens"}` : "");
+      renderOutput();
+    });
+    showDone(n, started, finish, "the end of the text");
   } catch (e) {
     if (e.name !== "AbortError") showError(e.message); else $("status").textContent = "stopped";
   } finally {
-    if (state.controller === controller) state.controller = null;
-    $("stop").disabled = true;
-    $("generate").disabled = false;
+    if (state.controller === controller) busy(null);
+  }
+}
+
+function showDone(n, started, finish, end) {
+  const secs = (performance.now() - started) / 1000;
+  $("status").textContent = `${n} token(s) in ${secs.toFixed(2)} s` +
+    (finish ? ` · ended by ${finish === "stop" ? end : "max tokens"}` : "");
+}
+
+// --- chat: a conversation with a chat run ---------------------------------------------------------
+
+function resetChat() {
+  if (state.controller && state.mode === "chat") state.controller.abort();
+  state.chat = {messages: [], dropped: 0};
+  clearInspection();
+  renderChat();
+  $("status").textContent = "";
+}
+
+function renderChat() {
+  const sep = wordTokens() ? " " : "";
+  const {messages, dropped} = state.chat;
+  $("chat").replaceChildren(...messages.map((m, k) => {
+    const cls = `msg ${m.role}` + (k < dropped ? " dropped" : "") + (m.pending ? " pending" : "");
+    const title = k < dropped ? "no longer in the model's window: it did not read this" : "";
+    if (m.role !== "assistant" || !m.tokens.length) {
+      const empty = m.role === "assistant" && !m.pending && !m.content;
+      return el("div", {class: cls + (empty ? " muted" : ""), title}, empty ? "(it ended its turn at once)" : m.content);
+    }
+    const parts = [];
+    m.tokens.forEach((t, i) => {
+      if (i && sep) parts.push(sep);
+      parts.push(tokenSpan(t, i, m, "tok"));
+    });
+    return el("div", {class: cls, title}, ...parts);
+  }));
+  $("chat-note").textContent = dropped ? `the oldest ${dropped} message(s) no longer fit in the model's window of ` +
+    `${state.run.tinygpt.block_size} tokens; it did not read them` : "";
+  $("chat").scrollTop = $("chat").scrollHeight;
+}
+
+async function send() {
+  const text = $("message").value.trim();
+  if (!text || state.controller) return;
+  showError("");
+  const system = $("system").value.trim();
+  const history = state.chat.messages.map((m) => ({role: m.role, content: m.content}));
+  const messages = (system ? [{role: "system", content: system}] : []).concat(history, [{role: "user", content: text}]);
+  const user = {role: "user", content: text};
+  const reply = {role: "assistant", content: "", promptIds: [], tokens: [], pending: true};
+  state.chat.messages.push(user, reply);
+  $("message").value = "";
+  renderChat();
+  const s = settings();
+  const controller = new AbortController();
+  busy(controller);
+  const started = performance.now();
+  let finish = null;
+  const body = {model: state.run.id, messages, max_tokens: s.max_tokens, temperature: s.temperature,
+                top_k: s.top_k, top_p: s.top_p, seed: s.seed, stream: true, logprobs: true, top_logprobs: 5};
+  try {
+    const r = await post("/v1/chat/completions", body, controller.signal);
+    await readEvents(r, (chunk) => {
+      if (chunk.tinygpt) {
+        reply.promptIds = chunk.tinygpt.prompt_ids;
+        state.chat.dropped = chunk.tinygpt.dropped_messages;
+      }
+      for (const c of chunk.choices) {
+        if (c.finish_reason) finish = c.finish_reason;
+        reply.content += c.delta.content || "";
+        for (const t of (c.logprobs && c.logprobs.content) || []) {
+          reply.tokens.push({id: t.token_id, text: t.token, logprob: t.logprob,
+                             top: t.top_logprobs.map((x) => [x.token, x.logprob])});
+        }
+      }
+      renderChat();
+    });
+    showDone(reply.tokens.length, started, finish, "the end of the reply");
+  } catch (e) {
+    if (e.name === "AbortError") {
+      $("status").textContent = "stopped";
+    } else {  // nothing was said: the message goes back into the box
+      state.chat.messages.splice(state.chat.messages.indexOf(user), 2);
+      $("message").value = text;
+      showError(e.message);
+    }
+  } finally {
+    reply.pending = false;
+    if (state.controller === controller) busy(null);
+    renderChat();
   }
 }
 
 // --- hover: the candidates of a token -------------------------------------------------------------
 
-function showTooltip(ev, i) {
-  const t = state.tokens[i];
+function showTooltip(ev, t, i) {
   const rows = (t.top || []).map(([text, lp]) => {
     const p = lp === null ? 0 : Math.exp(lp);
     return el("tr", {style: text === t.text ? "font-weight:bold" : ""},
@@ -233,25 +346,26 @@ function moveTooltip(ev) {
 
 // --- click: look inside one step ------------------------------------------------------------------
 
-async function inspect(i) {
-  state.selected = i;
-  renderOutput();
+// source: what the token was generated from ({promptIds, tokens}: the page's state, or a reply in the chat)
+async function inspect(source, i) {
+  const t = source.tokens[i];
+  state.selected = t;
+  if (state.mode === "chat") renderChat(); else renderOutput();
   const s = settings();
   try {
-    const r = await post("/inspect/step", {model: state.run.id, prompt: state.promptIds,
-                                           tokens: state.tokens.slice(0, i).map((t) => t.id),
-                                           token: state.tokens[i].id, temperature: s.temperature,
+    const r = await post("/inspect/step", {model: state.run.id, prompt: source.promptIds,
+                                           tokens: source.tokens.slice(0, i).map((x) => x.id),
+                                           token: t.id, temperature: s.temperature,
                                            top_k: s.top_k, top_p: s.top_p});
     state.inspected = await r.json();
-    renderInspection(i, state.inspected);
+    renderInspection(t, i, state.inspected);
     showError("");
   } catch (e) { showError(e.message); }
 }
 
-function renderInspection(i, v) {
+function renderInspection(t, i, v) {
   $("inspect-empty").hidden = true;
   $("inspect").hidden = false;
-  const t = state.tokens[i];
   $("step-title").textContent = `Step ${i + 1}: ${visible(t.text)}  ·  the model read positions ` +
     `${v.window[0]}–${v.window[1] - 1} (${v.context.length} tokens)`;
   renderCandidates(i, v.candidates, t.id);
@@ -273,8 +387,9 @@ function renderCandidates(i, c, chosen) {
       el("td", {class: "piece"}, (id === chosen ? "▶ " : "") + visible(piece.get(id))),
       el("td", {}, el("span", {class: "bar grey", style: `width:${p * 120}px`}), " ", fmt(p)),
       el("td", {}, el("span", {class: "bar blue", style: `width:${q * 120}px`}), " ", fmt(q)),
-      el("td", {}, el("button", {type: "button", title: "continue from this token", class: "branch",
-                                 onclick: () => branch(i, id, c.texts[String(id)], p)}, "↳")));
+      el("td", {}, state.mode === "chat" ? "" :  // branching continues the text: the text mode's
+        el("button", {type: "button", title: "continue from this token", class: "branch",
+                      onclick: () => branch(i, id, c.texts[String(id)], p)}, "↳")));
   });
   $("candidates").replaceChildren(el("tr", {}, el("th", {}, "token"), el("th", {}, "model"),
                                      el("th", {}, `sampled (${c.kept} kept)`), el("th", {}, "")), ...rows);
@@ -367,4 +482,7 @@ $("prompt").addEventListener("input", () => { clearTimeout(tokenizeTimer); token
 $("prompt").addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) generate(); });
 $("generate").addEventListener("click", () => generate());
 $("stop").addEventListener("click", () => { if (state.controller) state.controller.abort(); });
+$("send").addEventListener("click", send);
+$("reset").addEventListener("click", resetChat);
+$("message").addEventListener("keydown", (ev) => { if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); send(); } });
 loadRuns().catch((e) => showError(`could not list the runs: ${e.message}`));
