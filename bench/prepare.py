@@ -10,7 +10,7 @@ replaced by a random one, so that, like real text, it keeps meeting words it has
 cache misses and its training counts grow as they would). It is written to --dir (default: the system's
 temporary folder) and deleted at the end, with everything else the benchmark wrote.
 
-Memory is sampled every 50 ms over the process and its children (the workers): the peak of the summed
+Memory is sampled every 200 ms over the process and its children (the workers): the peak of the summed
 RSS (an upper bound: forked workers share their parent's pages, each counted again) and of the summed
 PSS (shared pages divided among the processes sharing them: the memory the whole job really holds).
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -84,10 +85,12 @@ def memory_kb(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
-def run(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+def run(args: list[str], env: dict[str, str], memory: bool = True) -> dict[str, Any]:
     """Run `python -m tinygpt ARGS`: its wall time, the peaks of its processes' summed RSS and PSS (GB), and
-    when training started (its "training on ..." line on stderr), seconds after the command was started."""
-    t0 = time.perf_counter()
+    when training started (its "training on ..." line on stderr), seconds after the command was started.
+    memory=False samples nothing: reading /proc/PID/smaps_rollup takes the process's memory-map lock and
+    slows down a start-up (imports map many files) measurably, so start times are taken without it."""
+    t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([sys.executable, "-m", "tinygpt", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
@@ -104,17 +107,20 @@ def run(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     reader.start()
     rss = pss = 0
     while proc.poll() is None:
-        sizes = [memory_kb(p) for p in tree(proc.pid)]
-        rss, pss = max(rss, sum(s[0] for s in sizes)), max(pss, sum(s[1] for s in sizes))
-        time.sleep(0.05)
+        if memory:
+            sizes = [memory_kb(p) for p in tree(proc.pid)]
+            rss, pss = max(rss, sum(s[0] for s in sizes)), max(pss, sum(s[1] for s in sizes))
+        time.sleep(0.2 if memory else 0.01)
     secs = time.perf_counter() - t0
     out = proc.stdout.read() if proc.stdout else ""
     reader.join()
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command and its workers, once they are waited for
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     err = "".join(lines)
     if proc.returncode:
         sys.exit(f"tinygpt {' '.join(args)} failed (exit {proc.returncode}):\n{err}")
-    return {"secs": secs, "start": started[0] if started else None, "rss_gb": rss / 1e6, "pss_gb": pss / 1e6,
-            "stdout": out, "stderr": err}
+    return {"secs": secs, "cpu": cpu, "start": started[0] if started else None, "rss_gb": rss / 1e6,
+            "pss_gb": pss / 1e6, "stdout": out, "stderr": err}
 
 
 def main() -> int:
@@ -138,26 +144,29 @@ def main() -> int:
         mb = text.stat().st_size / 1e6
         print(f"made {text} ({mb:,.0f} MB) in {time.perf_counter() - t0:.0f} s; {os.cpu_count()} cores")
 
+        load = os.getloadavg()[0]
         r = run(["prepare", "--data", str(text), "--out", str(tmp / "data"), *tok, *workers, "--quiet"], env)
         meta = json.loads((tmp / "data" / "meta.json").read_text())
         print(f"prepare ({args.tokenizer}{', vocab ' + str(args.vocab_size) if args.tokenizer == 'bpe' else ''}): "
-              f"{r['secs']:.1f} s, {mb / r['secs']:.1f} MB/s; peak memory {r['pss_gb']:.2f} GB PSS "
-              f"({r['rss_gb']:.2f} GB summed RSS); {meta['tokens']['train'] + meta['tokens']['val']:,} tokens")
+              f"{r['secs']:.1f} s, {mb / r['secs']:.1f} MB/s ({r['cpu']:.0f} CPU-seconds in all processes); "
+              f"peak memory {r['pss_gb']:.2f} GB PSS ({r['rss_gb']:.2f} GB summed RSS); "
+              f"{meta['tokens']['train'] + meta['tokens']['val']:,} tokens")
+        print(f"  load average just before: {load:.1f} (other processes competing for the cores)")
         print(f"  tokenizer: {meta['tokenizer']['how']}")
-        r = run(["train", "--data", str(tmp / "data"), "--out", str(tmp / "run-dir"), *TINY], env)
+        r = run(["train", "--data", str(tmp / "data"), "--out", str(tmp / "run-dir"), *TINY], env, memory=False)
         print(f"train --data DATA_DIR: training started after {r['start']:.1f} s; one step, start to exit: "
-              f"{r['secs']:.1f} s (peak {r['pss_gb']:.2f} GB PSS)")
+              f"{r['secs']:.1f} s")
         shutil.rmtree(tmp / "data")
 
         if not args.no_cache_runs:
             r = run(["train", "--data", str(text), "--out", str(tmp / "run-1"), *tok, *TINY], env)
             print(f"train --data TEXT, first start (prepares into the cache), one step: {r['secs']:.1f} s "
                   f"({mb / r['secs']:.1f} MB/s in all; peak {r['pss_gb']:.2f} GB PSS, {r['rss_gb']:.2f} GB RSS)")
-            r = run(["train", "--data", str(text), "--out", str(tmp / "run-2"), *tok, *TINY], env)
+            r = run(["train", "--data", str(text), "--out", str(tmp / "run-2"), *tok, *TINY], env, memory=False)
             note = next((ln for ln in r["stderr"].splitlines() if "prepared copy" in ln), "")
             print(f"train --data TEXT, second start: training started after {r['start']:.1f} s; one step, start to "
                   f"exit: {r['secs']:.1f} s ({note.strip()})")
-        r = run(["--version"], env)
+        r = run(["--version"], env, memory=False)
         print(f"for comparison, `tinygpt --version` (Python and torch starting): {r['secs']:.1f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -87,6 +87,10 @@ def main(out: Path, text_file: Path) -> None:
         train(model_cfg, cfg, data, tok, out / "fsdp_stop", stop_when=stop_at_half)
         assert cli(["train", "--fsdp", "--data", str(text_file), "--out", str(out / "cli"), *CLI_FLAGS]) == 0
     finally:
+        # the runs' models (FSDP's hold the group and its pending work) go first, while the interpreter is whole:
+        # left to its shutdown, gloo's threads can abort the process after everything succeeded
+        import gc
+        gc.collect()
         dist.destroy_process_group()
 
 

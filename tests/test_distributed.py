@@ -45,7 +45,8 @@ def _torchrun(args: list[str], cwd: Path) -> str:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
-    assert proc.returncode == 0, stderr[-3000:]  # the end of torchrun's output names the failing rank and why
+    first = stderr.find("Traceback")  # the failing rank's own traceback, then torchrun's summary
+    assert proc.returncode == 0, (stderr[first:first + 4000] if first >= 0 else "") + stderr[-1500:]
     return stderr
 
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from conftest import TINY_FLAGS
 from faultkit import only_line
 import tinygpt.prepare as prep
+import tinygpt.prepare_cache as prep_cache
 from tinygpt.data import DataError, TextData, read_text, split_text, text_digest
 from tinygpt.prepare import _pieces, is_prepared, open_prepared, prepare, prepared_tokenizer, read_meta
 from tinygpt.tokenizers import ByteBPETokenizer, CharTokenizer, load_tokenizer
@@ -39,6 +40,12 @@ def mixed_text(n_words: int, seed: int = 0) -> str:
 @pytest.fixture(scope="module")
 def text() -> str:
     return mixed_text(6000)
+
+
+@pytest.fixture(scope="module")
+def short() -> str:
+    """A text for training runs: their evaluations read all of its validation split."""
+    return mixed_text(1500, seed=5)
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +86,16 @@ def test_prepared_ids_equal_textdata(tmp_path, text, kind, workers):
     assert meta["sources"] == [{"path": str((tmp_path / "t.txt").resolve()), "bytes": len(raw),
                                 "sha256": hashlib.sha256(raw).hexdigest()}]
     assert meta["dtype"] == "uint16" and meta["tokens"]["train"] == (tmp_path / "d/train.bin").stat().st_size // 2
+
+
+def test_a_vocabulary_over_65536_is_stored_as_uint32(tmp_path):
+    rng = random.Random(0)
+    text = "".join(chr(0x10000 + rng.randrange(70_000)) for _ in range(400_000))
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    meta = prepare(tmp_path / "t.txt", tmp_path / "d", "char", workers=1, piece_chars=50_000)
+    tok = prepared_tokenizer(tmp_path / "d")
+    assert tok.vocab_size > 1 << 16 and meta["dtype"] == "uint32"
+    assert_same(open_prepared(tmp_path / "d", 8), reference(text, tok))
 
 
 def test_a_given_tokenizer_and_the_gpt4_pattern(tmp_path, text):
@@ -248,6 +265,12 @@ def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path, cli, case):
     assert not (tmp_path / "out").exists() or (not (tmp_path / "out" / "d").exists() and no_leftovers(tmp_path / "out"))
 
 
+def test_help_says_what_bpe_learns_from(cli):
+    code, out, _ = cli("prepare", "--help")
+    assert code == 0 and out.startswith("usage: tinygpt prepare ")
+    assert f"up to {prep.BPE_SAMPLE_CHARS >> 20} Mi characters" in " ".join(out.split())
+
+
 def test_prepare_refuses_an_existing_out_and_bad_settings(tmp_path, cli, text):
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
     (tmp_path / "d").mkdir()
@@ -298,8 +321,8 @@ def config(run: Path) -> dict:
     return json.loads((run / "latest" / "config.json").read_text())
 
 
-def test_train_from_a_prepared_directory_resume_and_eval(tmp_path, cli, text):
-    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+def test_train_from_a_prepared_directory_resume_and_eval(tmp_path, cli, short):
+    (tmp_path / "t.txt").write_text(short, encoding="utf-8")
     code, out, err = cli("prepare", "--data", tmp_path / "t.txt", "--out", tmp_path / "d", "--quiet")
     assert code == 0 and "training and" in out, err
     run = tmp_path / "run"
@@ -307,7 +330,7 @@ def test_train_from_a_prepared_directory_resume_and_eval(tmp_path, cli, text):
     assert code == 0, err
     assert f"the prepared directory {tmp_path / 'd'}" in err
     cfg = config(run)
-    assert cfg["data"] == str((tmp_path / "d").resolve()) and cfg["data_sha256"] == text_digest(text)
+    assert cfg["data"] == str((tmp_path / "d").resolve()) and cfg["data_sha256"] == text_digest(short)
     code, _, err = cli("train", "--out", run, "--resume", "--max_iters=6", "--quiet")
     assert code == 0 and config(run)["step"] == 6, err
     # the same loss, read from the prepared val.bin or encoded from the text
@@ -322,15 +345,15 @@ def test_train_from_a_prepared_directory_resume_and_eval(tmp_path, cli, text):
     assert code == 2 and "brings its own tokenizer" in only_line(err)
     code, _, err = cli("train", "--data", tmp_path / "d", "--out", tmp_path / "r2", "--val_fraction=0.2", *TINY_FLAGS)
     assert code == 2 and "prepared with val_fraction 0.1" in only_line(err)
-    (tmp_path / "u.txt").write_text(mixed_text(6000, seed=9), encoding="utf-8")
+    (tmp_path / "u.txt").write_text(mixed_text(1500, seed=9), encoding="utf-8")
     assert cli("prepare", "--data", tmp_path / "u.txt", "--out", tmp_path / "e", "--quiet")[0] == 0
     code, _, err = cli("train", "--out", run, "--resume", "--data", tmp_path / "e", "--max_iters=8", "--quiet")
     assert code == 2 and "is not the text this run was trained on" in err
 
 
-def test_resume_from_text_onto_its_prepared_copy(tmp_path, cli, text):
+def test_resume_from_text_onto_its_prepared_copy(tmp_path, cli, short):
     """A run trained on a text in memory resumes on the same text prepared: the fingerprints agree."""
-    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "t.txt").write_text(short, encoding="utf-8")
     run = tmp_path / "run"
     assert cli("train", "--data", tmp_path / "t.txt", "--out", run, "--max_iters=2", *TINY_FLAGS)[0] == 0
     prepare(tmp_path / "t.txt", tmp_path / "d", load_tokenizer(run / "latest" / "tokenizer.json"), workers=1)
@@ -342,7 +365,7 @@ def test_resume_from_text_onto_its_prepared_copy(tmp_path, cli, text):
 
 
 def test_a_large_text_is_prepared_once_into_the_cache(tmp_path, cli, text, monkeypatch):
-    monkeypatch.setattr(prep, "AUTO_PREPARE_BYTES", 1)  # every text counts as large
+    monkeypatch.setattr(prep_cache, "AUTO_PREPARE_BYTES", 1)  # every text counts as large
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
     flags = ["--tokenizer", "bpe", "--vocab_size", "300", "--max_iters=2", *TINY_FLAGS]
     code, _, err = cli("train", "--data", tmp_path / "t.txt", "--out", tmp_path / "r1", *flags)
@@ -353,8 +376,8 @@ def test_a_large_text_is_prepared_once_into_the_cache(tmp_path, cli, text, monke
     def no(*args, **kwargs):
         raise AssertionError("the second start read the text again")
 
-    monkeypatch.setattr(prep, "scan", no)
-    monkeypatch.setattr(prep, "prepare", no)
+    monkeypatch.setattr(prep_cache, "scan", no)
+    monkeypatch.setattr(prep_cache, "prepare", no)
     code, _, err = cli("train", "--data", tmp_path / "t.txt", "--out", tmp_path / "r2", *flags)
     assert code == 0 and f"read from its prepared copy {entry} (found in the cache)" in err, err
     cfg = config(tmp_path / "r2")

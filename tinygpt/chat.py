@@ -328,6 +328,12 @@ def fit_window(tok: ChatTokenizer, messages: Sequence[Message], block_size: int,
     return ids, dropped
 
 
+def reply_budget(prompt_len: int, block_size: int, max_new_tokens: int) -> int:
+    """How many tokens a reply may take: max_new_tokens, but never so many that the window would slide (the
+    conversation's start must stay in view). reply_budget(20, 24, 100) == 5."""
+    return max(1, min(max_new_tokens, block_size - prompt_len + 1))
+
+
 class ChatSession:
     """A running conversation: the history, and replies that keep it within the model's window.
 
@@ -362,7 +368,7 @@ class ChatSession:
         """Stream the reply to `user`; the history is updated once the reply is complete."""
         ids = self.prompt(user)
         block = self.model.config.block_size
-        n = max(1, min(self.max_new_tokens, block - len(ids) + 1))  # never slide: the start must stay in view
+        n = reply_budget(len(ids), block, self.max_new_tokens)
         ends = list(self.tokenizer.special_ids.values())  # <|end|>, or a turn the model should not write
         dec = Decoder(self.model, ids, eos_ids=ends)
         tokens = (int(t[0]) for _, t in dec.generate(n, temperature, top_k, top_p, seed))
@@ -375,5 +381,5 @@ class ChatSession:
 
 
 __all__ = ["answer_turns", "ChatData", "ChatError", "ChatSession", "Conversation", "LOSS_ON", "Message", "chat_tokenizer", "evaluate_chat", "fit_window", "pack",
-           "is_chat_file", "parse_conversation", "read_conversations", "render", "reply_turns", "score_replies",
+           "is_chat_file", "parse_conversation", "read_conversations", "render", "reply_budget", "reply_turns", "score_replies",
            "split_conversations"]

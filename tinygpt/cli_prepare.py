@@ -13,7 +13,8 @@ UNITS = {"reading": "B", "vocabulary": "char", "counting": "char", "merges": "me
 
 def add_prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `prepare`; it sets args.func(args)."""
-    from .prepare import AUTO_PREPARE_BYTES, BPE_SAMPLE_CHARS
+    from .prepare import BPE_SAMPLE_CHARS
+    from .prepare_cache import AUTO_PREPARE_BYTES
 
     p = subparsers.add_parser(
         "prepare", help="tokenize a corpus once into a directory that tinygpt train reads memory-mapped",

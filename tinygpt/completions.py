@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .api import APIError
-from .chat import ChatError, fit_window, parse_conversation
+from .chat import ChatError, fit_window, parse_conversation, reply_budget
 from .config import DEFAULT_TEMPERATURE
 from .decoder import Decoder
 from .generate import end_of_text_id, text_pieces
@@ -162,7 +162,7 @@ def chat_prompt(run: ServedRun, messages: Sequence[dict[str, str]], max_tokens: 
         ids, dropped = fit_window(run.subject.tokenizer, conversation.messages, block, max_tokens)
     except ChatError as e:
         raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
-    return ChatPrompt(ids, dropped, max(1, min(max_tokens, block - len(ids) + 1)))
+    return ChatPrompt(ids, dropped, reply_budget(len(ids), block, max_tokens))
 
 
 def token_bytes(tok: Tokenizer, i: int) -> bytes:

@@ -121,3 +121,7 @@ class TextData:
 
     def tokens_per_byte(self, split: str) -> float:
         return len(self.split(split)) / self.bytes[split]
+
+
+__all__ = ["DataError", "IGNORE_INDEX", "BatchSource", "ScoredSource", "TextData", "load_text", "read_text",
+           "split_point", "split_text", "text_digest", "to_array"]

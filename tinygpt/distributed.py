@@ -63,6 +63,8 @@ def teardown(world: World) -> None:
     shutdown and abort the process after training succeeded ("terminate called without an active exception")."""
     global _joined
     if world.enabled and _joined and dist.is_initialized():
+        import gc
+        gc.collect()  # models left over (FSDP's hold the group) go now, not during the interpreter's shutdown
         dist.destroy_process_group()
         _joined = False
 

@@ -1,5 +1,5 @@
 """Prepared data: a source tokenized once, in parallel and in bounded memory, into a directory that training
-reads memory-mapped; and the cache that prepares large texts for `tinygpt train` automatically.
+reads memory-mapped (prepare_cache.py prepares large texts for `tinygpt train` by itself).
 
     DATA_DIR/train.bin  val.bin    the ids of each split, uint16 (or uint32 for vocabularies over 65,536),
                                    as TextData holds them in memory
@@ -26,11 +26,9 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 import signal
 import warnings
 from collections import Counter, deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
@@ -49,7 +47,6 @@ META = "meta.json"
 SPLITS = ("train", "val")
 PIECE_CHARS = 4 << 20  # characters per piece sent to a worker
 BPE_SAMPLE_CHARS = 256 << 20  # a BPE tokenizer learns from at most about this much of the training split
-AUTO_PREPARE_BYTES = 64 << 20  # `tinygpt train --data` prepares (and caches) sources of this size and more
 
 Progress = Callable[[str, int, int], None]  # progress(stage, done, total)
 TokenizerChoice = Union[str, Tokenizer]  # "char", "bpe", a tokenizer .json file, or a tokenizer object
@@ -80,8 +77,7 @@ def scan(path: str | Path, text_field: str = "text", progress: Progress | None =
         unseen = data.translate(None, seen_ascii)  # usually just the non-ASCII characters, or nothing
         if unseen:
             new = set(unseen.decode("utf-8")) - first_seen.keys()
-            for c in new:
-                first_seen[c] = chars + block.find(c)
+            first_seen.update((c, chars + at) for c, at in _first_indices(block, new).items())
             seen_ascii += bytes(ord(c) for c in new if c.isascii())
         chars += len(block)
         nbytes += len(data)
@@ -91,6 +87,25 @@ def scan(path: str | Path, text_field: str = "text", progress: Progress | None =
         progress("reading", total, total)
     return {"path": str(Path(path).resolve()), "text_field": text_field, "chars": chars, "bytes": nbytes,
             "text_sha256": h.hexdigest(), "sources": [hashes[f] for f in stream.files], "first_seen": first_seen}
+
+
+def tokenizer_choice(tokenizer: TokenizerChoice, vocab_size: int | None) -> tuple[TokenizerChoice, int | None]:
+    """--tokenizer / --vocab_size checked: ("char", None), ("bpe", its size), or a Tokenizer (given, or loaded
+    from the .json file named)."""
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer, vocab_size
+    kind, vocab_size = tokenizer_spec(tokenizer, vocab_size)
+    return (load_tokenizer(tokenizer) if kind == "file" else kind), vocab_size
+
+
+def _first_indices(text: str, chars: set[str]) -> dict[str, int]:
+    """Where each of `chars` first occurs in `text`: a search per character when they are few, else one sort
+    of all the text's code points (a text of thousands of distinct characters, such as Chinese)."""
+    if len(chars) <= 256:
+        return {c: text.find(c) for c in chars}
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    found, first = np.unique(codes, return_index=True)
+    return {c: at for c, at in zip(map(chr, found.tolist()), first.tolist()) if c in chars}
 
 
 def prepare(path: str | Path, out: str | Path, tokenizer: TokenizerChoice = "char", vocab_size: int | None = None,
@@ -108,10 +123,7 @@ def prepare(path: str | Path, out: str | Path, tokenizer: TokenizerChoice = "cha
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise DataError(f"{out} already exists; give --out a new directory")
-    if not isinstance(tokenizer, Tokenizer):
-        kind, vocab_size = tokenizer_spec(tokenizer, vocab_size)
-        if kind == "file":
-            tokenizer = load_tokenizer(tokenizer)
+    tokenizer, vocab_size = tokenizer_choice(tokenizer, vocab_size)
     workers = workers or default_workers()
     info = scanned or scan(path, text_field, progress)
     stream = TextStream(path, text_field)
@@ -173,7 +185,7 @@ def _tokenizer(choice: TokenizerChoice, vocab_size: int | None, stream: TextStre
     bar = (lambda done, total: progress("merges", done, total)) if progress else None
     tok = ByteBPETokenizer.train_from_counts(counts, vocab_size, progress=bar)
     where = "the training split" if every == 1 else \
-        f"a sample of the training split (every {every}th piece: {sampled:,} of {n_train:,} characters)"
+        f"a sample of the training split (one piece in {every}: {sampled:,} of its {n_train:,} characters)"
     return tok, f"trained a BPE tokenizer ({tok.vocab_size} tokens) on {where}"
 
 
@@ -330,124 +342,5 @@ def fingerprint(meta: dict[str, Any]) -> str:
     return meta["text"]["sha256"][:16]
 
 
-# --- what a training run reads ---------------------------------------------------------------------
-
-@dataclass
-class Prepared:
-    """Prepared data a run trains on: the directory, its tokenizer and meta, and what --data named."""
-
-    dir: Path
-    tokenizer: Tokenizer
-    meta: dict[str, Any]
-    data: Path  # the prepared directory itself, or the text that was prepared into the cache
-    note: str  # which directory the run reads, for the run's notes
-
-    def source(self, block_size: int) -> TextData:
-        return open_prepared(self.dir, block_size)
-
-
-def prepared_for_run(spec: str | Path, tokenizer: TokenizerChoice | None, vocab_size: int | None,
-                     val_fraction: float, progress: Progress | None = None) -> Prepared | None:
-    """What `tinygpt train --data spec` reads when that is prepared data: a prepared directory, or a source of
-    AUTO_PREPARE_BYTES or more, prepared into cache_dir("prepared") (or found there). None for a smaller
-    source, which a run reads into memory.
-
-    tokenizer: for a new run, what --tokenizer asked for (None: char); for a resumed run or one started from
-    other weights, the run's Tokenizer, which a prepared directory must have been made with.
-    """
-    from .cache import cache_dir
-    from .config import ConfigError
-    from .corpora import resolve_data
-
-    path = resolve_data(str(spec))
-    if is_prepared(path):
-        if isinstance(tokenizer, str) or vocab_size is not None:
-            raise ConfigError(f"{path} is prepared data: it brings its own tokenizer; drop --tokenizer / --vocab_size")
-        tok = prepared_tokenizer(path)
-        if isinstance(tokenizer, Tokenizer) and tok != tokenizer:
-            raise DataError(f"{path} was prepared with another tokenizer than the model's ({tok!r}, not "
-                            f"{tokenizer!r}); prepare the text again with --tokenizer set to the run's tokenizer.json")
-        return Prepared(path, tok, read_meta(path), path, f"data: the prepared directory {path}")
-    if not wants_preparing(path):
-        return None
-    entry, reused = prepare_cached(path, cache_dir("prepared"), tokenizer or "char", vocab_size,
-                                   val_fraction=val_fraction, progress=progress)
-    how = "found in the cache" if reused else "made now, and cached"
-    return Prepared(entry, prepared_tokenizer(entry), read_meta(entry), path,
-                    f"data: {path}, read from its prepared copy {entry} ({how})")
-
-
-# --- the cache of automatic preparations -----------------------------------------------------------
-
-def wants_preparing(path: str | Path) -> bool:
-    """Does `tinygpt train --data path` prepare the source (AUTO_PREPARE_BYTES of files or more)?"""
-    return TextStream(path).size() >= AUTO_PREPARE_BYTES
-
-
-def prepare_cached(path: str | Path, cache: Path, tokenizer: TokenizerChoice = "char", vocab_size: int | None = None,
-                   *, val_fraction: float = 0.1, workers: int | None = None,
-                   progress: Progress | None = None) -> tuple[Path, bool]:
-    """The prepared directory of the source at `path` with this tokenizer and split, from `cache` or made
-    there now. Returns (the directory, whether it was already there).
-
-    Entries are keyed by the text's sha256, the tokenizer and val_fraction. Finding one does not read the
-    text again: an index keyed by each file's path, size, modification time and first and last 64 KiB, and
-    by the tokenizer asked for ("char", "bpe" and a size, or the tokenizer itself), points to it.
-    """
-    if not isinstance(tokenizer, Tokenizer):
-        kind, vocab_size = tokenizer_spec(tokenizer, vocab_size)
-        if kind == "file":
-            tokenizer = load_tokenizer(tokenizer)
-    settings = {"tokenizer": _tokenizer_key(tokenizer, vocab_size), "val_fraction": val_fraction, "version": VERSION}
-    stamps = _file_stamps(path)
-    index = cache / "index" / f"{_digest({**settings, 'files': stamps})}.json"
-    try:
-        entry = cache / json.loads(index.read_text(encoding="utf-8"))["entry"]
-        if is_prepared(entry):
-            return entry, True
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # not indexed yet (or the index file is damaged): look by content
-    info = scan(path, progress=progress)
-    entry = cache / _digest({**settings, "text_sha256": info["text_sha256"]})
-    reused = is_prepared(entry)
-    if not reused:
-        if entry.exists():
-            shutil.rmtree(entry)  # an incomplete entry (its meta.json gone): ours to replace
-        try:
-            prepare(path, entry, tokenizer, vocab_size, val_fraction=val_fraction, workers=workers,
-                    progress=progress, scanned=info)
-        except OSError:
-            if not is_prepared(entry):  # else another process prepared the same entry meanwhile
-                raise
-    record = json.dumps({"entry": entry.name, "source": info["path"]})
-    write_text(index, record)
-    made_with = {**settings, "tokenizer": _tokenizer_key(prepared_tokenizer(entry), None), "files": stamps}
-    write_text(cache / "index" / f"{_digest(made_with)}.json", record)  # found again by the tokenizer it made
-    return entry, reused
-
-
-def _tokenizer_key(tokenizer: TokenizerChoice, vocab_size: int | None) -> str:
-    if isinstance(tokenizer, Tokenizer):
-        return "tokenizer " + _digest({"type": tokenizer.kind, **tokenizer.to_dict()})
-    return f"{tokenizer} {vocab_size}"
-
-
-def _file_stamps(path: str | Path) -> list[list[Any]]:
-    stamps = []
-    for f in TextStream(path).files:
-        st = f.stat()
-        with open(f, "rb") as fh:
-            edges = hashlib.sha256(fh.read(1 << 16))
-            fh.seek(max(0, st.st_size - (1 << 16)))
-            edges.update(fh.read())
-        stamps.append([str(f.resolve()), st.st_size, st.st_mtime_ns, edges.hexdigest()])
-    return stamps
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()[:24]
-
-
-__all__ = ["AUTO_PREPARE_BYTES", "BPE_SAMPLE_CHARS", "Prepared", "fingerprint", "is_prepared", "open_prepared",
-           "prepare", "prepare_cached", "prepared_for_run", "prepared_tokenizer", "read_meta", "scan",
-           "wants_preparing"]
+__all__ = ["BPE_SAMPLE_CHARS", "fingerprint", "is_prepared", "open_prepared", "prepare", "prepared_tokenizer",
+           "read_meta", "scan", "tokenizer_choice"]

@@ -17,7 +17,8 @@ from typing import Any, Callable
 from .config import MODEL_KEYS, ConfigError, ModelConfig, TrainConfig, build_configs, parse_value
 from .data import BatchSource, TextData, load_text, split_text, text_digest
 from .chat import Conversation, split_conversations
-from .prepare import Prepared, Progress, fingerprint, prepared_for_run
+from .prepare import Progress, fingerprint
+from .prepare_cache import Prepared, prepared_for_run
 from .run import Run, RunError, kind_of
 from .tokenizers import ChatTokenizer, Tokenizer
 
@@ -67,7 +68,9 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
         raise ConfigError("--change_data applies only with --resume (a new run simply takes its --data)")
     if init_from is not None and resume:
         raise ConfigError("--init_from starts a new run from existing weights and --resume continues a run; use one")
-    Run(out).check_start(resume, overwrite)  # before any work: is --out usable as asked?
+    from .distributed import detect
+    if detect().master:  # before any work: is --out usable as asked? (under torchrun rank 0's question: it takes
+        Run(out).check_start(resume, overwrite)  # the lock, and another rank asking later would find it taken)
     if resume:
         if preset is not None:
             raise ConfigError("--preset does not apply to --resume (the run keeps its settings; override single keys)")

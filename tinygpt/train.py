@@ -92,6 +92,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
                      hooks or Hooks(), stop_when, resume, init_from)
         loop.probe = probe
         result = loop.run()
+        del loop  # its model goes before the process group does (an FSDP model holds the group and its work)
         distributed.barrier(world)  # leave together: a rank tearing down while another still saves can abort
         return result
     except BaseException:

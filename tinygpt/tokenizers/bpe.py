@@ -298,6 +298,7 @@ class ByteBPETokenizer(Tokenizer):
         for s, i in self.special_ids.items():
             self.id_to_bytes[i] = s.encode("utf-8")
         self._cache = _ChunkCache(self._encode_chunk)
+        self._packed = _ChunkCache(self._encode_packed)  # the same, as bytes of id_dtype, for encode_array
         self._special_res: dict[frozenset, regex.Pattern] = {}
 
     # --- training ---------------------------------------------------------------------------------
@@ -375,12 +376,11 @@ class ByteBPETokenizer(Tokenizer):
         return [self.encode(t, allowed_special) for t in texts]
 
     def encode_array(self, text: str) -> np.ndarray:
-        """encode(text) as an array, built straight from the cached chunks (no list of ids in between)."""
+        """encode(text) as a (read-only) array, joined from each chunk's cached bytes: no Python ints between."""
         chunks = self.chunks(well_formed(text))
-        if len(self._cache) > CACHE_LIMIT:
-            self._cache.clear()
-        ids = chain.from_iterable(map(self._cache.__getitem__, chunks))
-        return np.fromiter(ids, dtype=id_dtype(self.vocab_size))
+        if len(self._packed) > CACHE_LIMIT:
+            self._packed.clear()
+        return np.frombuffer(b"".join(map(self._packed.__getitem__, chunks)), dtype=id_dtype(self.vocab_size))
 
     def cut(self, text: str, near: int) -> int | None:
         """The last place at or before `near` (else the first after it) where a text may be cut, SAFE_CUT's:
@@ -434,6 +434,10 @@ class ByteBPETokenizer(Tokenizer):
                 break
             ids = merge_pair(ids, self.merges[new_id - 256], new_id)
         return tuple(ids)
+
+    def _encode_packed(self, chunk: str) -> bytes:
+        """One chunk's ids as the bytes of an id_dtype array: joining bytes beats converting Python ints."""
+        return np.array(self._encode_chunk(chunk), dtype=id_dtype(self.vocab_size)).tobytes()
 
     def _special_re(self, specials: frozenset) -> regex.Pattern:
         if specials not in self._special_res:
