@@ -417,3 +417,14 @@ def test_chat_in_a_terminal_streams_replies_and_takes_commands(cli, tmp_path, ba
         proc.kill()
         os.close(main)
     assert b"chatting with" in seen and b"/reset starts the conversation over" in seen
+
+
+def test_a_chat_model_can_start_from_nothing(cli, tmp_path):
+    """Conversations without --init_from: a character vocabulary from the training conversations' words, plus the
+    chat tokens; --chat reads a file whatever its name."""
+    data = tmp_path / "convs.txt"
+    write_convs(data, [[("user", "hi?"), ("assistant", "yo.")]] * 20)
+    code, _, err = cli("train", "--data", data, "--chat", "--out", tmp_path / "c", "--max_iters=2", *TINY_FLAGS)
+    assert code == 0, err
+    tok = Run(tmp_path / "c").tokenizer()
+    assert isinstance(tok, ChatTokenizer) and tok.base == CharTokenizer.train("hi?yo.\n")
