@@ -178,8 +178,9 @@ def write_jsonl(path: Path, convs: list[DemoConversation]) -> None:
 # --- the recipe ------------------------------------------------------------------------------------
 
 VOCAB_SIZE = 512  # BPE merges enough for every word of the demo to be one token (numbers: one per word)
-# Tuned on a 2-core CPU (docs/LOG.md): 1000 pretraining and 1600 fine-tuning steps of 32 x 128 tokens, about
-# 100-150 ms each there, so four to five minutes of training in all. Rotary positions matter most: with learned
+# Tuned on a 2-core CPU (docs/LOG.md): 800 pretraining and 1200 fine-tuning steps of 32 x 128 tokens, 100-150 ms
+# each there, so under five minutes of training; every seed tried answered >= 97 % of held-out first turns and
+# >= 92 % of held-out follow-ups (1500 + 2000 steps reach 100 % and 98-99 %). Rotary positions matter most: with learned
 # position embeddings the model must learn to add at every offset a fact can sit at in a packed block (6 % of
 # plus facts right after 1000 pretraining steps, against 53 % with rotary after 1500). init_std 0.1 as the
 # calculator demo (small initial weights sit on a plateau before carrying is learned).

@@ -134,9 +134,9 @@ def cmd_demo_chat(args: argparse.Namespace, seed: int = 0) -> int:
         print(f"\n  question:  {q}\n  base:      {base}\n  assistant: {assistant}")
     print("\nThe assistant's exact-match accuracy on held-out questions (problems and topics it never saw):")
     for key, cell in rep["heldout"]["form"].items():
-        print(f"  {key:<22} {cell['accuracy']:7.1%} ({cell['correct']}/{cell['total']})")
+        print(f"  {key:<36} {cell['accuracy']:7.1%} ({cell['correct']}/{cell['total']})")
     for key, cell in rep["heldout"]["kind"].items():
-        print(f"  {'all ' + key + ' turns':<22} {cell['accuracy']:7.1%} ({cell['correct']}/{cell['total']})")
+        print(f"  {'all ' + key + ' turns':<36} {cell['accuracy']:7.1%} ({cell['correct']}/{cell['total']})")
     secs = rep["train_seconds"]
     print(f"\ntraining took {secs['base']:.0f} s + {secs['assistant']:.0f} s; the runs are in {out}/base and "
           f"{out}/assistant, the data beside them")
