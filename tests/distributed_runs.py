@@ -23,6 +23,27 @@ PLAN = [("ddp", STEPS, False, False), ("fsdp", STEPS, True, False),
         ("ddp_then_fsdp", HALF, False, False), ("ddp_then_fsdp", STEPS, True, True)]
 
 
+def torchrun(args: list[str], cwd: Path) -> str:
+    """Run `args` in RANKS CPU processes under torchrun (the launcher the tests share); returns stderr, or fails
+    with the failing rank's traceback and the end of torchrun's summary."""
+    import os
+    import signal
+    import subprocess
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={RANKS}", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # a new process group, so a hung run can be killed with all its workers
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    first = stderr.find("Traceback")  # the failing rank's own traceback, then torchrun's summary
+    assert proc.returncode == 0, (stderr[first:first + 4000] if first >= 0 else "") + stderr[-1500:]
+    return stderr
+
+
 def setup(text: str, max_iters: int, batch_size: int, **overrides):
     """(model config, train config, data, tokenizer) of the tiny runs: 2 layers, 15 positions (an odd number, so
     the position embedding's rows split unevenly over two processes), two micro-steps per step, clipping on, fp32."""

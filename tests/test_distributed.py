@@ -11,10 +11,7 @@ steps on rank 0's half of the data alone end 2e-2 away, and the same run without
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,26 +25,9 @@ from tinygpt.run import load_checkpoint, read_metrics
 from tinygpt.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distributed_runs import BATCH, RANKS, STEPS, AsOneBatch, setup  # noqa: E402
+from distributed_runs import BATCH, RANKS, STEPS, AsOneBatch, setup, torchrun  # noqa: E402
 
 WEIGHTS_ATOL, LOSS_ATOL = 2e-5, 1e-5
-
-
-def _torchrun(args: list[str], cwd: Path) -> str:
-    """Run `args` in 2 CPU processes under torchrun; returns stderr, or fails with the end of it."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={RANKS}", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # a new process group, so a hung run can be killed with all its workers
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
-                            start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    first = stderr.find("Traceback")  # the failing rank's own traceback, then torchrun's summary
-    assert proc.returncode == 0, (stderr[first:first + 4000] if first >= 0 else "") + stderr[-1500:]
-    return stderr
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +37,7 @@ def runs(tmp_path_factory, shakespeare_text) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("distributed")
     text = root / "input.txt"
     text.write_text(shakespeare_text, encoding="utf-8")
-    stderr = _torchrun([str(Path(__file__).parent / "distributed_runs.py"), str(root), str(text)], root)
+    stderr = torchrun([str(Path(__file__).parent / "distributed_runs.py"), str(root), str(text)], root)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: a second thread only waits, and stalls on a busy machine
     try:
@@ -134,7 +114,7 @@ def test_fsdp_refuses_float16():
         distributed.shard(model, distributed.World(True, 0, 0, 2), "cuda:0", torch.float16)
 
 
-def test_cli_trains_sharded_under_torchrun(runs, cli):
+def test_cli_trains_sharded_undertorchrun(runs, cli):
     root, stderr = runs
     assert "sharded over 2 processes (FSDP)" in stderr
     assert json.loads((root / "cli/latest/config.json").read_text())["train"]["fsdp"] is True

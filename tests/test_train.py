@@ -134,24 +134,13 @@ def test_ddp_two_cpu_processes(tmp_path, text_file):
     """torchrun with 2 CPU processes (gloo) through the CLI, which starts and leaves the process group itself:
     trains, syncs, and writes one checkpoint. That DDP and FSDP take one process's steps: tests/test_distributed.py."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "tinygpt", "train", "--data", str(text_file), "--out", str(out),
-           "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2", "--max_iters=4",
-           "--eval_interval=2", "--eval_iters=1", "--device=cpu", "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # a new process group, so a hung run can be killed with all its workers
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
-                            start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    r = subprocess.CompletedProcess(cmd, proc.returncode, "", stderr)
-    assert r.returncode == 0, r.stderr[-3000:]  # the end of torchrun's output names the failing rank and why
+    from distributed_runs import torchrun
+    stderr = torchrun(["-m", "tinygpt", "train", "--data", str(text_file), "--out", str(out),
+                       "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2",
+                       "--max_iters=4", "--eval_interval=2", "--eval_iters=1", "--device=cpu", "--quiet"], tmp_path)
     state = torch.load(out / "latest/state.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2 and state["step"] == 4
     lines = read_metrics(out)
     assert lines[-1]["step"] == 4
     # tokens per step count both processes: 2 ranks x 2 rows x 16 positions
-    assert "64 tokens per step" in r.stderr
+    assert "64 tokens per step" in stderr

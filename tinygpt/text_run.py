@@ -90,12 +90,8 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
         spec = data or old.get("data")
         if not spec:
             raise ConfigError("the checkpoint does not record its data; pass --data")
-        prepared = None if is_chat else prepared_for_run(spec, tok, None, train_cfg.val_fraction, prepare_progress)
-        if prepared is None:
-            path, text, conversations = _load(spec, is_chat, skip_bad_lines, notes)
-            digest = text_digest(text)
-        else:
-            path, digest, train_cfg = _prepared_data(prepared, train_cfg, overrides)
+        path, digest, text, conversations, prepared, train_cfg = _read_for(
+            spec, tok, is_chat, skip_bad_lines, train_cfg, overrides, notes, prepare_progress)
         recorded = old.get("data_sha256")
         same = digest == recorded if recorded else str(Path(path).resolve()) == old.get("data")
         if not same and not change_data:
@@ -114,12 +110,8 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
         if Path(out).resolve() in (Path(origin["path"]), *Path(origin["path"]).parents):
             raise ConfigError(f"--init_from {init_from} is inside --out {out}: the new run would replace the weights "
                               f"it starts from; choose another --out")
-        prepared = None if is_chat else prepared_for_run(data, tok, None, train_cfg.val_fraction, prepare_progress)
-        if prepared is None:
-            path, text, conversations = _load(data, is_chat, skip_bad_lines, notes)
-            digest = text_digest(text)
-        else:
-            path, digest, train_cfg = _prepared_data(prepared, train_cfg, overrides)
+        path, digest, text, conversations, prepared, train_cfg = _read_for(
+            data, tok, is_chat, skip_bad_lines, train_cfg, overrides, notes, prepare_progress)
         notes.append(f"starting from the weights of {origin['path']} (its tokenizer: {tok.kind}, "
                      f"{tok.vocab_size:,} tokens); a fresh optimizer and schedule")
         if is_chat and not isinstance(tok, ChatTokenizer):
@@ -177,6 +169,20 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
         meta["init_from"] = origin
         start = Path(origin["path"])
     return TextRunPlan(model_cfg, train_cfg, source, tok, meta, notes, start)
+
+
+def _read_for(spec: str, tok: Tokenizer, chat: bool, skip_bad_lines: bool, train_cfg: TrainConfig,
+              overrides: dict[str, Any], notes: list[str], progress: Progress | None
+              ) -> tuple[Path, str, str | None, list[Conversation] | None, Prepared | None, TrainConfig]:
+    """The data of a run whose tokenizer is known (resumed, or from --init_from): (path, fingerprint, text,
+    conversations, prepared data, training config). A big text is read prepared (memory-mapped) with that
+    tokenizer; a small one, or conversations, in memory."""
+    prepared = None if chat else prepared_for_run(spec, tok, None, train_cfg.val_fraction, progress)
+    if prepared is not None:
+        path, digest, train_cfg = _prepared_data(prepared, train_cfg, overrides)
+        return path, digest, None, None, prepared, train_cfg
+    path, text, conversations = _load(spec, chat, skip_bad_lines, notes)
+    return path, text_digest(text), text, conversations, None, train_cfg
 
 
 def _prepared_data(prepared: Prepared, train_cfg: TrainConfig, overrides: dict[str, Any]
