@@ -194,3 +194,18 @@ def test_modern_ladder_adds_one_piece_per_rung_up_to_the_preset(cli, tmp_path, t
     rows = json.loads((out / "ladder.json").read_text())
     assert [r["model"] for r in rows] == ["gpt2", "muon"] and rows[1]["params"] != rows[0]["params"]
     assert "muon" in text and "bits/char" in text
+
+
+def test_speedrun_preset_is_the_modern_gpt_and_trains_from_the_command_line(cli, tmp_path, text_file):
+    model, train = build_configs({}, preset="speedrun_cpu", vocab_size=13)
+    assert {k: getattr(model, k, getattr(train, k, None)) for k in PRESETS["modern"]} == PRESETS["modern"]
+    assert (model.n_layer, model.n_embd, model.block_size, model.dropout, train.max_iters) == (4, 192, 128, 0.0, 800)
+    assert train.lr_decay_iters == train.max_iters  # the schedule ends where the run does
+    out = tmp_path / "speedrun"
+    code, _, err = cli("train", "--preset", "speedrun_cpu", "--data", text_file, "--out", out, "--quiet",
+                       "--max_iters=3", "--lr_decay_iters=3", "--eval_interval=3", "--eval_iters=1", "--n_embd=32",
+                       "--batch_size=2", "--block_size=16", "--dtype=float32")
+    assert code == 0, err
+    saved = json.loads((out / "latest" / "config.json").read_text())
+    assert saved["model"]["activation"] == "swiglu" and saved["train"]["optimizer"] == "muon"
+    assert saved["model"]["n_layer"] == 4 and saved["step"] == 3
