@@ -11,23 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 
 from tinygpt.chat_demo import train_demo
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
-        flags = next((line.split(":", 1)[1].split() for line in out.splitlines() if line.startswith("Flags")), [])
-        extra = [f for f in ("avx2", "avx512_bf16", "amx_bf16") if f in flags]
-        return f"{name} ({', '.join(extra)})"
-    except OSError:
-        return platform.processor()
+from machine import cpu_name  # bench/machine.py
 
 
 def main() -> None:
