@@ -15,6 +15,19 @@ the README's "What is inside" table.
 """
 __version__ = "0.1.0"
 
+import os as _os
+import signal as _signal
+import sys as _sys
+import threading as _threading
+
+# The `tinygpt` command (not a library import): a Ctrl-C while torch loads is held until the imports are done.
+# Raised inside torch's C++ start-up code, it would abort the process with a C++ error instead of exiting cleanly.
+_held: list[int] = []
+_hold = (_os.path.basename(_sys.argv[0]) in ("tinygpt", "-m", "__main__.py")
+         and _threading.current_thread() is _threading.main_thread()
+         and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler)
+if _hold:
+    _signal.signal(_signal.SIGINT, lambda signum, frame: _held.append(signum))
 try:
     from .config import ModelConfig, TrainConfig, build_configs  # noqa: E402
     from .data import TextData  # noqa: E402
@@ -24,13 +37,12 @@ try:
     from .run import Run, load_checkpoint  # noqa: E402
     from .tokenizers import load_tokenizer  # noqa: E402
     from .train import Hooks, RunResult, train  # noqa: E402
-except KeyboardInterrupt:  # Ctrl-C while torch loads, before the command line can catch it
-    import os as _os
-    import sys as _sys
-    if _os.path.basename(_sys.argv[0]) in ("tinygpt", "-m", "__main__.py"):  # the `tinygpt` command: no traceback
-        print("interrupted", file=_sys.stderr)
-        raise SystemExit(130) from None
-    raise
+finally:
+    if _hold:
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+if _held:
+    print("interrupted", file=_sys.stderr)
+    raise SystemExit(130)
 
 __all__ = ["__version__", "ModelConfig", "TrainConfig", "build_configs", "TextData", "Decoder", "generate",
            "generate_text", "GPT", "LanguageModel", "build_model", "Run", "load_checkpoint", "load_tokenizer",
