@@ -145,3 +145,20 @@ def test_a_run_records_its_timed_precision_and_resume_keeps_it(monkeypatch, tmp_
     cfg.max_iters = 4
     train_mod.train(model_cfg, cfg, data, tok, tmp_path / "run", resume=True, hooks=Hooks())
     assert info["dtype"] == "bfloat16" and info["dtype_probe"] == {}  # kept, not timed again
+
+
+@pytest.mark.skipif(device_mod._glibc() is None, reason="glibc only")
+def test_steady_heap_reuses_freed_memory_instead_of_faulting_it_in_again():
+    import resource
+
+    def faults_of_second_allocation() -> int:
+        torch.empty(16 << 20).fill_(1.0)  # 64 MB, freed at once
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.empty(16 << 20).fill_(1.0)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    assert faults_of_second_allocation() > 8000  # glibc's default: a fresh mmap, 16k pages faulted in
+    with device_mod.steady_heap("cpu"):
+        faults_of_second_allocation()  # the heap grows once
+        assert faults_of_second_allocation() < 500
+    assert faults_of_second_allocation() > 8000  # the defaults are back

@@ -5,7 +5,7 @@ import torch
 
 from tinygpt.config import ModelConfig
 from tinygpt.models import GPT, BigramLM, build_model, count_params
-from tinygpt.models.attention import causal_mask, manual_attention
+from tinygpt.models.attention import CausalSelfAttention, causal_mask, manual_attention, written_out_is_faster
 
 
 def tiny(**kw) -> ModelConfig:
@@ -220,3 +220,50 @@ def test_ablations_remove_their_piece():
     cache = m.new_cache(1)  # ablations keep the KV cache
     idx = torch.randint(0, 11, (1, 6))
     assert torch.allclose(m(idx)[0], torch.cat([m(idx[:, :3], cache=cache)[0], m(idx[:, 3:], cache=cache)[0]], 1), atol=1e-5)
+
+
+def test_written_out_attention_is_chosen_only_where_measured_faster():
+    cpu32, cpu16 = torch.zeros(1, 1, 64, 8), torch.zeros(1, 1, 64, 8, dtype=torch.bfloat16)
+    assert not written_out_is_faster(cpu32, 0.0)  # fp32 without dropout: the fused kernel
+    assert written_out_is_faster(cpu32, 0.2)  # with dropout: the faster mask
+    assert written_out_is_faster(cpu16, 0.0)  # bf16, few positions
+    assert not written_out_is_faster(torch.zeros(1, 1, 1024, 8, dtype=torch.bfloat16), 0.0)
+    assert not written_out_is_faster(torch.zeros(1, 1, 64, 8, device="meta"), 0.2)  # other devices: fused
+
+
+def _attention_layer(dropout: float) -> CausalSelfAttention:
+    torch.manual_seed(0)
+    return CausalSelfAttention(ModelConfig(vocab_size=8, block_size=32, n_layer=1, n_head=4, n_embd=32,
+                                           dropout=dropout))
+
+
+def test_training_attention_in_bf16_matches_the_fp32_reference():
+    """The written-out bf16 path (training mode) against the fused fp32 kernel: outputs and gradients."""
+    layer = _attention_layer(0.0).train()
+    x = torch.randn(3, 20, 32)
+
+    def run(dtype):
+        xi = x.clone().requires_grad_(True)
+        layer.zero_grad()
+        with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
+            y, _ = layer(xi)
+        y.float().pow(2).sum().backward()
+        return y.float(), xi.grad, layer.c_attn.weight.grad.clone()
+
+    ref, fast = run(torch.float32), run(torch.bfloat16)
+    for a, b in zip(ref, fast):
+        assert torch.allclose(a, b, atol=0.03 * a.abs().max().item()), (a - b).abs().max()
+
+
+def test_training_attention_with_dropout_is_manual_attention_with_the_same_mask():
+    layer = _attention_layer(0.25).train()
+    x = torch.randn(2, 16, 32)
+    torch.manual_seed(7)
+    y, _ = layer(x)
+    torch.manual_seed(7)
+    q, k, v = layer.c_attn(x).split(32, dim=2)
+    q, k, v = (t.view(2, 16, 4, 8).transpose(1, 2) for t in (q, k, v))
+    ref, _ = manual_attention(q, k, v, layer.attn_dropout)
+    ref = layer.resid_dropout(layer.c_proj(ref.transpose(1, 2).reshape(2, 16, 32)))
+    assert torch.equal(y, ref)
+    assert not torch.equal(y, layer.eval()(x)[0])  # dropout did act

@@ -21,7 +21,7 @@ from . import distributed
 from .checkpoint import load_model, read_config
 from .config import ModelConfig, TrainConfig
 from .data import BatchSource, ScoredSource
-from .device import autocast, choose_device, choose_dtype
+from .device import autocast, choose_device, choose_dtype, steady_heap
 from .evaluate import bits, evaluate
 from .models import build_model, count_params
 from .optim import configure_optimizer, lr_at
@@ -87,12 +87,13 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
         run.start(resume=resume, overwrite=overwrite)
     try:
         distributed.barrier(world)
-        dtype, probe = _training_dtype(cfg, model_cfg, source, device, run, resume, world)
-        loop = _Loop(run, world, device, dtype, model_cfg, cfg, source, tokenizer, meta or {},
-                     hooks or Hooks(), stop_when, resume, init_from)
-        loop.probe = probe
-        result = loop.run()
-        del loop  # its model goes before the process group does (an FSDP model holds the group and its work)
+        with steady_heap(device):  # each step reuses the last one's memory instead of faulting it in anew
+            dtype, probe = _training_dtype(cfg, model_cfg, source, device, run, resume, world)
+            loop = _Loop(run, world, device, dtype, model_cfg, cfg, source, tokenizer, meta or {},
+                         hooks or Hooks(), stop_when, resume, init_from)
+            loop.probe = probe
+            result = loop.run()
+            del loop  # its model goes before the process group does (an FSDP model holds the group and its work)
         distributed.barrier(world)  # leave together: a rank tearing down while another still saves can abort
         return result
     except BaseException:

@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from .dropout import Dropout
 from .modern import RMSNorm, apply_rotary, rotary_cos_sin
 
 
@@ -59,6 +60,20 @@ def manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out, weights
 
 
+def written_out_is_faster(q: torch.Tensor, dropout_p: float) -> bool:
+    """Whether training-time causal attention over q's positions runs faster written out (manual_attention)
+    than through PyTorch's fused kernel (F.scaled_dot_product_attention). Only ever on CPU, where it was
+    measured (docs/LOG.md, forward and backward together):
+    - with dropout, the fused call falls back to the same written-out computation on CPU, but draws its mask
+      with one Bernoulli sample per weight; models/dropout.py draws it ~4x faster;
+    - in bf16, the fused kernel's backward was 1.3-2.4x slower than the written-out path (fp32 softmax) from 64
+      to 256 positions, and 1.3x faster at 1024, where the written-out weights (T x T per head) also cost the
+      most memory; fp32 stays fused (it was 1.4x faster than written out)."""
+    if q.device.type != "cpu":
+        return False
+    return dropout_p > 0.0 or (q.dtype != torch.float32 and q.size(-2) <= 512)
+
+
 class CausalSelfAttention(nn.Module):
     """All heads at once: one matrix c_attn makes q, k, v for every head; c_proj mixes the heads' outputs.
 
@@ -78,8 +93,8 @@ class CausalSelfAttention(nn.Module):
             self.k_norm = RMSNorm(cfg.head_size)
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.attn_dropout = nn.Dropout(cfg.dropout)
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.attn_dropout = Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
@@ -99,6 +114,8 @@ class CausalSelfAttention(nn.Module):
         weights = None
         if manual:
             y, weights = manual_attention(q, k, v, self.attn_dropout)
+        elif self.training and k.size(2) == T and written_out_is_faster(q, self.dropout):
+            y, _ = manual_attention(q, k, v, self.attn_dropout)
         else:
             p = self.dropout if self.training else 0.0
             if k.size(2) == T:  # no earlier positions: plain causal attention

@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from .attention import CausalSelfAttention, KVCache
+from .dropout import Dropout
 from .base import LanguageModel
 from .loss import next_token_loss
 from .modern import ReluSquared, RMSNorm, SwiGLU
@@ -44,7 +45,7 @@ class MLP(nn.Module):
         self.gelu = ReluSquared() if cfg.activation == "relu2" else \
             nn.GELU(approximate="tanh" if cfg.activation == "gelu_tanh" else "none")
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
@@ -101,7 +102,7 @@ class GPT(LanguageModel):
         rotary = f["pos"] and cfg.position == "rotary"
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
-            drop=nn.Dropout(cfg.dropout),
+            drop=Dropout(cfg.dropout),
             h=nn.ModuleList(Block(cfg, f["residual"], f["layernorm"], f["mlp"], rotary) for _ in range(cfg.n_layer)),
             ln_f=_norm(cfg, f["layernorm"]),
         ))

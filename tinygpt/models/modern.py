@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from .dropout import Dropout
 
 RMS_EPS = 1e-6  # Llama's rms_norm_eps
 
@@ -88,7 +89,7 @@ class SwiGLU(nn.Module):
         self.c_gate = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
         self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
         self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))
