@@ -1,7 +1,10 @@
 """Training throughput (and, with --full, the val loss at step 2000) of tinygpt vs nanoGPT, side by side.
 
 Both run as subprocesses of this script on the same machine, alternating, with the same hyperparameters;
-per-iteration times exclude evaluation steps and the first 5 iterations; we report medians and ratios.
+per-iteration times exclude evaluation steps and the first 5 iterations; we report medians and ratios, the
+precision tinygpt trained in (`--dtype=auto` unless --ours_extra says otherwise), and what each achieved in
+GFLOP/s (6N + 12·L·T·C per token, as nanoGPT's MFU estimate) against this machine's measured fp32 and bf16
+matrix-product peaks.
 
     NANOGPT_DIR=/path/to/nanoGPT python bench/train_vs_nanogpt.py [--config baby|preset|both] [--iters 200]
         [--repeats 3] [--full]
@@ -21,11 +24,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name, matmul_peak  # noqa: E402
 from nanogpt import BABY_CPU_OVERRIDES, prepare_nanogpt_data, resolve_nanogpt_dir, run_nanogpt_train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 SKIP_FIRST = 5
+SHAPES = {"baby": (4, 4, 128, 64), "preset": (6, 6, 384, 256)}  # n_layer, n_head, n_embd, block_size
+
+
+def flops_per_token(name: str, vocab_size: int = 65) -> float:
+    """6N + 12·L·T·C (N: parameters without position embeddings, the head tied to the token embedding)."""
+    n_layer, _, n_embd, block = SHAPES[name]
+    n = n_layer * 12 * n_embd ** 2 + vocab_size * n_embd  # weights; biases and LayerNorms are negligible
+    return 6 * n + 12 * n_layer * block * n_embd
 
 CONFIGS = {
     # nanoGPT's README CPU example ("baby GPT"), the command our README quotes
@@ -51,7 +63,9 @@ def run_ours(flags: list[str], iters: int, out: Path, extra: list[str]) -> dict:
     lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     dts = [ln["dt_ms"] for ln in lines if "dt_ms" in ln and ln["step"] > SKIP_FIRST and "val_loss" not in ln]
     evals = [ln for ln in lines if "val_loss" in ln]
-    return {"median_ms": statistics.median(dts), "wall_s": time.perf_counter() - t0,
+    precision = next((ln.split()[1].rstrip(",") for ln in r.stderr.splitlines() if ln.startswith("precision:")),
+                     next((a.split("=", 1)[1] for a in extra if a.startswith("--dtype=")), "auto"))
+    return {"median_ms": statistics.median(dts), "precision": precision, "wall_s": time.perf_counter() - t0,
             "last_val_loss": evals[-1]["val_loss"], "last_eval_step": evals[-1]["step"], "stderr": r.stderr}
 
 
@@ -67,7 +81,10 @@ def main() -> int:
     ng = resolve_nanogpt_dir(args.nanogpt)
     prepare_nanogpt_data(ng, DATA)
     tmp = Path(tempfile.mkdtemp(prefix="tinygpt_bench_"))
+    import torch
+    print(f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
     names = ["baby", "preset"] if args.config == "both" else [args.config]
+    achieved: dict[str, tuple[float, float]] = {}
     for name in names:
         iters = args.iters or (200 if name == "baby" else 25)
         c = CONFIGS[name]
@@ -80,12 +97,22 @@ def main() -> int:
             o = run_ours(c["ours"], iters, tmp / f"ours_{name}",
                          [f"--lr_decay_iters={iters}", f"--eval_interval={iters + 1000}", *args.ours_extra])
             our_ms.append(o["median_ms"])
-            print(f"[{name}] repeat {rep + 1}: nanoGPT {ng_ms[-1]:.1f} ms/iter, tinygpt {our_ms[-1]:.1f} ms/iter",
-                  flush=True)
+            print(f"[{name}] repeat {rep + 1}: nanoGPT {ng_ms[-1]:.1f} ms/iter, tinygpt {our_ms[-1]:.1f} ms/iter "
+                  f"({o['precision']})", flush=True)
         tokens = r["tokens_per_iter"]
         n, o = statistics.median(ng_ms), statistics.median(our_ms)
         print(f"[{name}] {tokens} tokens/iter | nanoGPT {n:.1f} ms/iter = {tokens / n * 1000:,.0f} tok/s | "
               f"tinygpt {o:.1f} ms/iter = {tokens / o * 1000:,.0f} tok/s | ratio {n / o:.2f}x", flush=True)
+        achieved[name] = (tokens * flops_per_token(name) / 1e6 / n, tokens * flops_per_token(name) / 1e6 / o)
+    peaks = {"fp32": matmul_peak()}  # measured after the runs, on the same idle machine
+    from tinygpt.device import cpu_has_fast_bf16
+    if cpu_has_fast_bf16():
+        peaks["bf16"] = matmul_peak(torch.bfloat16)
+    print("matrix-product peak (2048³, best of 7): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
+    for name, (ng_gf, our_gf) in achieved.items():
+        print(f"[{name}] achieved: nanoGPT {ng_gf:.0f} GFLOP/s ({100 * ng_gf / peaks['fp32']:.0f} % of the fp32 peak), "
+              f"tinygpt {our_gf:.0f} GFLOP/s (" + ", ".join(f"{100 * our_gf / v:.0f} % of the {k} peak"
+                                                         for k, v in peaks.items()) + ")", flush=True)
     if args.full:
         r = run_nanogpt_train(ng, BABY_CPU_OVERRIDES, tmp / "ng_full", skip_first=SKIP_FIRST)
         o = run_ours(CONFIGS["baby"]["ours"], 2000, tmp / "ours_full", ["--lr_decay_iters=2000"])

@@ -5,7 +5,9 @@ import torch
 
 from tinygpt.config import ModelConfig
 from tinygpt.models import GPT, BigramLM, build_model, count_params
-from tinygpt.models.attention import CausalSelfAttention, causal_mask, manual_attention, written_out_is_faster
+from tinygpt.models.attention import (CausalSelfAttention, causal_mask, manual_attention, written_out_attention,
+                                      written_out_is_faster)
+from tinygpt.models.dropout import keep_mask
 
 
 def tiny(**kw) -> ModelConfig:
@@ -255,7 +257,32 @@ def test_training_attention_in_bf16_matches_the_fp32_reference():
         assert torch.allclose(a, b, atol=0.03 * a.abs().max().item()), (a - b).abs().max()
 
 
-def test_training_attention_with_dropout_is_manual_attention_with_the_same_mask():
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_written_out_attention_equals_manual_attention(dtype, tol):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, 8, dtype=dtype, requires_grad=True) for _ in range(3))
+    ref, _ = manual_attention(q, k, v)
+    out = written_out_attention(q, k, v)
+    assert out.dtype == dtype and torch.allclose(out.float(), ref.float(), atol=tol)
+    g = torch.randn_like(out)
+    grads_ref = torch.autograd.grad(ref, (q, k, v), g)
+    grads = torch.autograd.grad(out, (q, k, v), g)
+    for a, b in zip(grads, grads_ref):
+        assert torch.allclose(a.float(), b.float(), atol=5 * tol)
+
+
+def test_written_out_attention_with_dropout_drops_weights_with_keep_mask():
+    """With dropout: manual_attention's weights times the mask keep_mask draws, rescaled; the layer takes this
+    path in training on CPU."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 16, 8) for _ in range(3))
+    torch.manual_seed(7)
+    out = written_out_attention(q, k, v, 0.25)
+    torch.manual_seed(7)
+    keep, scale = keep_mask((6, 16, 16), 0.25)  # drawn over (B·nh, T, T)
+    _, weights = manual_attention(q, k, v)
+    assert torch.allclose(out, (weights * keep.view(2, 3, 16, 16) * scale) @ v, atol=1e-5)
+    # the layer: attention dropout first, then the residual dropout, from the same generator
     layer = _attention_layer(0.25).train()
     x = torch.randn(2, 16, 32)
     torch.manual_seed(7)
@@ -263,7 +290,9 @@ def test_training_attention_with_dropout_is_manual_attention_with_the_same_mask(
     torch.manual_seed(7)
     q, k, v = layer.c_attn(x).split(32, dim=2)
     q, k, v = (t.view(2, 16, 4, 8).transpose(1, 2) for t in (q, k, v))
-    ref, _ = manual_attention(q, k, v, layer.attn_dropout)
-    ref = layer.resid_dropout(layer.c_proj(ref.transpose(1, 2).reshape(2, 16, 32)))
-    assert torch.equal(y, ref)
-    assert not torch.equal(y, layer.eval()(x)[0])  # dropout did act
+    keep, scale = keep_mask((8, 16, 16), 0.25)
+    _, weights = manual_attention(q, k, v)
+    ref = ((weights * keep.view(2, 4, 16, 16) * scale) @ v).transpose(1, 2).reshape(2, 16, 32)
+    ref = layer.resid_dropout(layer.c_proj(ref))
+    assert torch.allclose(y, ref, atol=1e-5)
+    assert not torch.allclose(y, layer.eval()(x)[0])  # dropout did act

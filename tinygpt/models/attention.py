@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from .dropout import Dropout
+from .dropout import Dropout, keep_mask
 from .modern import RMSNorm, apply_rotary, rotary_cos_sin
 
 
@@ -60,15 +60,34 @@ def manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out, weights
 
 
+def written_out_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """manual_attention's output for plain causal attention (Tq == Tk) in training, with fewer passes over the
+    (B, nh, T, T) weights, for CPU (keep_mask draws on CPU). The causal mask is an additive -inf bias that the
+    product QKᵀ is accumulated onto, scaled by 1/√d in the same call (baddbmm), so neither the mask nor the scale
+    costs a pass of its own, and the backward pass needs no masking (softmax's gradient is already zero where
+    its output is). Softmax takes q's dtype as is: PyTorch accumulates bf16 in fp32 inside the kernel, so there
+    is no fp32 copy of the scores to make and to differentiate. Dropout's 1 / (1 - p) goes onto the output. In
+    bf16 on our 2-core CPU this is 20-30 % faster than manual_attention, forward and backward (docs/LOG.md)."""
+    B, nh, T, hs = q.shape
+    mask = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)  # -inf above the diagonal
+    scores = torch.baddbmm(mask, q.reshape(B * nh, T, hs), k.reshape(B * nh, T, hs).transpose(1, 2),
+                           alpha=1.0 / math.sqrt(hs))  # (B·nh, T, T)
+    weights = F.softmax(scores, dim=-1)
+    if dropout_p == 0.0:
+        return torch.bmm(weights, v.reshape(B * nh, T, hs)).view(B, nh, T, hs)
+    keep, scale = keep_mask(weights.shape, dropout_p)
+    return torch.bmm(torch.where(keep, weights, 0.0), v.reshape(B * nh, T, hs)).view(B, nh, T, hs).mul_(scale)
+
+
 def written_out_is_faster(q: torch.Tensor, dropout_p: float) -> bool:
-    """Whether training-time causal attention over q's positions runs faster written out (manual_attention)
+    """Whether training-time causal attention over q's positions runs faster written out (written_out_attention)
     than through PyTorch's fused kernel (F.scaled_dot_product_attention). Only ever on CPU, where it was
     measured (docs/LOG.md, forward and backward together):
     - with dropout, the fused call falls back to the same written-out computation on CPU, but draws its mask
       with one Bernoulli sample per weight; models/dropout.py draws it ~4x faster;
-    - in bf16, the fused kernel's backward was 1.3-2.4x slower than the written-out path (fp32 softmax) from 64
-      to 256 positions, and 1.3x faster at 1024, where the written-out weights (T x T per head) also cost the
-      most memory; fp32 stays fused (it was 1.4x faster than written out)."""
+    - in bf16, the fused kernel's backward was 1.3-2.4x slower than the written-out path from 64 to 256
+      positions, and 1.3x faster at 1024, where the written-out weights (T x T per head) also cost the most
+      memory; fp32 stays fused (it was 1.4x faster than manual_attention)."""
     if q.device.type != "cpu":
         return False
     return dropout_p > 0.0 or (q.dtype != torch.float32 and q.size(-2) <= 512)
@@ -115,7 +134,7 @@ class CausalSelfAttention(nn.Module):
         if manual:
             y, weights = manual_attention(q, k, v, self.attn_dropout)
         elif self.training and k.size(2) == T and written_out_is_faster(q, self.dropout):
-            y, _ = manual_attention(q, k, v, self.attn_dropout)
+            y = written_out_attention(q, k, v, self.dropout)
         else:
             p = self.dropout if self.training else 0.0
             if k.size(2) == T:  # no earlier positions: plain causal attention

@@ -44,7 +44,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     keep, scale = keep_mask(x.shape, p)
-    return (x * keep).mul_(scale)
+    return torch.where(keep, x, 0.0).mul_(scale)
 
 
 class Dropout(nn.Module):
