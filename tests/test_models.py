@@ -231,6 +231,8 @@ def test_written_out_attention_is_chosen_only_where_measured_faster():
     assert written_out_is_faster(cpu16, 0.0)  # bf16, few positions
     assert not written_out_is_faster(torch.zeros(1, 1, 1024, 8, dtype=torch.bfloat16), 0.0)
     assert not written_out_is_faster(torch.zeros(1, 1, 64, 8, device="meta"), 0.2)  # other devices: fused
+    with torch.autocast("cpu", torch.bfloat16):  # the products' dtype counts, not q's (QK-norm gives fp32)
+        assert written_out_is_faster(cpu32, 0.0)
 
 
 def _attention_layer(dropout: float) -> CausalSelfAttention:

@@ -90,7 +90,9 @@ def written_out_is_faster(q: torch.Tensor, dropout_p: float) -> bool:
       memory; fp32 stays fused (it was 1.4x faster than manual_attention)."""
     if q.device.type != "cpu":
         return False
-    return dropout_p > 0.0 or (q.dtype != torch.float32 and q.size(-2) <= 512)
+    # under autocast the products run in its dtype, whatever q's (QK-norm, for one, hands q over in fp32)
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
+    return dropout_p > 0.0 or (dtype != torch.float32 and q.size(-2) <= 512)
 
 
 class CausalSelfAttention(nn.Module):
