@@ -104,7 +104,7 @@ def steady_heap(device: str):
     PyTorch's CPU tensors come straight from malloc. glibc serves large blocks with fresh mmap()s and returns
     freed memory at the top of its heap to the system, so every training step faults in its activations page
     by page again and the kernel zeroes each page: 450-2,000 page faults per step for the baby model and about
-    a million (4 GB zeroed) for shakespeare_char, 15-20 % of the step on our 2-core test CPU (docs/LOG.md).
+    a million (4 GB zeroed) for shakespeare_char, up to 20 % of the step on our 2-core test CPU (docs/LOG.md).
     Inside this context (glibc only, CPU runs only) large blocks come from the heap and nothing is trimmed, so
     a step reuses the previous step's pages; the price is that the process keeps its peak memory until the
     context ends, when the free memory is handed back (malloc_trim) and glibc's defaults are restored."""

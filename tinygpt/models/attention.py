@@ -67,7 +67,7 @@ def written_out_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dro
     costs a pass of its own, and the backward pass needs no masking (softmax's gradient is already zero where
     its output is). Softmax takes q's dtype as is: PyTorch accumulates bf16 in fp32 inside the kernel, so there
     is no fp32 copy of the scores to make and to differentiate. Dropout's 1 / (1 - p) goes onto the output. In
-    bf16 on our 2-core CPU this is 20-30 % faster than manual_attention, forward and backward (docs/LOG.md)."""
+    bf16 on our 2-core CPU this is 1.3-1.5x as fast as manual_attention, forward and backward (docs/LOG.md)."""
     B, nh, T, hs = q.shape
     mask = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)  # -inf above the diagonal
     scores = torch.baddbmm(mask, q.reshape(B * nh, T, hs), k.reshape(B * nh, T, hs).transpose(1, 2),
@@ -84,7 +84,7 @@ def written_out_is_faster(q: torch.Tensor, dropout_p: float) -> bool:
     than through PyTorch's fused kernel (F.scaled_dot_product_attention). Only ever on CPU, where it was
     measured (docs/LOG.md, forward and backward together):
     - with dropout, the fused call falls back to the same written-out computation on CPU, but draws its mask
-      with one Bernoulli sample per weight; models/dropout.py draws it ~4x faster;
+      with one Bernoulli sample per weight; models/dropout.py draws it in a sixth of the time;
     - in bf16, the fused kernel's backward was 1.3-2.4x slower than the written-out path from 64 to 256
       positions, and 1.3x faster at 1024, where the written-out weights (T x T per head) also cost the most
       memory; fp32 stays fused (it was 1.4x faster than manual_attention)."""

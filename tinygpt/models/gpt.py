@@ -13,8 +13,8 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from .attention import CausalSelfAttention, KVCache
-from .dropout import Dropout
 from .base import LanguageModel
+from .dropout import Dropout
 from .loss import next_token_loss
 from .modern import ReluSquared, RMSNorm, SwiGLU
 
