@@ -3,7 +3,7 @@
 Both run as subprocesses of this script on the same machine, alternating, with the same hyperparameters;
 per-iteration times exclude evaluation steps and the first 5 iterations; we report medians and ratios, the
 precision tinygpt trained in (`--dtype=auto` unless --ours_extra says otherwise), and what each achieved in
-GFLOP/s (6N + 12·L·T·C per token, as nanoGPT's MFU estimate) against this machine's measured fp32 and bf16
+GFLOP/s (bench/gpu.py's 6N + 12·L·H·Q·T per token, as nanoGPT's MFU estimate) against this machine's measured fp32 and bf16
 matrix-product peaks.
 
     NANOGPT_DIR=/path/to/nanoGPT python bench/train_vs_nanogpt.py [--config baby|preset|both] [--iters 200]
@@ -33,11 +33,16 @@ SKIP_FIRST = 5
 SHAPES = {"baby": (4, 4, 128, 64), "preset": (6, 6, 384, 256)}  # n_layer, n_head, n_embd, block_size
 
 
-def flops_per_token(name: str, vocab_size: int = 65) -> float:
-    """6N + 12·L·T·C (N: parameters without position embeddings, the head tied to the token embedding)."""
-    n_layer, _, n_embd, block = SHAPES[name]
-    n = n_layer * 12 * n_embd ** 2 + vocab_size * n_embd  # weights; biases and LayerNorms are negligible
-    return 6 * n + 12 * n_layer * block * n_embd
+def model_flops_per_token(name: str, vocab_size: int = 65) -> float:
+    """bench/gpu.py's 6N + 12·L·H·Q·T for the model `name` trains (N: parameters without position embeddings)."""
+    from gpu import flops_per_token  # bench/gpu.py
+
+    from tinygpt.config import ModelConfig
+    from tinygpt.models import build_model, count_params
+    n_layer, n_head, n_embd, block = SHAPES[name]
+    cfg = ModelConfig(vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block)
+    return flops_per_token(cfg, count_params(build_model(cfg), non_embedding=True))
+
 
 CONFIGS = {
     # nanoGPT's README CPU example ("baby GPT"), the command our README quotes
@@ -103,7 +108,8 @@ def main() -> int:
         n, o = statistics.median(ng_ms), statistics.median(our_ms)
         print(f"[{name}] {tokens} tokens/iter | nanoGPT {n:.1f} ms/iter = {tokens / n * 1000:,.0f} tok/s | "
               f"tinygpt {o:.1f} ms/iter = {tokens / o * 1000:,.0f} tok/s | ratio {n / o:.2f}x", flush=True)
-        achieved[name] = (tokens * flops_per_token(name) / 1e6 / n, tokens * flops_per_token(name) / 1e6 / o)
+        fpt = model_flops_per_token(name)
+        achieved[name] = (tokens * fpt / 1e6 / n, tokens * fpt / 1e6 / o)
     peaks = {"fp32": matmul_peak()}  # measured after the runs, on the same idle machine
     from tinygpt.device import cpu_has_fast_bf16
     if cpu_has_fast_bf16():

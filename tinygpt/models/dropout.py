@@ -21,8 +21,7 @@ import torch.nn.functional as F
 WORD = 1 << 16  # each element's random word has 16 bits
 
 
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None = None
-              ) -> tuple[torch.Tensor, float]:
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> tuple[torch.Tensor, float]:
     """(a bool tensor of `shape`, True where an element survives; the scale survivors get), on CPU. Each
     element is dropped independently with probability round(p · 2¹⁶) / 2¹⁶."""
     cut = round(p * WORD)
@@ -31,7 +30,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Ge
         n *= s
     if cut >= WORD:
         return torch.zeros(shape, dtype=torch.bool), 0.0
-    words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64, generator=generator)
+    words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64)
     words = words.view(torch.int16)[:n]  # uniform over [-2¹⁵, 2¹⁵): drop where below cut - 2¹⁵
     return (words >= cut - WORD // 2).view(shape), WORD / (WORD - cut)
 
