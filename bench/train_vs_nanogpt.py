@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -87,9 +88,14 @@ def main() -> int:
     prepare_nanogpt_data(ng, DATA)
     tmp = Path(tempfile.mkdtemp(prefix="tinygpt_bench_"))
     import torch
-    print(f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
+    # an AVX2-only CPU can be imitated on a newer one by capping each library's instruction set:
+    # ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 (docs/LOG.md)
+    caps = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+            if k in os.environ]
+    print(f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, ATen kernels "
+          f"{torch.backends.cpu.get_cpu_capability()}" + (f" ({' '.join(caps)})" if caps else ""), flush=True)
     names = ["baby", "preset"] if args.config == "both" else [args.config]
-    achieved: dict[str, tuple[float, float]] = {}
+    achieved: dict[str, tuple[float, float, str]] = {}
     for name in names:
         iters = args.iters or (200 if name == "baby" else 25)
         c = CONFIGS[name]
@@ -105,20 +111,23 @@ def main() -> int:
             print(f"[{name}] repeat {rep + 1}: nanoGPT {ng_ms[-1]:.1f} ms/iter, tinygpt {our_ms[-1]:.1f} ms/iter "
                   f"({o['precision']})", flush=True)
         tokens = r["tokens_per_iter"]
+        precision = o["precision"]
         n, o = statistics.median(ng_ms), statistics.median(our_ms)
         print(f"[{name}] {tokens} tokens/iter | nanoGPT {n:.1f} ms/iter = {tokens / n * 1000:,.0f} tok/s | "
               f"tinygpt {o:.1f} ms/iter = {tokens / o * 1000:,.0f} tok/s | ratio {n / o:.2f}x", flush=True)
         fpt = model_flops_per_token(name)
-        achieved[name] = (tokens * fpt / 1e6 / n, tokens * fpt / 1e6 / o)
+        achieved[name] = (tokens * fpt / 1e6 / n, tokens * fpt / 1e6 / o, precision)
     peaks = {"fp32": matmul_peak()}  # measured after the runs, on the same idle machine
     from tinygpt.device import cpu_has_fast_bf16
     if cpu_has_fast_bf16():
         peaks["bf16"] = matmul_peak(torch.bfloat16)
-    print("matrix-product peak (2048³, best of 7): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
-    for name, (ng_gf, our_gf) in achieved.items():
+    print("matrix-product peak (2048³, best of 7): " + ", ".join(f"{k} {v:.3g} GFLOP/s" for k, v in peaks.items()))
+    for name, (ng_gf, our_gf, precision) in achieved.items():
+        # against the peak of the precision each trained in (nanoGPT: fp32 on CPU); a bf16 run against both
+        ours = [k for k in peaks if k == "fp32" or precision.startswith("bfloat16")]
         print(f"[{name}] achieved: nanoGPT {ng_gf:.0f} GFLOP/s ({100 * ng_gf / peaks['fp32']:.0f} % of the fp32 peak), "
-              f"tinygpt {our_gf:.0f} GFLOP/s (" + ", ".join(f"{100 * our_gf / v:.0f} % of the {k} peak"
-                                                         for k, v in peaks.items()) + ")", flush=True)
+              f"tinygpt {our_gf:.0f} GFLOP/s (" + ", ".join(f"{100 * our_gf / peaks[k]:.0f} % of the {k} peak"
+                                                         for k in ours) + ")", flush=True)
     if args.full:
         r = run_nanogpt_train(ng, BABY_CPU_OVERRIDES, tmp / "ng_full", skip_first=SKIP_FIRST)
         o = run_ours(CONFIGS["baby"]["ours"], 2000, tmp / "ours_full", ["--lr_decay_iters=2000"])
