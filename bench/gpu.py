@@ -9,8 +9,9 @@ drawn on the GPU: micro-batch 32 x 1024 with 16 accumulation steps, 524,288 toke
 Reported: tokens/s of the training step (median over the timed steps, after warm-up and compilation),
 MFU against the GPU's datasheet bf16 dense peak and against a bf16 matrix product measured here, peak
 memory, and greedy generation through the KV cache (batch 1 and 16, 256 new tokens), also with SDPA
-limited to its flash and memory-efficient kernels, plus a profile of one decode step (docs/LOG.md,
-2026-11-28, says what these showed on an H200).
+limited to its flash and memory-efficient kernels from outside (the library already leaves cuDNN attention out
+of cached attention, so the two should agree), plus a profile of one decode step (docs/LOG.md, 2026-11-28,
+says what these showed on an H200, before that change).
 FLOPs per token follow nanoGPT / PaLM: 6 N + 12 L H Q T (N: parameters without the position embedding;
 the attention term counts the full T x T score matrix, as they do, although causal kernels skip half).
 
@@ -284,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         gen_model = copy.deepcopy(raw).to(dtype).eval()  # served in the training precision's low dtype
         for b in gen_batches:
             gen_rates[b] = time_generation(gen_model, cfg.vocab_size, b, gen_tokens, 16, device)
-        if on_gpu:  # NOTE: SDPA may pick cuDNN attention for bf16, which builds a plan per new key length
+        if on_gpu:  # SDPA may pick cuDNN attention for bf16, which builds a plan per new key length; the library
+            # leaves it out of cached attention (models/attention.py), so this row checks that: it should agree
             from torch.nn.attention import SDPBackend, sdpa_kernel
             with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
                 for b in gen_batches:
@@ -335,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"KV generation, batch {b}, SDPA", f"{r:,.0f} tokens/s with flash/efficient kernels only "
                                                        f"(cuDNN attention excluded)"))
     if kernels:
-        rows.append(("SDPA kernel chosen", f"training shape: {kernels['training']}; "
-                                           f"decode shape: {kernels['decode']}"))
+        rows.append(("SDPA kernel PyTorch picks", f"training shape: {kernels['training']}; "
+                                                  f"decode shape: {kernels['decode']} (the library excludes cuDNN there)"))
     if decode and 1 in gen_rates:
         rows.append(("decode step, batch 1", f"{1000 / gen_rates[1]:.2f} ms wall per token; "
                      f"{decode['kernels_per_token']:.0f} device ops, {decode['busy_ms_per_token']:.2f} ms GPU busy"))

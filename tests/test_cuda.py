@@ -40,6 +40,17 @@ def test_cached_and_uncached_greedy_are_identical_on_cuda():
         assert a == b and len(a) == 60
 
 
+def test_generation_through_the_cache_never_runs_cudnn_attention():
+    """bf16 is where SDPA would pick cuDNN; the cached path must not (models/attention.py says why)."""
+    from torch.profiler import ProfilerActivity, profile
+    m = tiny_gpt().to(torch.bfloat16).eval()
+    prompt = torch.randint(0, 64, (5,), device="cuda", generator=torch.Generator(device="cuda").manual_seed(2))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = generate(m, prompt, 8, temperature=0, use_cache=True)
+    names = {e.name for e in prof.events() if e.name.startswith("aten::_scaled_dot_product_")}
+    assert len(out) == 8 and names and not any("cudnn" in n for n in names), names
+
+
 def test_bf16_autocast_step_matches_fp32():
     m = tiny_gpt()
     g = torch.Generator(device="cuda").manual_seed(1)

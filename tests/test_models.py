@@ -5,8 +5,8 @@ import torch
 
 from tinygpt.config import ModelConfig
 from tinygpt.models import GPT, BigramLM, build_model, count_params
-from tinygpt.models.attention import (CausalSelfAttention, causal_mask, manual_attention, written_out_attention,
-                                      written_out_is_faster)
+from tinygpt.models.attention import (CausalSelfAttention, cached_attention_kernels, causal_mask, manual_attention,
+                                      written_out_attention, written_out_is_faster)
 from tinygpt.models.dropout import keep_mask
 
 
@@ -233,6 +233,21 @@ def test_written_out_attention_is_chosen_only_where_measured_faster():
     assert not written_out_is_faster(torch.zeros(1, 1, 64, 8, device="meta"), 0.2)  # other devices: fused
     with torch.autocast("cpu", torch.bfloat16):  # the products' dtype counts, not q's (QK-norm gives fp32)
         assert written_out_is_faster(cpu32, 0.0)
+
+
+def test_cached_attention_leaves_out_cudnn_on_cuda_only():
+    """Generation through the KV cache on CUDA: every fused kernel but cuDNN's (it re-plans for each new key
+    length), with the unfused one as the fallback; PyTorch's own choice comes back afterwards. Elsewhere
+    nothing changes. (Switching backends needs no GPU; tests/test_cuda.py checks the kernels actually run.)"""
+    b = torch.backends.cuda
+    before = (b.cudnn_sdp_enabled(), b.flash_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled())
+    assert before[0]  # PyTorch's default: cuDNN allowed
+    with cached_attention_kernels(torch.device("cuda")):
+        assert (b.cudnn_sdp_enabled(), b.flash_sdp_enabled(), b.mem_efficient_sdp_enabled(),
+                b.math_sdp_enabled()) == (False, True, True, True)
+    with cached_attention_kernels(torch.device("cpu")):
+        assert b.cudnn_sdp_enabled()
+    assert (b.cudnn_sdp_enabled(), b.flash_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled()) == before
 
 
 def _attention_layer(dropout: float) -> CausalSelfAttention:

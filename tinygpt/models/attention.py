@@ -1,6 +1,7 @@
 """Causal multi-head self-attention: the manual reference path, the fused fast path, and the KV cache."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -95,6 +96,18 @@ def written_out_is_faster(q: torch.Tensor, dropout_p: float) -> bool:
     return dropout_p > 0.0 or (dtype != torch.float32 and q.size(-2) <= 512)
 
 
+def cached_attention_kernels(device: torch.device):
+    """The fused attention kernels for generation through the KV cache: on CUDA, every one but cuDNN's.
+    cuDNN's kernel plans for one exact shape, and the number of keys grows by one with every new token, so it
+    plans again at every step: about 2.8 ms of host time per call. On an H200 that made greedy decoding of a
+    GPT-2-small-shaped model 16x slower at batch 1 (21 against 336 tokens/s) and 15x slower at batch 16
+    (docs/LOG.md). Elsewhere PyTorch's choice stands."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 class CausalSelfAttention(nn.Module):
     """All heads at once: one matrix c_attn makes q, k, v for every head; c_proj mixes the heads' outputs.
 
@@ -139,11 +152,13 @@ class CausalSelfAttention(nn.Module):
             y = written_out_attention(q, k, v, self.dropout)
         else:
             p = self.dropout if self.training else 0.0
-            if k.size(2) == T:  # no earlier positions: plain causal attention
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-            elif T == 1:  # one new token sees everything cached
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, k.size(2), x.device), dropout_p=p)
+            with cached_attention_kernels(x.device) if cache is not None else contextlib.nullcontext():
+                if k.size(2) == T:  # no earlier positions: plain causal attention
+                    y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+                elif T == 1:  # one new token sees everything cached
+                    y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+                else:
+                    y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, k.size(2), x.device),
+                                                       dropout_p=p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y)), weights
