@@ -116,27 +116,36 @@ def _training_dtype(cfg: TrainConfig, model_cfg: ModelConfig, source: BatchSourc
         if recorded in ("float32", "bfloat16", "float16"):
             return getattr(torch, recorded), {}
     # no probe under FSDP: it would build the whole model and its optimizer state in every process
-    timer = _step_timer(model_cfg, cfg, source, device) if cfg.dtype == "auto" and not (
+    timer = _StepTimer(model_cfg, cfg, source, device) if cfg.dtype == "auto" and not (
         cfg.fsdp and world.size > 1) else None
-    dtype = choose_dtype(cfg.dtype, device, timer)
+    try:
+        dtype = choose_dtype(cfg.dtype, device, timer)
+    finally:
+        if timer is not None:
+            timer.close()  # the probe's model and optimizer state must not stay beside the real ones
     probe = {str(d).replace("torch.", ""): 1000 * sorted(ts[1:])[len(ts[1:]) // 2]  # as `fastest`: no warm-up
              for d, ts in getattr(timer, "times", {}).items() if len(ts) > 1}
     return distributed.from_master(world, (dtype, probe))
 
 
-def _step_timer(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, device: str
-                ) -> Callable[[torch.dtype], float]:
-    """time_step(dtype) -> seconds of one real training step (forward, backward, AdamW) of a throwaway copy of
-    the model on one real batch. The random state of the run is left untouched; `.times` keeps every timing."""
-    probe: dict[str, Any] = {}
+class _StepTimer:
+    """timer(dtype) -> seconds of one real training step (forward, backward, AdamW) of a throwaway copy of the
+    model on one real batch. The random state of the run is left untouched; `.times` keeps every timing.
+    `close()` frees the copy and its optimizer state, before the real model is built."""
 
-    def time_step(dtype: torch.dtype) -> float:
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, device: str):
+        self.model_cfg, self.cfg, self.source, self.device = model_cfg, cfg, source, device
+        self.times: dict[torch.dtype, list[float]] = {}
+        self._probe: dict[str, Any] = {}
+
+    def __call__(self, dtype: torch.dtype) -> float:
+        probe, device = self._probe, self.device
         with torch.random.fork_rng(devices=[]):
             if not probe:
                 torch.manual_seed(0)
-                probe["model"] = build_model(model_cfg).to(device).train()
-                probe["opt"] = configure_optimizer(probe["model"], cfg, device)
-                x, y = source.get_batch("train", cfg.batch_size, torch.Generator().manual_seed(0))
+                probe["model"] = build_model(self.model_cfg).to(device).train()
+                probe["opt"] = configure_optimizer(probe["model"], self.cfg, device)
+                x, y = self.source.get_batch("train", self.cfg.batch_size, torch.Generator().manual_seed(0))
                 probe["batch"] = (x.to(device), y.to(device))
             (x, y), model, opt = probe["batch"], probe["model"], probe["opt"]
             t0 = time.perf_counter()
@@ -146,11 +155,11 @@ def _step_timer(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, d
             opt.step()
             opt.zero_grad(set_to_none=True)
             seconds = time.perf_counter() - t0
-        time_step.times.setdefault(dtype, []).append(seconds)
+        self.times.setdefault(dtype, []).append(seconds)
         return seconds
 
-    time_step.times = {}  # type: ignore[attr-defined]
-    return time_step
+    def close(self) -> None:
+        self._probe.clear()
 
 
 class _Loop:
