@@ -386,3 +386,38 @@ def test_a_large_text_is_prepared_once_into_the_cache(tmp_path, cli, text, monke
     assert code == 0 and "found in the cache" in err, err  # the run's own tokenizer finds the same entry
     tok = prepared_tokenizer(entry)
     assert_same(open_prepared(entry, 8), reference(text, tok))
+
+
+def test_a_resumed_run_finds_its_cached_text_by_content_and_refuses_a_changed_one_unprepared(
+        tmp_path, cli, text, monkeypatch):
+    """A run begun on a large text with "char" resumes with the tokenizer it saved: after the file was touched or
+    copied elsewhere the entry its start made is found by content, not prepared a second time. A changed text is
+    refused (saying so) before any of it is prepared, and the cache is left as it was."""
+    import os
+    import shutil
+    monkeypatch.setattr(prep_cache, "AUTO_PREPARE_BYTES", 1)
+    src = tmp_path / "t.txt"
+    src.write_text(text, encoding="utf-8")
+    run = tmp_path / "r"
+    code, _, err = cli("train", "--data", src, "--out", run, "--max_iters=2", *TINY_FLAGS)
+    assert code == 0 and "(made now, and cached)" in err, err
+    entry = Path(config(run)["prepared"])
+    os.utime(src, ns=(1, 1))  # the same text, new stamps: only its content can find the entry
+    shutil.copy(src, tmp_path / "copy.txt")
+
+    def no(*args, **kwargs):
+        raise AssertionError("prepared again")
+
+    monkeypatch.setattr(prep_cache, "prepare", no)
+    for data, steps in ((src, 3), (tmp_path / "copy.txt", 4)):
+        code, _, err = cli("train", "--out", run, "--resume", "--data", data, f"--max_iters={steps}", "--quiet")
+        assert code == 0 and f"{entry} (found in the cache)" in err, err
+    entries = sorted(p.name for p in entry.parent.iterdir())
+    changed = tmp_path / "copy.txt"  # the run now records the copy as its data
+    with open(changed, "a", encoding="utf-8") as f:
+        f.write("one more line\n")
+    code, _, err = cli("train", "--out", run, "--resume", "--data", changed, "--max_iters=5", "--quiet")
+    assert code == 2 and only_line(err).startswith(f"error: {changed} has changed since this run was trained on it")
+    code, _, err = cli("train", "--out", run, "--resume", "--data", src, "--max_iters=5", "--quiet")
+    assert code == 0 and f"{entry} (found in the cache)" in err, err  # the unchanged original still resumes
+    assert sorted(p.name for p in entry.parent.iterdir()) == entries

@@ -17,8 +17,8 @@ from typing import Any
 
 from .data import TextData
 from .files import write_text
-from .prepare import (VERSION, Progress, TokenizerChoice, is_prepared, open_prepared, prepare, prepared_tokenizer,
-                      read_meta, scan, tokenizer_choice)
+from .prepare import (VERSION, Progress, TokenizerChoice, fingerprint, is_prepared, open_prepared, prepare,
+                      prepared_tokenizer, read_meta, scan, tokenizer_choice)
 from .sources import DataError, TextStream
 from .tokenizers import Tokenizer
 
@@ -39,14 +39,21 @@ class Prepared:
         return open_prepared(self.dir, block_size)
 
 
+class NotTheExpectedText(DataError):
+    """The source is not the text a resumed run was trained on (found before anything is prepared from it)."""
+
+
 def prepared_for_run(spec: str | Path, tokenizer: TokenizerChoice | None, vocab_size: int | None,
-                     val_fraction: float, progress: Progress | None = None) -> Prepared | None:
+                     val_fraction: float, progress: Progress | None = None, *,
+                     expect: str | None = None) -> Prepared | None:
     """What `tinygpt train --data spec` reads when that is prepared data: a prepared directory, or a source of
     AUTO_PREPARE_BYTES or more, prepared into cache_dir("prepared") (or found there). None for a smaller
     source, which a run reads into memory.
 
     tokenizer: for a new run, what --tokenizer asked for (None: char); for a resumed run or one started from
     other weights, the run's Tokenizer, which a prepared directory must have been made with.
+    expect: the fingerprint (prepare.fingerprint) the source's text must have; another text raises
+    NotTheExpectedText before it is prepared.
     """
     from .cache import cache_dir
     from .config import ConfigError
@@ -64,7 +71,7 @@ def prepared_for_run(spec: str | Path, tokenizer: TokenizerChoice | None, vocab_
     if not wants_preparing(path):
         return None
     entry, reused = prepare_cached(path, cache_dir("prepared"), tokenizer or "char", vocab_size,
-                                   val_fraction=val_fraction, progress=progress)
+                                   val_fraction=val_fraction, progress=progress, expect=expect)
     how = "found in the cache" if reused else "made now, and cached"
     return Prepared(entry, prepared_tokenizer(entry), read_meta(entry), path,
                     f"data: {path}, read from its prepared copy {entry} ({how})")
@@ -79,26 +86,31 @@ def wants_preparing(path: str | Path) -> bool:
 
 def prepare_cached(path: str | Path, cache: Path, tokenizer: TokenizerChoice = "char", vocab_size: int | None = None,
                    *, val_fraction: float = 0.1, workers: int | None = None,
-                   progress: Progress | None = None) -> tuple[Path, bool]:
+                   progress: Progress | None = None, expect: str | None = None) -> tuple[Path, bool]:
     """The prepared directory of the source at `path` with this tokenizer and split, from `cache` or made
     there now. Returns (the directory, whether it was already there).
 
     Entries are keyed by the text's sha256, the tokenizer and val_fraction. Finding one does not read the
     text again: an index keyed by each file's path, size, modification time and first and last 64 KiB, and
-    by the tokenizer asked for ("char", "bpe" and a size, or the tokenizer itself), points to it.
+    by the tokenizer asked for ("char", "bpe" and a size, or the tokenizer itself), points to it. An entry is
+    also indexed by the tokenizer it made, by file and by content, so a run resumed with the tokenizer it saved
+    finds the entry its start made, even after the file was touched or copied elsewhere. With `expect` (a
+    fingerprint), another text raises NotTheExpectedText before anything is prepared.
     """
     tokenizer, vocab_size = tokenizer_choice(tokenizer, vocab_size)
     settings = {"tokenizer": _tokenizer_key(tokenizer, vocab_size), "val_fraction": val_fraction, "version": VERSION}
     stamps = _file_stamps(path)
     index = cache / "index" / f"{_digest({**settings, 'files': stamps})}.json"
-    try:
-        entry = cache / json.loads(index.read_text(encoding="utf-8"))["entry"]
-        if is_prepared(entry):
-            return entry, True
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # not indexed yet (or the index file is damaged): look by content
-    info = scan(path, progress=progress)
-    entry = cache / _digest({**settings, "text_sha256": info["text_sha256"]})
+    entry = _indexed(cache, index)
+    if entry is not None:
+        _check_text(path, fingerprint(read_meta(entry)), expect)
+        return entry, True
+    info = scan(path, progress=progress)  # not indexed yet (or changed on disk): look by content
+    _check_text(path, info["text_sha256"][:16], expect)
+    by_content = _digest({**settings, "text_sha256": info["text_sha256"]})
+    # an entry made by another request that produced this very tokenizer (a run made from the text with
+    # "char", resumed with the tokenizer it saved) is indexed under that tokenizer and the content
+    entry = _indexed(cache, cache / "index" / f"{by_content}.json") or cache / by_content
     reused = is_prepared(entry)
     if not reused:
         if entry.exists():
@@ -111,9 +123,25 @@ def prepare_cached(path: str | Path, cache: Path, tokenizer: TokenizerChoice = "
                 raise
     record = json.dumps({"entry": entry.name, "source": info["path"]})
     write_text(index, record)
-    made_with = {**settings, "tokenizer": _tokenizer_key(prepared_tokenizer(entry), None), "files": stamps}
-    write_text(cache / "index" / f"{_digest(made_with)}.json", record)  # found again by the tokenizer it made
+    made_with = {**settings, "tokenizer": _tokenizer_key(prepared_tokenizer(entry), None)}
+    for key in ({**made_with, "files": stamps}, {**made_with, "text_sha256": info["text_sha256"]}):
+        write_text(cache / "index" / f"{_digest(key)}.json", record)  # found again by the tokenizer it made
     return entry, reused
+
+
+def _check_text(path: str | Path, found: str, expect: str | None) -> None:
+    if expect is not None and found != expect:
+        raise NotTheExpectedText(f"{path}: its text has fingerprint {found}, not {expect}")
+
+
+def _indexed(cache: Path, index: Path) -> Path | None:
+    """The prepared entry the index file `index` points to, or None (no such file, a damaged one, or an entry
+    that is gone or incomplete)."""
+    try:
+        entry = cache / json.loads(index.read_text(encoding="utf-8"))["entry"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return entry if is_prepared(entry) else None
 
 
 def _tokenizer_key(tokenizer: TokenizerChoice, vocab_size: int | None) -> str:
@@ -138,4 +166,4 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()[:24]
 
 
-__all__ = ["AUTO_PREPARE_BYTES", "Prepared", "prepare_cached", "prepared_for_run", "wants_preparing"]
+__all__ = ["AUTO_PREPARE_BYTES", "NotTheExpectedText", "Prepared", "prepare_cached", "prepared_for_run", "wants_preparing"]

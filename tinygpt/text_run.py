@@ -18,7 +18,7 @@ from .config import MODEL_KEYS, ConfigError, ModelConfig, TrainConfig, build_con
 from .data import BatchSource, TextData, load_text, split_text, text_digest
 from .chat import Conversation, split_conversations
 from .prepare import Progress, fingerprint
-from .prepare_cache import Prepared, prepared_for_run
+from .prepare_cache import NotTheExpectedText, Prepared, prepared_for_run
 from .run import Run, RunError, kind_of
 from .tokenizers import ChatTokenizer, Tokenizer
 
@@ -90,14 +90,20 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
         spec = data or old.get("data")
         if not spec:
             raise ConfigError("the checkpoint does not record its data; pass --data")
-        path, digest, text, conversations, prepared, train_cfg = _read_for(
-            spec, tok, is_chat, skip_bad_lines, train_cfg, overrides, notes, prepare_progress)
         recorded = old.get("data_sha256")
+        try:  # a big text is compared with the recorded one before it is prepared
+            path, digest, text, conversations, prepared, train_cfg = _read_for(
+                spec, tok, is_chat, skip_bad_lines, train_cfg, overrides, notes, prepare_progress,
+                expect=None if change_data else recorded)
+        except NotTheExpectedText:
+            path, digest = spec, None
         same = digest == recorded if recorded else str(Path(path).resolve()) == old.get("data")
         if not same and not change_data:
-            raise RunError(f"{path} is not the text this run was trained on ({old.get('data')}); resuming on other "
-                           f"data would mix two texts in one run; pass --change_data to do it anyway, or train "
-                           f"a new run with another --out")
+            what = (f"{path} has changed since this run was trained on it"
+                    if str(Path(path).resolve()) == old.get("data") else
+                    f"{path} is not the text this run was trained on ({old.get('data')})")
+            raise RunError(f"{what}; resuming on other data would mix two texts in one run; pass --change_data to "
+                           f"do it anyway, or train a new run with another --out")
         if not same:
             notes.append(f"resuming on different data: {path}")
     elif init_from is not None:
@@ -172,12 +178,13 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
 
 
 def _read_for(spec: str, tok: Tokenizer, chat: bool, skip_bad_lines: bool, train_cfg: TrainConfig,
-              overrides: dict[str, Any], notes: list[str], progress: Progress | None
+              overrides: dict[str, Any], notes: list[str], progress: Progress | None, expect: str | None = None
               ) -> tuple[Path, str, str | None, list[Conversation] | None, Prepared | None, TrainConfig]:
     """The data of a run whose tokenizer is known (resumed, or from --init_from): (path, fingerprint, text,
     conversations, prepared data, training config). A big text is read prepared (memory-mapped) with that
-    tokenizer; a small one, or conversations, in memory."""
-    prepared = None if chat else prepared_for_run(spec, tok, None, train_cfg.val_fraction, progress)
+    tokenizer; a small one, or conversations, in memory. `expect`: the fingerprint a big text must have, or
+    prepare_cache.NotTheExpectedText is raised before it is prepared."""
+    prepared = None if chat else prepared_for_run(spec, tok, None, train_cfg.val_fraction, progress, expect=expect)
     if prepared is not None:
         path, digest, train_cfg = _prepared_data(prepared, train_cfg, overrides)
         return path, digest, None, None, prepared, train_cfg
