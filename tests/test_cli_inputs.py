@@ -68,7 +68,8 @@ CASES = [
     ("lr-inf", TRAIN + ["--learning_rate=inf"], "learning_rate must be a finite number"),
     ("lr-nan", TRAIN + ["--learning_rate=nan"], "learning_rate must be a finite number"),
     ("lr-negative", TRAIN + ["--learning_rate=-1"], "learning_rate must be >= 0"),
-    ("lr-no-value", TRAIN + ["--learning_rate"], "invalid value for learning_rate"),
+    ("lr-no-value", TRAIN + ["--learning_rate"], "--learning_rate needs a value: --learning_rate=V"),
+    ("dtype-no-value", TRAIN + ["--dtype"], "--dtype needs a value: --dtype=V"),
     ("batch-zero", TRAIN + ["--batch_size=0"], "batch_size must be > 0"),
     ("iters-zero", TRAIN + ["--max_iters=0"], "max_iters must be > 0"),
     ("int-not-number", TRAIN + ["--n_layer=abc"], "invalid value for n_layer: 'abc'"),
@@ -322,3 +323,21 @@ def test_ctrl_c_during_start_up(world, tmp_path):
     assert proc.returncode in INTERRUPTED and "Traceback" not in err, err
     assert not [ln for ln in err.splitlines() if ln.startswith("error")], err
     _nothing_or_a_valid_run(out)
+
+
+def test_train_help_explains_every_hyperparameter_and_a_bare_flag_means_true(cli):
+    """Every setting in --help has its line and its default (val_fraction too); a yes/no setting given bare is
+    true, any other needs a value."""
+    from tinygpt.cli import _overrides, build_parser
+    from tinygpt.config import ALL_KEYS, HELP, ConfigError
+    code, out, _ = cli("train", "--help")
+    flat = " ".join(out.split())
+    assert code == 0 and "--val_fraction" in out
+    for key in ALL_KEYS:
+        if key != "vocab_size":
+            assert f"--{key} [V] {' '.join(HELP[key].split())}" in flat, key
+    assert "timed on the model at hand (default auto)" in flat and "(default 1337)" in flat
+    args = build_parser().parse_args(["train", "--out", "r", "--qk_norm", "--compile", "--n_layer=2"])
+    assert _overrides(args) == {"qk_norm": "true", "compile": "true", "n_layer": "2"}
+    with pytest.raises(ConfigError, match="--seed needs a value"):
+        _overrides(build_parser().parse_args(["train", "--out", "r", "--seed"]))

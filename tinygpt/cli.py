@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ALL_KEYS, DEFAULT_TEMPERATURE, PRESETS, ConfigError, load_toml, parse_value, unknown_key_message
+from .config import (ALL_KEYS, DEFAULT_TEMPERATURE, HELP, PRESETS, ConfigError, ModelConfig, TrainConfig, load_toml,
+                     parse_value, unknown_key_message)
 
 
 class CLIError(ValueError):
@@ -128,16 +130,28 @@ def unknown_arguments(extras: list[str], parser: argparse.ArgumentParser) -> str
 # --- train -------------------------------------------------------------------------------------
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("hyperparameters (nanoGPT names; --name=value or --name value)")
+    g = p.add_argument_group("hyperparameters (nanoGPT names; --name=value or --name value; defaults without "
+                             "--preset; a yes/no setting given bare is true)")
+    defaults = {**dataclasses.asdict(ModelConfig()), **dataclasses.asdict(TrainConfig())}
     for key in ALL_KEYS:
         if key == "vocab_size":
             continue
-        g.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="V", nargs="?", const="true", default=None,
-                       help=argparse.SUPPRESS if key in ("val_fraction",) else None)
+        default = str(defaults[key]).lower() if isinstance(defaults[key], bool) else defaults[key]
+        g.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="V", nargs="?", const=_BARE, default=None,
+                       help=f"{HELP[key]} (default {default})")
+
+
+_BARE = object()  # a hyperparameter flag given without a value: true for a yes/no setting, else an error
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    out = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    for key, value in out.items():
+        if value is _BARE:
+            if not isinstance(getattr(ModelConfig(), key, getattr(TrainConfig(), key, None)), bool):
+                raise ConfigError(f"--{key} needs a value: --{key}=V (see tinygpt train --help)")
+            out[key] = "true"
+    return out
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -559,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     t = sub.add_parser("train", help="train a model on a text file or folder",
-                       description="Train a character-level model. Settings: defaults < --preset < --config < flags.")
+                       description="Train a GPT on text (characters, BPE or prepared data) or on conversations, on one device or under torchrun. Settings: defaults < --preset < --config < flags.")
     t.add_argument("--data", help="a UTF-8 text file, a JSONL or Parquet file (its \"text\" field), a folder of them, "
                                   "a corpus name (see tinygpt corpora), or a directory made by tinygpt prepare; "
                                   "a large text is prepared once, into the cache (see tinygpt prepare --help)")

@@ -205,6 +205,49 @@ TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
 ALL_KEYS = MODEL_KEYS + TRAIN_KEYS
 _FIELD_TYPES = {f.name: f.type for f in fields(ModelConfig) + fields(TrainConfig)}
 
+# One line per setting for `tinygpt train --help` (the CLI adds each default).
+HELP = {
+    "model": f"architecture: {', '.join(MODEL_TYPES)} (the teaching ladder's rungs and the full GPT)",
+    "block_size": "context length in tokens",
+    "n_layer": "transformer blocks",
+    "n_head": "attention heads per block (must divide n_embd)",
+    "n_embd": "width of the residual stream",
+    "dropout": "dropout probability in training",
+    "bias": "biases in the linear layers and LayerNorms",
+    "init_std": "standard deviation of the initial weights",
+    "activation": f"the MLP's nonlinearity: {', '.join(ACTIVATIONS)}",
+    "position": f"position information: {', '.join(POSITIONS)}",
+    "rope_theta": "rotary embeddings' base",
+    "norm": f"normalisation: {', '.join(NORMS)}",
+    "qk_norm": "RMS-normalise queries and keys per head",
+    "tie_embeddings": "the output head shares the token embedding matrix",
+    "batch_size": "sequences per micro-batch (per process under torchrun)",
+    "max_iters": "optimizer steps in all",
+    "learning_rate": "peak learning rate (AdamW)",
+    "min_lr": "learning rate at the end of the cosine decay",
+    "warmup_iters": "steps of linear warmup",
+    "lr_decay_iters": "steps of cosine decay (0: max_iters)",
+    "decay_lr": "decay the learning rate (false: constant after the warmup)",
+    "beta1": "AdamW's beta1",
+    "beta2": "AdamW's beta2",
+    "weight_decay": "AdamW's weight decay (matrices and embeddings only)",
+    "grad_clip": "clip the gradient norm to this (0: off)",
+    "gradient_accumulation_steps": "micro-batches per optimizer step",
+    "eval_interval": "steps between evaluations (and checkpoints)",
+    "eval_iters": "batches per evaluation of each split",
+    "log_interval": "steps between log lines",
+    "val_fraction": "share of the text held out for validation (fixed when data is prepared)",
+    "device": f"{', '.join(DEVICES)} (cuda:N allowed); auto: cuda > mps > cpu",
+    "dtype": f"{', '.join(DTYPES)}; auto: bf16 on CUDA (fp16 where bf16 is missing), fp32 on MPS and on CPUs "
+             "without bf16 units, and on CPUs with them the faster of fp32 and bf16, timed on the model at hand",
+    "compile": "torch.compile the model (compiling takes seconds to minutes)",
+    "fsdp": "under torchrun: shard weights, gradients and optimizer state over the processes",
+    "seed": "random seed of the run",
+    "optimizer": f"{', '.join(OPTIMIZERS)}; muon: Muon for the blocks' matrices, AdamW for the rest",
+    "muon_lr": "Muon's peak learning rate",
+    "muon_momentum": "Muon's momentum",
+}
+
 
 def parse_value(key: str, raw: Any) -> Any:
     """Convert a raw CLI/TOML value to the field's type. `parse_value('dropout', '0.1') == 0.1`."""
