@@ -421,3 +421,36 @@ def test_a_resumed_run_finds_its_cached_text_by_content_and_refuses_a_changed_on
     code, _, err = cli("train", "--out", run, "--resume", "--data", src, "--max_iters=5", "--quiet")
     assert code == 0 and f"{entry} (found in the cache)" in err, err  # the unchanged original still resumes
     assert sorted(p.name for p in entry.parent.iterdir()) == entries
+
+
+def test_training_characters_missing_from_a_given_tokenizer_are_reported(tmp_path, cli, monkeypatch):
+    """A char tokenizer from elsewhere that lacks characters of the training text: `prepare` and `train` (in
+    memory and through the cache) say how many became <unk> and which; the tokenizer built from the text never
+    warns, though validation characters unseen in training are <unk> too."""
+    base = "the cat sat on the mat. " * 200
+    (tmp_path / "base.txt").write_text(base, encoding="utf-8")
+    tok_file = tmp_path / "tok.json"
+    CharTokenizer.train(base).save(tok_file)
+    odd = ("\ufeff" + base[:2000] + "\r\n") * 4 + "ZQ" + base[:1000]  # BOM, CR, Z and Q are not in base
+    (tmp_path / "odd.txt").write_text(odd, encoding="utf-8", newline="")
+    train_part = split_text(odd[1:], 0.1)[0]  # the file's first character, a byte-order mark, is not text
+    missing = "".join(sorted("\ufeff\r\nZQ"))  # base has no line breaks either
+    n = sum(train_part.count(c) for c in missing)
+    expected = "characters of the training text are not in the tokenizer's vocabulary and map to <unk>"
+    code, _, err = cli("prepare", "--data", tmp_path / "odd.txt", "--out", tmp_path / "p", "--tokenizer", tok_file,
+                       "--quiet")
+    assert code == 0 and err.strip() == f"warning: {n:,} {expected}: {missing!r}", err
+    assert read_meta(tmp_path / "p")["unknown"] == {"train_tokens": n, "chars": missing}
+    code, _, err = cli("train", "--data", tmp_path / "odd.txt", "--out", tmp_path / "r", "--tokenizer", tok_file,
+                       "--max_iters=1", *TINY_FLAGS)
+    assert code == 0 and expected in err, err  # in memory
+    monkeypatch.setattr(prep_cache, "AUTO_PREPARE_BYTES", 1)
+    code, _, err = cli("train", "--data", tmp_path / "odd.txt", "--out", tmp_path / "r2", "--tokenizer", tok_file,
+                       "--max_iters=1", *TINY_FLAGS)
+    assert code == 0 and expected in err and "prepared copy" in err, err
+    held_out = base[:3000] + "XYZ" * 40  # characters only in the validation split
+    (tmp_path / "v.txt").write_text(held_out, encoding="utf-8")
+    for args in (("prepare", "--data", tmp_path / "v.txt", "--out", tmp_path / "pv", "--quiet"),
+                 ("train", "--data", tmp_path / "v.txt", "--out", tmp_path / "rv", "--max_iters=1", *TINY_FLAGS)):
+        code, _, err = cli(*args)
+        assert code == 0 and "warning" not in err, err

@@ -47,7 +47,7 @@ def add_prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .corpora import resolve_data
-    from .prepare import prepare
+    from .prepare import prepare, unknown_note
 
     path = resolve_data(args.data)
     start = time.perf_counter()
@@ -60,6 +60,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
           f"({text['bytes'] / 1e6 / secs:,.1f} MB/s): {tokens['train']:,} training and {tokens['val']:,} "
           f"validation tokens ({meta['dtype']}); tokenizer: {tok['how']}")
     print(f"train on it with: tinygpt train --data {args.out} --out runs/NAME")
+    if unknown_note(meta):
+        print(f"warning: {unknown_note(meta)}", file=sys.stderr)
     return 0
 
 

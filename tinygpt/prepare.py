@@ -137,9 +137,14 @@ def prepare(path: str | Path, out: str | Path, tokenizer: TokenizerChoice = "cha
         files = {k: open(tmp / f"{k}.bin", "wb") for k in SPLITS}
         try:
             pieces = _pieces(stream.blocks(), n_train, piece_chars, tok.cut)
+            unknown, unseen = 0, set()  # <unk> in the training split: only a tokenizer from elsewhere makes any
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # validation characters unseen in training are expected
                 for split, piece, (ids, n_bytes) in _in_order(pieces, _encode, workers, tok):
+                    if split == "train" and isinstance(tok, CharTokenizer):
+                        n = int(np.count_nonzero(ids == tok.unk_id))
+                        if n:
+                            unknown, unseen = unknown + n, unseen | set(tok.unseen(piece))
                     files[split].write(memoryview(np.ascontiguousarray(ids, dtype=dtype)))
                     tokens[split] += len(ids)
                     chars[split] += len(piece)
@@ -159,8 +164,23 @@ def prepare(path: str | Path, out: str | Path, tokenizer: TokenizerChoice = "cha
                 "text": {"path": info["path"], "text_field": info["text_field"], "chars": info["chars"],
                          "bytes": info["bytes"], "sha256": info["text_sha256"]},
                 "sources": info["sources"]}
+        if unknown:
+            meta["unknown"] = {"train_tokens": unknown, "chars": "".join(sorted(unseen))}
         write_text(tmp / META, json.dumps(meta, indent=1, ensure_ascii=False))  # last: the mark of completeness
     return meta
+
+
+def unknown_note(meta: dict[str, Any]) -> str | None:
+    """What a prepared directory's meta says of training characters missing from its tokenizer, or None."""
+    u = meta.get("unknown")
+    return unknown_message(u["train_tokens"], u["chars"]) if u else None
+
+
+def unknown_message(count: int, chars: str) -> str:
+    """The warning for `count` characters of a training text that its (given) tokenizer maps to <unk>."""
+    shown = chars[:10] + ("..." if len(chars) > 10 else "")
+    return (f"{count:,} characters of the training text are not in the tokenizer's vocabulary and map to <unk>: "
+            f"{shown!r}")
 
 
 def _tokenizer(choice: TokenizerChoice, vocab_size: int | None, stream: TextStream, n_train: int, workers: int,
@@ -343,4 +363,4 @@ def fingerprint(meta: dict[str, Any]) -> str:
 
 
 __all__ = ["BPE_SAMPLE_CHARS", "fingerprint", "is_prepared", "open_prepared", "prepare", "prepared_tokenizer",
-           "read_meta", "scan", "tokenizer_choice"]
+           "read_meta", "scan", "tokenizer_choice", "unknown_message", "unknown_note"]

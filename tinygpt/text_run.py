@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+
+import numpy as np
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,10 +19,10 @@ from typing import Any, Callable
 from .config import MODEL_KEYS, ConfigError, ModelConfig, TrainConfig, build_configs, parse_value
 from .data import BatchSource, TextData, load_text, split_text, text_digest
 from .chat import Conversation, split_conversations
-from .prepare import Progress, fingerprint
+from .prepare import Progress, fingerprint, unknown_message, unknown_note
 from .prepare_cache import NotTheExpectedText, Prepared, prepared_for_run
 from .run import Run, RunError, kind_of
-from .tokenizers import ChatTokenizer, Tokenizer
+from .tokenizers import ChatTokenizer, CharTokenizer, Tokenizer
 
 
 @dataclass
@@ -161,6 +163,10 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
             source = prepared.source(model_cfg.block_size)
         else:
             source = TextData.from_text(text, tok, model_cfg.block_size, train_cfg.val_fraction)
+    unknown = unknown_note(prepared.meta) if prepared is not None else \
+        None if is_chat else _unknown_in_training(tok, source, text, train_cfg.val_fraction)
+    if unknown:
+        notes.append(f"warning: {unknown}")
     meta = {"data": str(Path(path).resolve()), "data_sha256": digest}
     if prepared is not None:
         notes.append(prepared.note)
@@ -175,6 +181,16 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
         meta["init_from"] = origin
         start = Path(origin["path"])
     return TextRunPlan(model_cfg, train_cfg, source, tok, meta, notes, start)
+
+
+def _unknown_in_training(tok: Tokenizer, data: TextData, text: str, val_fraction: float) -> str | None:
+    """A warning when characters of the training split of a text read in memory are not in a character
+    tokenizer's vocabulary (one given with --tokenizer, or a resumed run's on other data): they train as <unk>.
+    (prepare() counts them for prepared data.)"""
+    if not isinstance(tok, CharTokenizer):
+        return None
+    count = int(np.count_nonzero(data.split("train") == tok.unk_id))
+    return unknown_message(count, tok.unseen(split_text(text, val_fraction)[0])) if count else None
 
 
 def _read_for(spec: str, tok: Tokenizer, chat: bool, skip_bad_lines: bool, train_cfg: TrainConfig,

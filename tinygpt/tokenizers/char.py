@@ -51,11 +51,15 @@ class CharTokenizer(Tokenizer):
         stoi, unk = self.stoi, self.unk_id
         ids = [stoi.get(c, unk) for c in text]
         if not self._warned and unk in ids:
-            unseen = sorted({c for c in text if c not in stoi})
+            unseen = self.unseen(text)
             shown = "".join(unseen[:10]) + ("..." if len(unseen) > 10 else "")
             warnings.warn(f"{len(unseen)} character(s) not in the vocabulary map to <unk>: {shown!r}", stacklevel=2)
             self._warned = True
         return ids
+
+    def unseen(self, text: str) -> str:
+        """The distinct characters of `text` that are not in the vocabulary (they encode to <unk>), sorted."""
+        return "".join(sorted(set(text) - self.stoi.keys()))
 
     def encode_array(self, text: str) -> np.ndarray:
         """encode() through a table indexed by code point: the same ids, about 6x faster."""
