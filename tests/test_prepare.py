@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import TINY_FLAGS
-from faultkit import only_line
+from faultkit import error_line, only_line
 import tinygpt.prepare as prep
 import tinygpt.prepare_cache as prep_cache
 from tinygpt.data import DataError, TextData, read_text, split_text, text_digest
@@ -313,6 +313,28 @@ def test_a_damaged_prepared_directory_is_one_line(tmp_path, cli, text):
         f.truncate(10)
     code, _, err = cli("train", "--data", tmp_path / "d", "--out", tmp_path / "r", *TINY_FLAGS)
     assert code == 2 and "is damaged: val.bin has 10 bytes" in only_line(err)
+
+
+def test_token_ids_beyond_the_vocabulary_are_one_line(tmp_path, cli, text):
+    """A .bin of the right size whose ids were overwritten: training and exact evaluation say the data is damaged
+    (no index error from inside the model), and the run trained before it stays intact."""
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    prepare(tmp_path / "t.txt", tmp_path / "d", workers=1)
+    assert cli("train", "--data", tmp_path / "d", "--out", tmp_path / "r", "--max_iters=2", *TINY_FLAGS)[0] == 0
+    before = (tmp_path / "r/latest/model.safetensors").read_bytes()
+    meta = read_meta(tmp_path / "d")
+    for split in ("train", "val"):
+        ids = np.memmap(tmp_path / f"d/{split}.bin", dtype=meta["dtype"], mode="r+")
+        ids[:] = 60000  # every id: each batch and the whole split see one
+        ids.flush()
+        del ids
+    code, _, err = cli("train", "--data", tmp_path / "d", "--out", tmp_path / "r2", *TINY_FLAGS)
+    assert code == 2 and error_line(err).startswith(f"error: prepared data {tmp_path / 'd'} is damaged: its train "
+                                                    f"split holds token id 60000"), err
+    assert not (tmp_path / "r2" / "latest").exists()  # the first batch: no checkpoint was written
+    code, _, err = cli("eval", tmp_path / "r", "--data", tmp_path / "d", "--device=cpu")
+    assert code == 2 and "is damaged: it holds token id 60000" in error_line(err), err
+    assert (tmp_path / "r/latest/model.safetensors").read_bytes() == before
 
 
 # --- training from prepared data ---------------------------------------------------------------------

@@ -85,6 +85,10 @@ class TextData:
     block_size: int
     chars: dict[str, int]
     bytes: dict[str, int]
+    # For ids read from files (prepared data): every batch is checked against the vocabulary, so a damaged file is
+    # a one-line DataError naming `origin`, not an index error deep inside the model.
+    vocab_size: int | None = None
+    origin: str = ""
 
     def __post_init__(self) -> None:
         for k in ("train", "val"):
@@ -114,6 +118,9 @@ class TextData:
         T = self.block_size
         starts = torch.randint(len(data) - T, (batch_size,), generator=generator).numpy()
         block = torch.from_numpy(data[starts[:, None] + np.arange(T + 1)].astype(np.int64))  # (B, T+1)
+        if self.vocab_size is not None and int(block.max()) >= self.vocab_size:
+            raise DataError(f"{self.origin} is damaged: its {split} split holds token id {int(block.max())}, beyond "
+                            f"the tokenizer's {self.vocab_size:,} tokens; prepare the data again")
         return block[:, :-1], block[:, 1:]
 
     def tokens_per_char(self, split: str) -> float:

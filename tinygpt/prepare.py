@@ -345,7 +345,8 @@ def open_prepared(path: str | Path, block_size: int) -> TextData:
         if size != expected:
             raise DataError(f"prepared data {path} is damaged: {f.name} has {size} bytes, {META} says {expected}")
         arrays[split] = np.memmap(f, dtype=dtype, mode="r") if expected else np.zeros(0, dtype)
-    return TextData(arrays["train"], arrays["val"], block_size, chars=meta["chars"], bytes=meta["bytes"])
+    return TextData(arrays["train"], arrays["val"], block_size, chars=meta["chars"], bytes=meta["bytes"],
+                    vocab_size=meta["tokenizer"]["vocab_size"], origin=f"prepared data {path}")
 
 
 def prepared_tokenizer(path: str | Path) -> Tokenizer:
