@@ -26,6 +26,8 @@ def test_char_bpe_and_file(tmp_path, shakespeare_text):
         tokenizer_for_training("bpe", text, 200, tmp_path)
     with pytest.raises(TokenizerError, match="unknown tokenizer"):
         tokenizer_for_training("sentencepiece", text)
+    with pytest.raises(TokenizerError, match="brings its own vocabulary"):  # not silently ignored
+        tokenizer_for_training(str(tmp_path / "mine.json"), "unused", 1000)
 
 
 def test_train_with_bpe_reports_bits_per_byte(cli, tmp_path, text_file, monkeypatch):

@@ -33,6 +33,9 @@ def tokenizer_spec(spec: str, vocab_size: int | None = None) -> tuple[str, int |
         return "bpe", vocab_size
     p = Path(spec)
     if p.suffix == ".json" or p.exists():
+        if vocab_size:
+            raise TokenizerError(f"--vocab_size applies to a BPE tokenizer trained here; {spec} brings its own "
+                                 f"vocabulary")
         return "file", None
     raise TokenizerError(f"unknown tokenizer {spec!r}: use char, bpe or the path of a tokenizer .json file")
 
