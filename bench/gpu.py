@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny model, a few steps: seconds, CPU or GPU")
     ap.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
     ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
-                    help="autocast dtype; auto: bf16 on the GPU (tinygpt.device.choose_dtype)")
+                    help="autocast dtype; auto: tinygpt.device.choose_dtype's choice (bf16 on a GPU)")
     ap.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 30; smoke 3)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first, compilation included (default 3)")
     ap.add_argument("--max_seconds", type=float, default=120.0, help="stop the timed steps after this long")

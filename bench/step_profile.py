@@ -40,10 +40,12 @@ MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", choices=sorted(SHAPES), default="baby")
-    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    ap.add_argument("--steps", type=int, default=20, help="profiled steps (after 10 unprofiled warm-up steps)")
-    ap.add_argument("--rows", type=int, default=12, help="operators to list")
+    ap.add_argument("--config", choices=sorted(SHAPES), default="baby", help="the model and batch (default baby)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="the step's precision (default float32)")
+    ap.add_argument("--steps", type=int, default=20,
+                    help="timed steps, then as many profiled ones, after 10 warm-up steps (default 20)")
+    ap.add_argument("--rows", type=int, default=12, help="operators to list (default 12)")
     ap.add_argument("--versus", type=float, default=None, help="another project's step in ms, to bound the ratio")
     args = ap.parse_args()
 

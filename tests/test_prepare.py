@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import string
 import sys
 import warnings
@@ -416,7 +417,6 @@ def test_a_resumed_run_finds_its_cached_text_by_content_and_refuses_a_changed_on
     copied elsewhere the entry its start made is found by content, not prepared a second time. A changed text is
     refused (saying so) before any of it is prepared, and the cache is left as it was."""
     import os
-    import shutil
     monkeypatch.setattr(prep_cache, "AUTO_PREPARE_BYTES", 1)
     src = tmp_path / "t.txt"
     src.write_text(text, encoding="utf-8")
@@ -476,3 +476,19 @@ def test_training_characters_missing_from_a_given_tokenizer_are_reported(tmp_pat
                  ("train", "--data", tmp_path / "v.txt", "--out", tmp_path / "rv", "--max_iters=1", *TINY_FLAGS)):
         code, _, err = cli(*args)
         assert code == 0 and "warning" not in err, err
+
+
+def test_a_damaged_cache_entry_says_how_to_recover_and_recovers(tmp_path, cli, text, monkeypatch):
+    monkeypatch.setattr(prep_cache, "AUTO_PREPARE_BYTES", 1)
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    args = ["train", "--data", tmp_path / "t.txt", "--max_iters=1", *TINY_FLAGS]
+    assert cli(*args, "--out", tmp_path / "r1")[0] == 0
+    entry = Path(config(tmp_path / "r1")["prepared"])
+    with open(entry / "train.bin", "r+b") as f:
+        f.truncate(10)
+    code, _, err = cli(*args, "--out", tmp_path / "r2")
+    assert code == 2 and error_line(err).endswith(f"(a copy in the cache: delete {entry} and the next start "
+                                                  f"prepares {(tmp_path / 't.txt').resolve()} again)"), err
+    shutil.rmtree(entry)
+    code, _, err = cli(*args, "--out", tmp_path / "r2")
+    assert code == 0 and f"{entry} (made now, and cached)" in err, err

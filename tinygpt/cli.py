@@ -181,8 +181,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                              cache_dir=cache_dir("tokenizers"), init_from=args.init_from,
                              chat=True if args.chat else None, loss_on=args.chat_loss,
                              skip_bad_lines=args.skip_bad_lines, prepare_progress=bars)
-    for note in plan.notes:
-        print(note, file=sys.stderr)
+    from .distributed import detect
+    if detect().master:  # under torchrun every process plans the same run: one copy of its notes
+        for note in plan.notes:
+            print(note, file=sys.stderr)
     hooks = _ProgressHooks(quiet=args.quiet, writer_factory=writer_factory)
     result = train(plan.model_cfg, plan.train_cfg, plan.source, plan.tokenizer, out, resume=args.resume,
                    overwrite=args.overwrite, meta=plan.meta, hooks=hooks, init_from=plan.init_from)
@@ -218,7 +220,7 @@ class _ProgressHooks:
             timed = ", ".join(f"{k} {v:.1f} ms" for k, v in info["dtype_probe"].items())
             print(f"precision: {info['dtype']}, the faster per training step on this CPU ({timed})", file=sys.stderr)
         if info.get("fsdp") is False:
-            print("note: --fsdp shards over the processes torchrun starts; with one process it trains unsharded",
+            print("note: FSDP shards over the processes torchrun starts; with one process this run trains unsharded",
                   file=sys.stderr)
         print(f"training on {info['device']} ({info['dtype']}), {info['params'] / 1e6:.2f}M parameters, "
               f"{info['tokens_per_step']:,} tokens per step"

@@ -36,7 +36,13 @@ class Prepared:
     note: str  # which directory the run reads, for the run's notes
 
     def source(self, block_size: int) -> TextData:
-        return open_prepared(self.dir, block_size)
+        try:
+            return open_prepared(self.dir, block_size)
+        except DataError as e:
+            if self.dir == self.data:
+                raise
+            raise DataError(f"{e} (a copy in the cache: delete {self.dir} and the next start prepares "
+                            f"{self.data} again)") from None
 
 
 class NotTheExpectedText(DataError):
