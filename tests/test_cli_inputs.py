@@ -336,7 +336,10 @@ def test_train_help_explains_every_hyperparameter_and_a_bare_flag_means_true(cli
     for key in ALL_KEYS:
         if key != "vocab_size":
             assert f"--{key} [V] {' '.join(HELP[key].split())}" in flat, key
-    assert "timed on the model at hand (default auto)" in flat and "(default 1337)" in flat
+    assert "keeps the precision it began with (default auto)" in flat and "(default 1337)" in flat
+    for command in ("demo", "ladder"):  # their recipes set other defaults: none is claimed
+        _, out, _ = cli(command, "--help")
+        assert "optimizer steps in all" in out and "optimizer steps in all (default" not in " ".join(out.split())
     args = build_parser().parse_args(["train", "--out", "r", "--qk_norm", "--compile", "--n_layer=2"])
     assert _overrides(args) == {"qk_norm": "true", "compile": "true", "n_layer": "2"}
     with pytest.raises(ConfigError, match="--seed needs a value"):

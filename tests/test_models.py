@@ -5,8 +5,8 @@ import torch
 
 from tinygpt.config import ModelConfig
 from tinygpt.models import GPT, BigramLM, build_model, count_params
-from tinygpt.models.attention import (CausalSelfAttention, cached_attention_kernels, causal_mask, manual_attention,
-                                      written_out_attention, written_out_is_faster)
+from tinygpt.models.attention import (CausalSelfAttention, KVCache, cached_attention_kernels, causal_mask,
+                                      manual_attention, written_out_attention, written_out_is_faster)
 from tinygpt.models.dropout import keep_mask
 
 
@@ -236,18 +236,46 @@ def test_written_out_attention_is_chosen_only_where_measured_faster():
 
 
 def test_cached_attention_leaves_out_cudnn_on_cuda_only():
-    """Generation through the KV cache on CUDA: every fused kernel but cuDNN's (it re-plans for each new key
-    length), with the unfused one as the fallback; PyTorch's own choice comes back afterwards. Elsewhere
-    nothing changes. (Switching backends needs no GPU; tests/test_cuda.py checks the kernels actually run.)"""
+    """Generation through the KV cache on CUDA: the kernels enabled now, less cuDNN's (it re-plans for each new
+    key length); a choice made outside stays made, and PyTorch's state comes back afterwards. Elsewhere nothing
+    changes. (Switching backends needs no GPU; tests/test_cuda.py checks the kernels that actually run.)"""
     b = torch.backends.cuda
-    before = (b.cudnn_sdp_enabled(), b.flash_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled())
+
+    def state():
+        return b.cudnn_sdp_enabled(), b.flash_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled()
+
+    before = state()
     assert before[0]  # PyTorch's default: cuDNN allowed
     with cached_attention_kernels(torch.device("cuda")):
-        assert (b.cudnn_sdp_enabled(), b.flash_sdp_enabled(), b.mem_efficient_sdp_enabled(),
-                b.math_sdp_enabled()) == (False, True, True, True)
+        assert state() == (False, True, True, True)
     with cached_attention_kernels(torch.device("cpu")):
-        assert b.cudnn_sdp_enabled()
-    assert (b.cudnn_sdp_enabled(), b.flash_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled()) == before
+        assert state() == before
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):  # the user's own choice
+        with cached_attention_kernels(torch.device("cuda")):
+            assert state() == (False, False, True, False)
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):  # cuDNN alone: nothing else to run, so it stays
+        with cached_attention_kernels(torch.device("cuda")):
+            assert state() == (True, False, False, False)
+    assert state() == before
+
+
+def test_only_a_cached_forward_pass_enters_the_cached_attention_context(monkeypatch):
+    """Once per forward pass through the cache (not per layer, not without a cache), with the input's device."""
+    import tinygpt.models.gpt as gpt_mod
+    entered = []
+    real = gpt_mod.cached_attention_kernels
+    monkeypatch.setattr(gpt_mod, "cached_attention_kernels", lambda device: entered.append(device) or real(device))
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=16, block_size=16, n_layer=3, n_head=2, n_embd=8)).eval()
+    idx = torch.randint(0, 16, (1, 5))
+    with torch.no_grad():
+        m(idx)
+        assert entered == []
+        cache = KVCache(3, 1, 2, 16, 4, "cpu", torch.float32)
+        m(idx, cache=cache)
+        m(idx[:, :1], cache=cache)
+    assert entered == [torch.device("cpu")] * 2
 
 
 def _attention_layer(dropout: float) -> CausalSelfAttention:

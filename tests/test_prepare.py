@@ -334,7 +334,7 @@ def test_token_ids_beyond_the_vocabulary_are_one_line(tmp_path, cli, text):
                                                     f"split holds token id 60000"), err
     assert not (tmp_path / "r2" / "latest").exists()  # the first batch: no checkpoint was written
     code, _, err = cli("eval", tmp_path / "r", "--data", tmp_path / "d", "--device=cpu")
-    assert code == 2 and "is damaged: it holds token id 60000" in error_line(err), err
+    assert code == 2 and "is damaged: its val split holds token id 60000" in error_line(err), err
     assert (tmp_path / "r/latest/model.safetensors").read_bytes() == before
 
 
@@ -492,3 +492,11 @@ def test_a_damaged_cache_entry_says_how_to_recover_and_recovers(tmp_path, cli, t
     shutil.rmtree(entry)
     code, _, err = cli(*args, "--out", tmp_path / "r2")
     assert code == 0 and f"{entry} (made now, and cached)" in err, err
+    meta = read_meta(entry)
+    ids = np.memmap(entry / "train.bin", dtype=meta["dtype"], mode="r+")
+    ids[:] = meta["tokenizer"]["vocab_size"]  # the right size, ids one past the vocabulary
+    ids.flush()
+    del ids
+    code, _, err = cli(*args, "--out", tmp_path / "r3")
+    assert code == 2 and error_line(err).endswith(f"; delete {entry} and the next start prepares "
+                                                  f"{(tmp_path / 't.txt').resolve()} again"), err

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import (ALL_KEYS, DEFAULT_TEMPERATURE, HELP, PRESETS, ConfigError, ModelConfig, TrainConfig, load_toml,
+from .config import (ALL_KEYS, DEFAULT_TEMPERATURE, DEFAULTS, HELP, PRESETS, ConfigError, is_yes_no, load_toml,
                      parse_value, unknown_key_message)
 
 
@@ -129,16 +128,18 @@ def unknown_arguments(extras: list[str], parser: argparse.ArgumentParser) -> str
 
 # --- train -------------------------------------------------------------------------------------
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("hyperparameters (nanoGPT names; --name=value or --name value; defaults without "
-                             "--preset; a yes/no setting given bare is true)")
-    defaults = {**dataclasses.asdict(ModelConfig()), **dataclasses.asdict(TrainConfig())}
+def _add_config_flags(p: argparse.ArgumentParser, show_defaults: bool = True) -> None:
+    """The hyperparameter flags; `show_defaults`: the config's own defaults apply (train), else a recipe of the
+    command's sets them (demo, ladder)."""
+    g = p.add_argument_group("hyperparameters (nanoGPT names; --name=value or --name value; "
+                             + ("defaults without --preset" if show_defaults else "defaults: this command's recipe")
+                             + "; a yes/no setting given bare is true)")
     for key in ALL_KEYS:
         if key == "vocab_size":
             continue
-        default = str(defaults[key]).lower() if isinstance(defaults[key], bool) else defaults[key]
+        default = str(DEFAULTS[key]).lower() if is_yes_no(key) else DEFAULTS[key]
         g.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="V", nargs="?", const=_BARE, default=None,
-                       help=f"{HELP[key]} (default {default})")
+                       help=HELP[key] + (f" (default {default})" if show_defaults else ""))
 
 
 _BARE = object()  # a hyperparameter flag given without a value: true for a yes/no setting, else an error
@@ -148,8 +149,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
     for key, value in out.items():
         if value is _BARE:
-            if not isinstance(getattr(ModelConfig(), key, getattr(TrainConfig(), key, None)), bool):
-                raise ConfigError(f"--{key} needs a value: --{key}=V (see tinygpt train --help)")
+            if not is_yes_no(key):
+                raise ConfigError(f"--{key} needs a value: --{key}=V (see --help)")
             out[key] = "true"
     return out
 
@@ -575,7 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     t = sub.add_parser("train", help="train a model on a text file or folder",
-                       description="Train a GPT on text (characters, BPE or prepared data) or on conversations, on one device or under torchrun. Settings: defaults < --preset < --config < flags.")
+                       description="Train a GPT on text (characters, BPE or prepared data) or on conversations, on one "
+                                   "device or under torchrun. Settings: defaults < --preset < --config < flags.")
     t.add_argument("--data", help="a UTF-8 text file, a JSONL or Parquet file (its \"text\" field), a folder of them, "
                                   "a corpus name (see tinygpt corpora), or a directory made by tinygpt prepare; "
                                   "a large text is prepared once, into the cache (see tinygpt prepare --help)")
@@ -659,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "question is answered right)")
     d.add_argument("--chat_loss", choices=("assistant", "all"), default=None,
                    help="chat only: the loss on the assistant's replies (default) or on every token")
-    _add_config_flags(d)
+    _add_config_flags(d, show_defaults=False)
     d.set_defaults(func=cmd_demo)
 
     la = sub.add_parser("ladder", help="train every rung of the model ladder on one text and compare",
@@ -673,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "embeddings and Muon added one at a time")
     la.add_argument("--overwrite", action="store_true", help="replace a ladder already in --out")
     la.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_config_flags(la)
+    _add_config_flags(la, show_defaults=False)
     la.set_defaults(func=cmd_ladder)
 
     pl = sub.add_parser("plot", help="save a PNG of the loss curves of one or several runs")

@@ -204,6 +204,12 @@ MODEL_KEYS = tuple(f.name for f in fields(ModelConfig))
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
 ALL_KEYS = MODEL_KEYS + TRAIN_KEYS
 _FIELD_TYPES = {f.name: f.type for f in fields(ModelConfig) + fields(TrainConfig)}
+DEFAULTS: dict[str, Any] = {**dataclasses.asdict(ModelConfig()), **dataclasses.asdict(TrainConfig())}  # no preset
+
+
+def is_yes_no(key: str) -> bool:
+    """Is `key` a yes/no setting (given bare on the command line, it means true)?"""
+    return _FIELD_TYPES[key] == "bool"
 
 # One line per setting for `tinygpt train --help` (the CLI adds each default).
 HELP = {
@@ -239,7 +245,8 @@ HELP = {
     "val_fraction": "share of the text held out for validation (fixed when data is prepared)",
     "device": f"{', '.join(DEVICES)} (cuda:N allowed); auto: cuda > mps > cpu",
     "dtype": f"{', '.join(DTYPES)}; auto: bf16 on CUDA (fp16 where bf16 is missing), fp32 on MPS and on CPUs "
-             "without bf16 units, and on CPUs with them the faster of fp32 and bf16, timed on the model at hand",
+             "without bf16 units, and on CPUs with them the faster of fp32 and bf16, timed on the model at hand "
+             "(bf16 untimed when sharded with --fsdp); a resumed run keeps the precision it began with",
     "compile": "torch.compile the model (compiling takes seconds to minutes)",
     "fsdp": "under torchrun: shard weights, gradients and optimizer state over the processes",
     "seed": "random seed of the run",

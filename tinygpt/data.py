@@ -35,7 +35,12 @@ def text_digest(text: str) -> str:
     trained on, so a resume on different data is noticed."""
     import hashlib
 
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return short_digest(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+
+
+def short_digest(sha256: str) -> str:
+    """text_digest from the text's full sha256 (hex), for a text hashed as a stream (prepare.scan)."""
+    return sha256[:16]
 
 
 def split_text(text: str, val_fraction: float) -> tuple[str, str]:
@@ -85,10 +90,12 @@ class TextData:
     block_size: int
     chars: dict[str, int]
     bytes: dict[str, int]
-    # For ids read from files (prepared data): every batch is checked against the vocabulary, so a damaged file is
-    # a one-line DataError naming `origin`, not an index error deep inside the model.
+    # For ids read from files (prepared data): every batch is checked against the vocabulary (check_ids), so a
+    # damaged file is a one-line DataError naming `origin` and what to do (`remedy`), not an index error deep
+    # inside the model.
     vocab_size: int | None = None
     origin: str = ""
+    remedy: str = "prepare the data again"
 
     def __post_init__(self) -> None:
         for k in ("train", "val"):
@@ -118,10 +125,17 @@ class TextData:
         T = self.block_size
         starts = torch.randint(len(data) - T, (batch_size,), generator=generator).numpy()
         block = torch.from_numpy(data[starts[:, None] + np.arange(T + 1)].astype(np.int64))  # (B, T+1)
-        if self.vocab_size is not None and int(block.max()) >= self.vocab_size:
-            raise DataError(f"{self.origin} is damaged: its {split} split holds token id {int(block.max())}, beyond "
-                            f"the tokenizer's {self.vocab_size:,} tokens; prepare the data again")
+        self.check_ids(block, split)
         return block[:, :-1], block[:, 1:]
+
+    def check_ids(self, ids: np.ndarray | torch.Tensor, split: str) -> None:
+        """For ids read from files: a DataError if any is beyond the vocabulary (the file is damaged)."""
+        if self.vocab_size is None or len(ids) == 0:
+            return
+        top = int(ids.max())
+        if top >= self.vocab_size:
+            raise DataError(f"{self.origin} is damaged: its {split} split holds token id {top}, beyond the "
+                            f"tokenizer's {self.vocab_size:,} tokens; {self.remedy}")
 
     def tokens_per_char(self, split: str) -> float:
         return len(self.split(split)) / self.chars[split]
@@ -131,4 +145,4 @@ class TextData:
 
 
 __all__ = ["DataError", "IGNORE_INDEX", "BatchSource", "ScoredSource", "TextData", "load_text", "read_text",
-           "split_point", "split_text", "text_digest", "to_array"]
+           "short_digest", "split_point", "split_text", "text_digest", "to_array"]

@@ -107,9 +107,8 @@ def evaluate_prepared(model: nn.Module, tokenizer: Any, path: Any, split: str = 
     ids = np.concatenate([data.split(k) for k in parts]) if split == "all" else data.split(split)
     if len(ids) < 2:
         raise DataError(f"the {split} split of {path} is too short to evaluate")
-    if int(ids.max()) >= tokenizer.vocab_size:
-        raise DataError(f"prepared data {path} is damaged: it holds token id {int(ids.max())}, beyond the "
-                        f"tokenizer's {tokenizer.vocab_size:,} tokens; prepare the data again")
+    for k in parts:
+        data.check_ids(data.split(k), k)
     unk = getattr(tokenizer, "unk_id", None)  # characters a character vocabulary had not seen
     return {**evaluate_ids(model, tokenizer, ids, sum(data.chars[k] for k in parts),
                            sum(data.bytes[k] for k in parts), batch_size, device),

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Union
 
 import numpy as np
 
-from .data import TextData, split_point
+from .data import TextData, short_digest, split_point
 from .files import atomic_dir, write_text
 from .sources import DataError, TextStream
 from .tokenizers import ByteBPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
@@ -360,7 +360,7 @@ def prepared_tokenizer(path: str | Path) -> Tokenizer:
 
 def fingerprint(meta: dict[str, Any]) -> str:
     """The data fingerprint a run records (data.text_digest of the same text, read in memory)."""
-    return meta["text"]["sha256"][:16]
+    return short_digest(meta["text"]["sha256"])
 
 
 __all__ = ["BPE_SAMPLE_CHARS", "fingerprint", "is_prepared", "open_prepared", "prepare", "prepared_tokenizer",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import TextData
+from .data import TextData, short_digest
 from .files import write_text
 from .prepare import (VERSION, Progress, TokenizerChoice, fingerprint, is_prepared, open_prepared, prepare,
                       prepared_tokenizer, read_meta, scan, tokenizer_choice)
@@ -36,13 +36,16 @@ class Prepared:
     note: str  # which directory the run reads, for the run's notes
 
     def source(self, block_size: int) -> TextData:
+        remedy = None if self.dir == self.data else f"delete {self.dir} and the next start prepares {self.data} again"
         try:
-            return open_prepared(self.dir, block_size)
+            data = open_prepared(self.dir, block_size)
         except DataError as e:
-            if self.dir == self.data:
+            if remedy is None:
                 raise
-            raise DataError(f"{e} (a copy in the cache: delete {self.dir} and the next start prepares "
-                            f"{self.data} again)") from None
+            raise DataError(f"{e} (a copy in the cache: {remedy})") from None
+        if remedy is not None:  # a damaged id found later says the same
+            data.remedy = remedy
+        return data
 
 
 class NotTheExpectedText(DataError):
@@ -112,7 +115,7 @@ def prepare_cached(path: str | Path, cache: Path, tokenizer: TokenizerChoice = "
         _check_text(path, fingerprint(read_meta(entry)), expect)
         return entry, True
     info = scan(path, progress=progress)  # not indexed yet (or changed on disk): look by content
-    _check_text(path, info["text_sha256"][:16], expect)
+    _check_text(path, short_digest(info["text_sha256"]), expect)
     by_content = _digest({**settings, "text_sha256": info["text_sha256"]})
     # an entry made by another request that produced this very tokenizer (a run made from the text with
     # "char", resumed with the tokenizer it saved) is indexed under that tokenizer and the content

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-
-import numpy as np
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from .config import MODEL_KEYS, ConfigError, ModelConfig, TrainConfig, build_configs, parse_value
 from .data import BatchSource, TextData, load_text, split_text, text_digest
 from .chat import Conversation, split_conversations
 from .prepare import Progress, fingerprint, unknown_message, unknown_note
 from .prepare_cache import NotTheExpectedText, Prepared, prepared_for_run
+from .corpora import resolve_data
 from .run import Run, RunError, kind_of
 from .tokenizers import ChatTokenizer, CharTokenizer, Tokenizer
 
@@ -98,7 +99,7 @@ def plan_text_run(out: str | Path, data: str | None, overrides: dict[str, Any], 
                 spec, tok, is_chat, skip_bad_lines, train_cfg, overrides, notes, prepare_progress,
                 expect=None if change_data else recorded)
         except NotTheExpectedText:
-            path, digest = spec, None
+            path, digest = resolve_data(spec), None
         same = digest == recorded if recorded else str(Path(path).resolve()) == old.get("data")
         if not same and not change_data:
             what = (f"{path} has changed since this run was trained on it"

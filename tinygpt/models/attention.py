@@ -97,15 +97,20 @@ def written_out_is_faster(q: torch.Tensor, dropout_p: float) -> bool:
 
 
 def cached_attention_kernels(device: torch.device):
-    """The fused attention kernels for generation through the KV cache: on CUDA, every one but cuDNN's.
+    """A context for attention through the KV cache: on CUDA, the fused kernels enabled now, less cuDNN's.
     cuDNN's kernel plans for one exact shape, and the number of keys grows by one with every new token, so it
     plans again at every step: about 2.8 ms of host time per call. On an H200 that made greedy decoding of a
     GPT-2-small-shaped model 16x slower at batch 1 (21 against 336 tokens/s) and 15x slower at batch 16
-    (docs/LOG.md). Elsewhere PyTorch's choice stands."""
+    (docs/LOG.md). Elsewhere, or when cuDNN's is the only kernel enabled, PyTorch's choice stands. GPT.forward
+    enters it once per cached forward pass (about 15 us), not once per layer."""
     if device.type != "cuda":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+    b = torch.backends.cuda
+    kept = [k for k, on in ((SDPBackend.FLASH_ATTENTION, b.flash_sdp_enabled()),
+                            (SDPBackend.EFFICIENT_ATTENTION, b.mem_efficient_sdp_enabled()),
+                            (SDPBackend.MATH, b.math_sdp_enabled())) if on]
+    return sdpa_kernel(kept) if kept else contextlib.nullcontext()
 
 
 class CausalSelfAttention(nn.Module):
@@ -152,13 +157,11 @@ class CausalSelfAttention(nn.Module):
             y = written_out_attention(q, k, v, self.dropout)
         else:
             p = self.dropout if self.training else 0.0
-            with cached_attention_kernels(x.device) if cache is not None else contextlib.nullcontext():
-                if k.size(2) == T:  # no earlier positions: plain causal attention
-                    y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-                elif T == 1:  # one new token sees everything cached
-                    y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-                else:
-                    y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, k.size(2), x.device),
-                                                       dropout_p=p)
+            if k.size(2) == T:  # no earlier positions: plain causal attention
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            elif T == 1:  # one new token sees everything cached
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, k.size(2), x.device), dropout_p=p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y)), weights

@@ -6,13 +6,14 @@ later options (position, norm, activation, qk_norm, bias, tie_embeddings; models
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn as nn
 
 from ..config import ModelConfig
-from .attention import CausalSelfAttention, KVCache
+from .attention import CausalSelfAttention, KVCache, cached_attention_kernels
 from .base import LanguageModel
 from .dropout import Dropout
 from .loss import next_token_loss
@@ -140,11 +141,12 @@ class GPT(LanguageModel):
         manual = capture is not None
         if manual:
             capture["embed"] = x
-        for i, block in enumerate(self.transformer.h):
-            x, weights = block(x, cache, i, manual)
-            if manual:
-                capture[f"attn.{i}"] = weights
-                capture[f"resid.{i}"] = x
+        with cached_attention_kernels(idx.device) if cache is not None else contextlib.nullcontext():
+            for i, block in enumerate(self.transformer.h):
+                x, weights = block(x, cache, i, manual)
+                if manual:
+                    capture[f"attn.{i}"] = weights
+                    capture[f"resid.{i}"] = x
         if cache is not None:
             cache.pos += T
         if manual:
