@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"KV generation, batch {b}, SDPA", f"{r:,.0f} tokens/s with flash/efficient kernels only "
                                                        f"(cuDNN attention excluded)"))
     if kernels:
-        rows.append(("SDPA kernel PyTorch picks", f"training shape: {kernels['training']}; "
-                                                  f"decode shape: {kernels['decode']} (the library excludes cuDNN there)"))
+        rows.append(("SDPA kernel PyTorch picks", f"training shape: {kernels['training']}; decode shape: "
+                                                  f"{kernels['decode']} (the library excludes cuDNN there)"))
     if decode and 1 in gen_rates:
         rows.append(("decode step, batch 1", f"{1000 / gen_rates[1]:.2f} ms wall per token; "
                      f"{decode['kernels_per_token']:.0f} device ops, {decode['busy_ms_per_token']:.2f} ms GPU busy"))

@@ -3,8 +3,8 @@
 Both run as subprocesses of this script on the same machine, alternating, with the same hyperparameters;
 per-iteration times exclude evaluation steps and the first 5 iterations; we report medians and ratios, the
 precision tinygpt trained in (`--dtype=auto` unless --ours_extra says otherwise), and what each achieved in
-GFLOP/s (bench/gpu.py's 6N + 12·L·H·Q·T per token, as nanoGPT's MFU estimate) against this machine's measured fp32 and bf16
-matrix-product peaks.
+GFLOP/s (bench/gpu.py's 6N + 12·L·H·Q·T per token, as nanoGPT's MFU estimate) against this machine's measured
+fp32 and bf16 matrix-product peaks.
 
     NANOGPT_DIR=/path/to/nanoGPT python bench/train_vs_nanogpt.py [--config baby|preset|both] [--iters 200]
         [--repeats 3] [--full]

@@ -60,8 +60,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
           f"({text['bytes'] / 1e6 / secs:,.1f} MB/s): {tokens['train']:,} training and {tokens['val']:,} "
           f"validation tokens ({meta['dtype']}); tokenizer: {tok['how']}")
     print(f"train on it with: tinygpt train --data {args.out} --out runs/NAME")
-    if unknown_note(meta):
-        print(f"warning: {unknown_note(meta)}", file=sys.stderr)
+    unknown = unknown_note(meta)
+    if unknown:
+        print(f"warning: {unknown}", file=sys.stderr)
     return 0
 
 

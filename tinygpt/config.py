@@ -211,6 +211,7 @@ def is_yes_no(key: str) -> bool:
     """Is `key` a yes/no setting (given bare on the command line, it means true)?"""
     return _FIELD_TYPES[key] == "bool"
 
+
 # One line per setting for `tinygpt train --help` (the CLI adds each default).
 HELP = {
     "model": f"architecture: {', '.join(MODEL_TYPES)} (the teaching ladder's rungs and the full GPT)",

@@ -175,4 +175,5 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()[:24]
 
 
-__all__ = ["AUTO_PREPARE_BYTES", "NotTheExpectedText", "Prepared", "prepare_cached", "prepared_for_run", "wants_preparing"]
+__all__ = ["AUTO_PREPARE_BYTES", "NotTheExpectedText", "Prepared", "prepare_cached", "prepared_for_run",
+           "wants_preparing"]

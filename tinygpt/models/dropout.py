@@ -14,6 +14,8 @@ On other devices `F.dropout` is used as is: their generators are fast.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -24,10 +26,7 @@ WORD = 1 << 16  # each element's random word has 16 bits
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> tuple[torch.Tensor, float]:
     """(a bool tensor of `shape`, True where an element survives; the scale survivors get), on CPU. Each
     element is dropped independently with probability round(p · 2¹⁶) / 2¹⁶."""
-    cut = round(p * WORD)
-    n = 1
-    for s in shape:
-        n *= s
+    cut, n = round(p * WORD), math.prod(shape)
     if cut >= WORD:
         return torch.zeros(shape, dtype=torch.bool), 0.0
     words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64)
