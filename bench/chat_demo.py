@@ -14,7 +14,7 @@ import json
 import statistics
 import time
 
-from tinygpt.chat_demo import train_demo
+from tinygpt.recipes.assistant import train_demo
 from machine import cpu_name  # bench/machine.py
 
 

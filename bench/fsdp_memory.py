@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tinygpt import distributed  # noqa: E402
+from tinygpt.training import distributed  # noqa: E402
 from tinygpt.config import ModelConfig, TrainConfig  # noqa: E402
 from tinygpt.models import build_model, count_params  # noqa: E402
-from tinygpt.optim import configure_optimizer  # noqa: E402
+from tinygpt.training.optim import configure_optimizer  # noqa: E402
 
 
 def local_bytes(tensors) -> int:

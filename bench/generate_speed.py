@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tinygpt.config import ModelConfig  # noqa: E402
-from tinygpt.generate import generate  # noqa: E402
+from tinygpt.generation.generate import generate  # noqa: E402
 from tinygpt.models import GPT  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def main() -> int:
     args = ap.parse_args()
 
     if args.checkpoint:
-        from tinygpt.run import load_checkpoint
+        from tinygpt.training.run import load_checkpoint
         model, _, _ = load_checkpoint(args.checkpoint)
     else:
         torch.manual_seed(0)

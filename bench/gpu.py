@@ -40,11 +40,11 @@ from tinygpt.device import autocast, choose_device, choose_dtype  # noqa: E402
 from tinygpt.models import build_model, count_params  # noqa: E402
 
 try:  # the optimizer set-up may live in its own module
-    from tinygpt.optim import configure_optimizer  # noqa: E402
+    from tinygpt.training.optim import configure_optimizer  # noqa: E402
 except ImportError:
-    from tinygpt.train import configure_optimizer  # noqa: E402
+    from tinygpt.training.loop import configure_optimizer  # noqa: E402
 try:  # the generation API may be reshaped; the training figures stand without it
-    from tinygpt.generate import generate_tokens  # noqa: E402
+    from tinygpt.generation.generate import generate_tokens  # noqa: E402
 except ImportError:
     generate_tokens = None
 
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     if launch_us is not None:
         rows.append(("tiny kernel, back to back", f"{launch_us:.1f} us per launch"))
     if generate_tokens is None:
-        rows.append(("KV generation", "skipped: tinygpt.generate.generate_tokens not found"))
+        rows.append(("KV generation", "skipped: tinygpt.generation.generate.generate_tokens not found"))
     rows += [("note", n) for n in notes]
     width = max(len(k) for k, _ in rows)
     print()

@@ -1,7 +1,7 @@
 """Greedy generation from a GPT-2 124M-shaped model: tinygpt's KV-cache path vs Hugging Face `generate`, on CPU.
 
 A random GPT2LMHeadModel of GPT-2 small's shape (12 layers, 12 heads, 768 dims, 1024 positions, 50,257 tokens,
-tanh GELU) is saved with save_pretrained and imported with `tinygpt.hf.import_gpt2`, so both sides run the
+tanh GELU) is saved with save_pretrained and imported with `tinygpt.interop.gpt2.import_gpt2`, so both sides run the
 same weights. Each repeat times both, alternating which goes first (A B, B A, ...), batch 1, greedy, from the
 same prompt; the script checks that the generated tokens are identical and prints the medians and their ratio.
 No download: the weights are random, the prompt is a fixed list of ids.
@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tinygpt.generate import generate  # noqa: E402
-from tinygpt.hf import import_gpt2  # noqa: E402
-from tinygpt.run import load_checkpoint  # noqa: E402
+from tinygpt.generation.generate import generate  # noqa: E402
+from tinygpt.interop.gpt2 import import_gpt2  # noqa: E402
+from tinygpt.training.run import load_checkpoint  # noqa: E402
 
 
 def ours(model, prompt: list[int], n: int) -> tuple[float, list[int]]:

@@ -26,8 +26,8 @@ from hf_generate import _write_gpt2_tokenizer  # noqa: E402  (GPT-2's tokenizer 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tinygpt.hf import layer_keys  # noqa: E402
-from tinygpt.tensorfiles import write_safetensors  # noqa: E402
+from tinygpt.interop.gpt2 import layer_keys  # noqa: E402
+from tinygpt.interop.tensorfiles import write_safetensors  # noqa: E402
 
 SHAPES = {"gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024), "gpt2-large": (36, 20, 1280), "gpt2-xl": (48, 25, 1600)}
 VOCAB, POSITIONS = 50257, 1024
@@ -35,7 +35,7 @@ VOCAB, POSITIONS = 50257, 1024
 CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
-from tinygpt.hf import import_gpt2
+from tinygpt.interop.gpt2 import import_gpt2
 r = import_gpt2(sys.argv[1], sys.argv[2])
 print(json.dumps({"seconds": time.perf_counter() - t0, "params": r.params,
                   "vm_hwm_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))

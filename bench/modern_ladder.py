@@ -15,9 +15,9 @@ import json
 import statistics
 from pathlib import Path
 
-from tinygpt.data import read_text
-from tinygpt.ladder import MODERN_RUNGS, run_ladder
-from tinygpt.run import Run
+from tinygpt.data.text import read_text
+from tinygpt.recipes.ladder import MODERN_RUNGS, run_ladder
+from tinygpt.training.run import Run
 
 
 def train_seeds(data: str, out: Path, seeds: list[int], max_iters: int | None) -> None:

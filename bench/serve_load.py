@@ -115,9 +115,9 @@ def summarize(replies: list[Reply], wall: float) -> dict:
 
 def requests_for(run_dir: str, clients: int, tokens: int, prompt: str) -> tuple[list[dict], list[str], list]:
     """The request bodies, the library's reply to each, and for a task run the true answers."""
-    from tinygpt.completions import load_runs
-    from tinygpt.generate import generate_text
-    from tinygpt.tasks import number_to_words
+    from tinygpt.serve.completions import load_runs
+    from tinygpt.generation.generate import generate_text
+    from tinygpt.tasks.calculator import number_to_words
 
     (run,) = load_runs([run_dir]).values()
     model, tok, task = run.subject.model, run.subject.tokenizer, run.subject.task

@@ -30,7 +30,7 @@ def text_file(tmp_path: Path, shakespeare_text: str) -> Path:
 @pytest.fixture
 def cli(capsys):
     """Run the CLI in-process: returns (exit code, stdout, stderr)."""
-    from tinygpt.cli import main
+    from tinygpt.cli.main import main
 
     def run(*args: str) -> tuple[int, str, str]:
         try:
@@ -51,7 +51,7 @@ DIALOGUE = "ROMEO:\nWhat say you, my lord?\n\nJULIET:\nNothing, good night.\n" *
 
 def train_tiny(root: Path, name: str, max_iters: int, *flags: str) -> Path:
     """Train a tiny run on DIALOGUE (written once into root/input.txt) through the CLI; returns its directory."""
-    from tinygpt.cli import main
+    from tinygpt.cli.main import main
 
     text = root / "input.txt"
     if not text.exists():

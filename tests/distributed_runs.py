@@ -48,7 +48,7 @@ def setup(text: str, max_iters: int, batch_size: int, **overrides):
     """(model config, train config, data, tokenizer) of the tiny runs: 2 layers, 15 positions (an odd number, so
     the position embedding's rows split unevenly over two processes), two micro-steps per step, clipping on, fp32."""
     from tinygpt.config import build_configs
-    from tinygpt.data import TextData
+    from tinygpt.data.text import TextData
     from tinygpt.tokenizers import CharTokenizer
 
     tok = CharTokenizer.train(text)
@@ -95,8 +95,8 @@ def stop_at_half(model, metrics) -> str | None:
 def main(out: Path, text_file: Path) -> None:
     import torch.distributed as dist
 
-    from tinygpt.cli import main as cli
-    from tinygpt.train import train
+    from tinygpt.cli.main import main as cli
+    from tinygpt.training.loop import train
 
     text = text_file.read_text(encoding="utf-8")
     dist.init_process_group("gloo")

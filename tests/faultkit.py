@@ -7,14 +7,15 @@ import contextlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tinygpt.checkpoint import CONFIG
-from tinygpt.run import Run, load_checkpoint
+from tinygpt.training.checkpoint import CONFIG
+from tinygpt.training.run import Run, load_checkpoint
 
 FLAGS = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=4", "--eval_interval=2",
          "--eval_iters=1", "--log_interval=1", "--device=cpu", "--quiet"]
@@ -31,11 +32,20 @@ def env(tmp_path: Path) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1"}
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """In the child before it runs Python: SIGINT back to its default. A suite started as a background job
+    (`python -m pytest &`, nohup, some CI runners) has SIGINT ignored, and children inherit that; Python then
+    installs no KeyboardInterrupt handler, and the Ctrl-C a test sends would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(args: list, tmp_path: Path, **kwargs) -> subprocess.Popen:
-    """`python -m tinygpt ARGS` in the background, stderr (and, unless given, stdout) piped as text."""
+    """`python -m tinygpt ARGS` in the background, stderr (and, unless given, stdout) piped as text, with Ctrl-C
+    working as it does for a command typed in a terminal, however the suite itself was started."""
     kwargs.setdefault("stdout", subprocess.DEVNULL)
     return subprocess.Popen([sys.executable, "-m", "tinygpt", *map(str, args)], stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path, env=env(tmp_path), **kwargs)
+                            text=True, cwd=tmp_path, env=env(tmp_path), preexec_fn=_sigint_as_in_a_terminal,
+                            **kwargs)
 
 
 def wait_until(condition: Callable[[], bool], proc: subprocess.Popen | None = None, timeout: float = 60,

@@ -24,8 +24,8 @@ def make_runs(root: Path) -> dict[str, Path]:
     """{"calculator": run dir, "cat": run dir, "chat": run dir}: a task run, a text run (block_size 32, so windows
     slide) and a chat run fine-tuned from the text run (`tinygpt train --init_from`)."""
     import tinygpt
-    from tinygpt.cli import main
-    from tinygpt.demo import train_calculator
+    from tinygpt.cli.main import main
+    from tinygpt.recipes.demo import train_calculator
     from tinygpt.tokenizers import CharTokenizer
 
     quick = {"max_iters": 5, "eval_interval": 5, "eval_iters": 1, "device": "cpu"}

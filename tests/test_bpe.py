@@ -9,7 +9,7 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygpt.cli_tokenizer import add_tokenizer_parser
+from tinygpt.cli.tokenizer import add_tokenizer_parser
 from tinygpt.tokenizers import ByteBPETokenizer, TokenizerError, bpe, load_tokenizer
 from tinygpt.tokenizers.bpe import ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN
 from tinygpt.tokenizers.stats import tokenizer_stats
@@ -291,7 +291,7 @@ def test_cli_train_encode_export_stats(tmp_path, capsys):
 
 
 def test_cli_errors(tmp_path):
-    from tinygpt.data import DataError
+    from tinygpt.data.text import DataError
 
     out = str(tmp_path / "x")
     data = tmp_path / "data.txt"

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tinygpt.generate import generate_text
+from tinygpt.generation.generate import generate_text
 from tinygpt.tokenizers import ByteBPETokenizer
 
 TEXT = "😀😁😂 中文字 中文 日本語 😀 naïve 😁 中文字 " * 20

@@ -11,10 +11,11 @@ import torch
 
 from conftest import DIALOGUE, TINY_FLAGS, train_tiny
 from tinygpt import GPT, ModelConfig
-from tinygpt.chat import (ChatData, ChatError, ChatSession, Conversation, Message, answer_turns, read_conversations,
-                          render, reply_turns, score_replies, split_conversations)
-from tinygpt.data import IGNORE_INDEX
-from tinygpt.run import Run, load_checkpoint
+from tinygpt.tasks.chat import ChatData
+from tinygpt.data.conversations import ChatError, Conversation, Message, read_conversations, render, split_conversations
+from tinygpt.generation.chat import ChatSession, answer_turns, reply_turns, score_replies
+from tinygpt.data.text import IGNORE_INDEX
+from tinygpt.training.run import Run, load_checkpoint
 from tinygpt.tokenizers import ByteBPETokenizer, CharTokenizer, ChatTokenizer, WordTokenizer, load_tokenizer
 from tinygpt.tokenizers.chat import SPECIALS
 
@@ -259,7 +260,7 @@ def test_fine_tuning_our_run_into_a_chat_model(cli, tmp_path):
     assert run.config()["chat"] == {"loss_on": "assistant"}
     assert "val_exact_first" in run.metrics()[0] and "val_exact_followup" in run.metrics()[0]
     # step 0 evaluated the base weights, with the new rows at the mean of the old ones
-    from tinygpt.chat import is_chat_file
+    from tinygpt.data.conversations import is_chat_file
     assert is_chat_file(data)
     model, _, _ = load_checkpoint(tmp_path / "chat", "latest")
     assert model.config.vocab_size == base_tok.vocab_size + 4
@@ -273,7 +274,7 @@ def test_fine_tuning_our_run_into_a_chat_model(cli, tmp_path):
 
 def test_initial_weights_gain_mean_rows(tmp_path, base):
     import importlib
-    train_mod = importlib.import_module("tinygpt.train")
+    train_mod = importlib.import_module("tinygpt.training.loop")
     source, _, _ = load_checkpoint(base)
     cfg = source.config.with_vocab(source.config.vocab_size + 4)
     model = GPT(cfg)
@@ -338,7 +339,7 @@ def test_chat_flags_need_chat_data(cli, tmp_path):
 
 def test_fine_tuning_an_imported_gpt2_into_a_chat_model(cli, tmp_path):
     from hf_fixtures import hf_folder, small_bpe, tiny_hf_model
-    from tinygpt.hf import import_gpt2
+    from tinygpt.interop.gpt2 import import_gpt2
     tok = small_bpe()
     import_gpt2(hf_folder(tmp_path / "hf", tiny_hf_model(tok.vocab_size, seed=3), tok), tmp_path / "gpt2")
     data = tmp_path / "short.jsonl"
@@ -365,7 +366,7 @@ def test_eval_of_a_chat_run_scores_its_held_out_conversations(cli, tmp_path, bas
     val = split_conversations(convs, 0.1)[1]
     assert res["split"] == "val" and res["conversations"] == len(val) == 4
     assert {k: res[k] for k in ("first", "followup")} == score_replies(model, tok, val)
-    from tinygpt.chat import pack
+    from tinygpt.data.conversations import pack
     x, y = pack(tok, val, model.config.block_size)
     with torch.no_grad():
         logits, _ = model(x)

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from tinygpt import chat_demo
-from tinygpt.chat import parse_conversation
-from tinygpt.tasks import OPS, words_to_number
+import tinygpt.recipes.assistant as chat_demo
+from tinygpt.data.conversations import parse_conversation
+from tinygpt.tasks.calculator import OPS, words_to_number
 
 FACT = re.compile(r"^(.+) (plus|minus|times) (.+) is (.+)\.$")
 
@@ -76,7 +76,7 @@ def test_demo_chat_end_to_end_with_a_tiny_recipe(cli, tmp_path, monkeypatch):
     assert "1. pretraining" in err and "2. fine-tuning on conversations" in err
     for name in ("pretraining.txt", "train.jsonl", "heldout.jsonl", "base/best", "assistant/best"):
         assert (tmp_path / "chat" / name).exists()
-    from tinygpt.run import Run
+    from tinygpt.training.run import Run
     from tinygpt.tokenizers import ChatTokenizer
     assert not isinstance(Run(tmp_path / "chat/base").tokenizer(), ChatTokenizer)
     assert isinstance(Run(tmp_path / "chat/assistant").tokenizer(), ChatTokenizer)

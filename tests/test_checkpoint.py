@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from tinygpt import checkpoint
-from tinygpt.checkpoint import CheckpointError, save_checkpoint
-from tinygpt.run import RunError, load_checkpoint
+from tinygpt.training import checkpoint
+from tinygpt.training.checkpoint import CheckpointError, save_checkpoint
+from tinygpt.training.run import RunError, load_checkpoint
 from tinygpt.config import ModelConfig
 from tinygpt.models import GPT
 from tinygpt.tokenizers import CharTokenizer

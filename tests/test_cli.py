@@ -174,7 +174,7 @@ def test_plot_makes_a_png_of_the_expected_size(cli, tmp_path, text_file):
 
 
 def test_smoothing_known_answer():
-    from tinygpt.plot import smooth
+    from tinygpt.inspect.plot import smooth
     assert smooth([1, 3], 0.5) == pytest.approx([1.0, 7 / 3])
     assert smooth([2, 2, 2], 0.9) == pytest.approx([2, 2, 2])
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinygpt.cli import main
+from tinygpt.cli.main import main
 from tinygpt.config import DEFAULT_TEMPERATURE
-from tinygpt.generate import beam_search, generate_text
-from tinygpt.run import load_checkpoint
+from tinygpt.generation.generate import beam_search, generate_text
+from tinygpt.training.run import load_checkpoint
 
 FLAGS = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=4", "--max_iters=4",
          "--eval_interval=2", "--eval_iters=1", "--log_interval=1", "--device=cpu", "--quiet"]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from faultkit import FLAGS, error_line, make_text, only_line, spawn
-from tinygpt.cli import main
-from tinygpt.run import Run, load_checkpoint
+from tinygpt.cli.main import main
+from tinygpt.training.run import Run, load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +328,8 @@ def test_ctrl_c_during_start_up(world, tmp_path):
 def test_train_help_explains_every_hyperparameter_and_a_bare_flag_means_true(cli):
     """Every setting in --help has its line and its default (val_fraction too); a yes/no setting given bare is
     true, any other needs a value."""
-    from tinygpt.cli import _overrides, build_parser
+    from tinygpt.cli.args import _overrides
+    from tinygpt.cli.main import build_parser
     from tinygpt.config import ALL_KEYS, HELP, ConfigError
     code, out, _ = cli("train", "--help")
     flat = " ".join(out.split())

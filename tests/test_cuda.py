@@ -16,7 +16,7 @@ if not torch.cuda.is_available():
 import torch.nn.functional as F  # noqa: E402
 
 from tinygpt.config import ModelConfig  # noqa: E402
-from tinygpt.generate import generate  # noqa: E402
+from tinygpt.generation.generate import generate  # noqa: E402
 from tinygpt.models import GPT  # noqa: E402
 from tinygpt.models.attention import causal_mask, manual_attention  # noqa: E402
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tinygpt import demo
-from tinygpt.demo import LEARNED_LOSS, learned
-from tinygpt.tasks import CalculatorTask, Problem
+from tinygpt.recipes import demo
+from tinygpt.recipes.demo import LEARNED_LOSS, learned
+from tinygpt.tasks.calculator import CalculatorTask, Problem
 
 
 class Oracle(nn.Module):

@@ -94,9 +94,9 @@ def test_a_run_records_its_timed_precision_and_resume_keeps_it(monkeypatch, tmp_
 
     import importlib
 
-    train_mod = importlib.import_module("tinygpt.train")  # the module (tinygpt.train is also the function)
+    train_mod = importlib.import_module("tinygpt.training.loop")  # the module (tinygpt.train is also the function)
     from tinygpt.config import build_configs
-    from tinygpt.data import TextData
+    from tinygpt.data.text import TextData
     from tinygpt.tokenizers import CharTokenizer
 
     text = "the cat sat on the mat. " * 100
@@ -154,9 +154,9 @@ def test_the_dtype_probe_frees_its_model_before_training(monkeypatch):
     import importlib
     import weakref
 
-    train_mod = importlib.import_module("tinygpt.train")
+    train_mod = importlib.import_module("tinygpt.training.loop")
     from tinygpt.config import build_configs
-    from tinygpt.data import TextData
+    from tinygpt.data.text import TextData
     from tinygpt.models import GPT
     from tinygpt.tokenizers import CharTokenizer
 

@@ -19,10 +19,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tinygpt import distributed
-from tinygpt.checkpoint import load_state
-from tinygpt.run import load_checkpoint, read_metrics
-from tinygpt.train import train
+from tinygpt.training import distributed
+from tinygpt.training.checkpoint import load_state
+from tinygpt.training.run import load_checkpoint, read_metrics
+from tinygpt.training.loop import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_runs import BATCH, RANKS, STEPS, AsOneBatch, setup, torchrun  # noqa: E402

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 from faultkit import (FLAGS, assert_loads_samples_resumes, checkpoint_step, error_line, files_of, fill, make_text,
                       metrics, only_line, spawn, tmpfs, wait_until)
-from tinygpt import checkpoint
-from tinygpt.run import Run, RunError, load_checkpoint
+from tinygpt.training import checkpoint
+from tinygpt.training.run import Run, RunError, load_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -260,7 +260,7 @@ def test_run_directory_deleted_or_moved_while_training(tmp_path, data, cli, monk
     """The run directory disappears (or its lock file does) after the evaluation of step 4, step 2 being saved:
     one line, exit 2, and nothing is recreated at the old place. A moved run resumes from its new place; a run
     whose lock file was removed resumes where it is."""
-    from tinygpt import cli as cli_module
+    import tinygpt.cli.progress as cli_module
 
     out, moved = tmp_path / "run", tmp_path / "moved"
     on_eval = cli_module._ProgressHooks.on_eval
@@ -356,9 +356,9 @@ def test_nan_weight_decay_is_refused_before_any_work(tmp_path, data, cli):
 
 def test_overwrite_that_fails_before_its_first_checkpoint_gives_the_old_run_back(tmp_path, data, cli):
     from tinygpt.config import build_configs
-    from tinygpt.data import TextData
+    from tinygpt.data.text import TextData
     from tinygpt.tokenizers import CharTokenizer
-    from tinygpt.train import Hooks, train
+    from tinygpt.training.loop import Hooks, train
 
     out = good_run(cli, data, tmp_path / "run")
     before = files_of(out)

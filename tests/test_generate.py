@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from tinygpt.config import ModelConfig
-from tinygpt.decoder import Decoder, keep_after_slide, prompt_start, slide
-from tinygpt.generate import (beam_search, beam_search_text, end_of_text_id, generate, generate_text,
-                              generate_tokens)
+from tinygpt.generation.decoder import Decoder, keep_after_slide, prompt_start, slide
+from tinygpt.generation.generate import (beam_search, beam_search_text, end_of_text_id, generate, generate_text,
+                                         generate_tokens)
 from tinygpt.models import GPT, BigramLM, build_model
 from tinygpt.models.base import LanguageModel
 from tinygpt.tokenizers import ByteBPETokenizer, CharTokenizer
@@ -213,7 +213,7 @@ def test_generate_text_ends_at_an_end_of_text_id_without_printing_it():
 
 
 def test_end_of_text_ids_of_each_tokenizer():
-    from tinygpt.tasks import calculator_tokenizer
+    from tinygpt.tasks.calculator import calculator_tokenizer
 
     bpe = ByteBPETokenizer.train("hello world " * 20, 262, special_tokens=["<|endoftext|>"])
     assert end_of_text_id(bpe) == bpe.special_ids["<|endoftext|>"] == 261

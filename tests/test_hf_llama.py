@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from hf_fixtures import no_leftovers, small_bpe
-from tinygpt.checkpoint import save_checkpoint
+from tinygpt.training.checkpoint import save_checkpoint
 from tinygpt.config import MODEL_KEYS, PRESETS, ModelConfig
-from tinygpt.hf import HFError, export_hf, import_hf
-from tinygpt.hf_llama import layer_keys, llama_config
+from tinygpt.interop.common import HFError
+from tinygpt.interop.convert import export_hf, import_hf
+from tinygpt.interop.llama import layer_keys, llama_config
 from tinygpt.models import build_model
-from tinygpt.run import load_checkpoint
+from tinygpt.training.run import load_checkpoint
 from tinygpt.tokenizers.interop import save_hf
 
 transformers = pytest.importorskip("transformers")

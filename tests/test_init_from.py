@@ -10,10 +10,10 @@ import torch
 
 from conftest import TINY_FLAGS
 from hf_fixtures import CORPUS, hf_folder, small_bpe, tiny_hf_model
-from tinygpt.data import TextData
-from tinygpt.evaluate import evaluate
-from tinygpt.hf import import_gpt2
-from tinygpt.run import Run, load_checkpoint
+from tinygpt.data.text import TextData
+from tinygpt.training.evaluate import evaluate
+from tinygpt.interop.gpt2 import import_gpt2
+from tinygpt.training.run import Run, load_checkpoint
 
 FLAGS = ["--batch_size=4", "--eval_iters=2", "--eval_interval=2", "--log_interval=1", "--max_iters=2",
          "--device=cpu", "--dtype=float32", "--quiet"]

@@ -13,7 +13,7 @@ pytest.importorskip("PIL")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A tiny character run, a tiny calculator run and a bigram run (a few steps each: shapes, not skill)."""
-    from tinygpt.demo import train_calculator
+    from tinygpt.recipes.demo import train_calculator
 
     root = tmp_path_factory.mktemp("inspect")
     train_tiny(root, "char", 3)
@@ -33,14 +33,14 @@ def test_attention_png_and_json(cli, runs, tmp_path):
     row = data["attention"][1][0][10]
     assert sum(row) == pytest.approx(1, abs=1e-3)
     # the numbers are the model's attention on the prompt's ids, rounded to 4 decimals
-    from tinygpt.interpret import attention_maps
-    from tinygpt.run import load_checkpoint
+    from tinygpt.inspect.interpret import attention_maps
+    from tinygpt.training.run import load_checkpoint
     model, tok, _ = load_checkpoint(runs / "char")
     assert data["ids"] == tok.encode("ROMEO:\nWhat")
     assert torch.tensor(data["attention"]) == pytest.approx(attention_maps(model, data["ids"]), abs=6e-5)
     from PIL import Image
 
-    from tinygpt import viz
+    from tinygpt.inspect import viz
     w, h = viz.attention_figsize(2, 2, 11)
     assert Image.open(out).size == (round(w * viz.DPI), round(h * viz.DPI))
 
@@ -74,8 +74,8 @@ def test_animate_gif_has_one_frame_per_token(cli, runs, tmp_path):
     data = json.loads((tmp_path / "a.json").read_text())
     assert len(data["frames"]) == 5 and len(data["frames"][-1]) == 10
     # each frame is layer -1 (mean of the heads) on exactly the window the generation read
-    from tinygpt.interpret import attention_maps, trace_generation
-    from tinygpt.run import load_checkpoint
+    from tinygpt.inspect.interpret import attention_maps, trace_generation
+    from tinygpt.training.run import load_checkpoint
     model, tok, _ = load_checkpoint(runs / "char")
     trace = trace_generation(model, tok.encode("ROMEO:"), 4, temperature=0.8, seed=1)
     assert data["generated"] == [tok.id_to_piece(i) for i in trace.tokens]
@@ -108,7 +108,7 @@ def test_steps_terminal_json_png_and_html(cli, runs, tmp_path):
     assert code == 0 and "step 2: chose" in text
     from PIL import Image
 
-    from tinygpt import viz
+    from tinygpt.inspect import viz
     w, h = viz.steps_figsize(2)
     assert Image.open(tmp_path / "s.png").size == (round(w * viz.DPI), round(h * viz.DPI))
     code, _, _ = cli("inspect", "steps", runs / "char", "--prompt", "ROMEO:", "--out", tmp_path / "s.html")
@@ -126,7 +126,7 @@ def test_logit_lens_and_saliency_on_the_calculator(cli, runs, tmp_path):
     code, _, _ = cli("inspect", "logit-lens", runs / "calc", "--prompt", "seven times eight", "--out", tmp_path / "l.png")
     from PIL import Image
 
-    from tinygpt import viz
+    from tinygpt.inspect import viz
     w, h = viz.logit_lens_figsize(3, 4)  # 3 rows (embed, 2 blocks) x 4 positions, with the next-token axis
     assert code == 0 and Image.open(tmp_path / "l.png").size == (round(w * viz.DPI), round(h * viz.DPI))
     code, text, _ = cli("inspect", "saliency", runs / "calc", "--prompt", "seven times eight", "--target", "fifty",
@@ -196,7 +196,8 @@ def test_steps_table_always_shows_the_chosen_token(cli, runs):
 
 
 def test_report_composes_the_views_from_one_generation(cli, runs, tmp_path, monkeypatch):
-    from tinygpt import inspector, interpret
+    import tinygpt.inspect.views as inspector
+    from tinygpt.inspect import interpret
 
     calls = {"trace": 0, "prompt": 0}
     trace, prompt_ids = interpret.trace_generation, inspector.prompt_ids

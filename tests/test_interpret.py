@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from tinygpt.config import ModelConfig
-from tinygpt.generate import generate
-from tinygpt.decoder import keep_after_slide
-from tinygpt.interpret import (InterpretError, attention, attention_maps, capture, generation_attention, logit_lens,
-                               saliency, trace_generation, window)
+from tinygpt.generation.generate import generate
+from tinygpt.generation.decoder import keep_after_slide
+from tinygpt.inspect.interpret import (InterpretError, attention, attention_maps, capture, generation_attention,
+                                       logit_lens, saliency, trace_generation, window)
 from tinygpt.models import build_model
-from tinygpt.sampling import filter_logits
+from tinygpt.generation.sampling import filter_logits
 
 
 def tiny(model="gpt", **kw):

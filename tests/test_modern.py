@@ -14,13 +14,13 @@ import torch.nn.functional as F
 
 from conftest import TINY_FLAGS
 from tinygpt.config import MODEL_KEYS, PRESETS, ConfigError, ModelConfig, TrainConfig, build_configs
-from tinygpt.generate import generate
-from tinygpt.ladder import MODERN_RUNGS, RUNG_SETTINGS
+from tinygpt.generation.generate import generate
+from tinygpt.recipes.ladder import MODERN_RUNGS, RUNG_SETTINGS
 from tinygpt.models import build_model
 from tinygpt.models.attention import CausalSelfAttention
 from tinygpt.models.modern import (RMSNorm, ReluSquared, SwiGLU, apply_rotary, rotary_cos_sin, rotation_matrix,
                                    swiglu_hidden)
-from tinygpt.optim import NS_CUBIC, Muon, configure_optimizer, newton_schulz
+from tinygpt.training.optim import NS_CUBIC, Muon, configure_optimizer, newton_schulz
 
 MODERN = {k: v for k, v in PRESETS["modern"].items() if k in MODEL_KEYS}
 

@@ -7,7 +7,7 @@ import torch
 
 from tinygpt.config import ModelConfig, TrainConfig
 from tinygpt.models import GPT, count_params
-from tinygpt.optim import configure_optimizer
+from tinygpt.training.optim import configure_optimizer
 
 DECAYED = {"transformer.wte.weight", "transformer.wpe.weight"} | {
     f"transformer.h.{i}.{m}.weight" for i in range(2)

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from conftest import TINY_FLAGS
 from faultkit import error_line, only_line
-import tinygpt.prepare as prep
-import tinygpt.prepare_cache as prep_cache
-from tinygpt.data import DataError, TextData, read_text, split_text, text_digest
-from tinygpt.prepare import _pieces, is_prepared, open_prepared, prepare, prepared_tokenizer, read_meta
+import tinygpt.data.prepare as prep
+import tinygpt.data.prepared_cache as prep_cache
+from tinygpt.data.text import DataError, TextData, read_text, split_text, text_digest
+from tinygpt.data.prepare import _pieces, is_prepared, open_prepared, prepare, prepared_tokenizer, read_meta
 from tinygpt.tokenizers import ByteBPETokenizer, CharTokenizer, load_tokenizer
 from tinygpt.tokenizers.bpe import split_text as reference_chunks
 

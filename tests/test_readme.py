@@ -18,7 +18,7 @@ def test_public_api_names():
     for name in ("load_tokenizer", "load_checkpoint", "train", "GPT", "Decoder", "Run", "ModelConfig",
                  "TrainConfig", "generate", "generate_text"):
         assert name in tinygpt.__all__ and getattr(tinygpt, name) is not None
-    assert callable(tinygpt.train) and tinygpt.train.__module__ == "tinygpt.train"  # the function, not the module
+    assert callable(tinygpt.train) and tinygpt.train.__module__ == "tinygpt.training.loop"  # the function, not the module
 
 
 def test_readme_python_example_trains_and_samples(tmp_path, monkeypatch):

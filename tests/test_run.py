@@ -9,11 +9,11 @@ import textwrap
 import pytest
 import torch
 
-from tinygpt.checkpoint import save_checkpoint
+from tinygpt.training.checkpoint import save_checkpoint
 from tinygpt.config import ModelConfig, TrainConfig, build_configs
-from tinygpt.memory import check_fits, count_parameters, estimate_training_memory
+from tinygpt.training.memory import check_fits, count_parameters, estimate_training_memory
 from tinygpt.models import build_model, count_params
-from tinygpt.run import REPLACED, REPLACING, Run, RunError, kind_of
+from tinygpt.training.run import REPLACED, REPLACING, Run, RunError, kind_of
 from tinygpt.tokenizers import CharTokenizer
 
 TOK = CharTokenizer.train("abcdef")
@@ -118,7 +118,7 @@ def test_one_writer_at_a_time_and_a_dead_writer_does_not_block(tmp_path):
     # a writer killed with SIGKILL: the kernel releases its lock
     script = textwrap.dedent(f"""
         import os, signal
-        from tinygpt.run import Run
+        from tinygpt.training.run import Run
         Run({str(out)!r}).start(resume=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
@@ -148,7 +148,7 @@ def test_memory_estimate_counts_exactly_what_adamw_keeps():
 
 
 def test_a_model_too_big_for_memory_is_refused_before_it_is_built(monkeypatch):
-    import tinygpt.memory as memory
+    import tinygpt.training.memory as memory
     model_cfg, train_cfg = build_configs({"n_embd": 64, "n_head": 2}, vocab_size=65)
     monkeypatch.setattr(memory, "available_memory", lambda device: 10**6)
     with pytest.raises(MemoryError, match=r"needs about .* GB .* but only 0\.0 GB is available on cpu"):
@@ -165,8 +165,8 @@ def test_a_crash_between_saving_latest_and_best_is_repaired_on_resume(tmp_path):
     that save, so best/ never keeps worse weights than the run's recorded best."""
     import shutil
 
-    from tinygpt.data import TextData
-    from tinygpt.train import train
+    from tinygpt.data.text import TextData
+    from tinygpt.training.loop import train
 
     text = "the cat sat on the mat. " * 100
     tok = CharTokenizer.train(text)

@@ -14,7 +14,7 @@ def run(tmp_path_factory):
 
 
 def loaded(path):
-    from tinygpt.run import load_checkpoint
+    from tinygpt.training.run import load_checkpoint
 
     model, tokenizer, _ = load_checkpoint(path)
     return model, tokenizer
@@ -34,7 +34,7 @@ def test_contradictory_or_meaningless_flags_are_one_line_errors(cli, run, flags,
 
 
 def test_greedy_with_temperature_zero_is_fine_and_equals_the_library(cli, run):
-    from tinygpt.generate import generate_text
+    from tinygpt.generation.generate import generate_text
 
     model, tok = loaded(run / "char")
     want = "RO" + "".join(generate_text(model, tok, "RO", 30, temperature=0)) + "\n"
@@ -44,7 +44,7 @@ def test_greedy_with_temperature_zero_is_fine_and_equals_the_library(cli, run):
 
 
 def test_beams_equal_the_library_search_with_and_without_cache(cli, run):
-    from tinygpt.generate import beam_search, beam_search_text
+    from tinygpt.generation.generate import beam_search, beam_search_text
 
     model, tok = loaded(run / "char")
     text, best = beam_search_text(model, tok, "ROMEO:", 40, num_beams=3)[0]
@@ -56,7 +56,7 @@ def test_beams_equal_the_library_search_with_and_without_cache(cli, run):
 
 
 def test_stop_strings_end_beams(cli, run):
-    from tinygpt.generate import beam_search_text
+    from tinygpt.generation.generate import beam_search_text
 
     model, tok = loaded(run / "char")
     free, _ = beam_search_text(model, tok, "ROMEO:", 40, num_beams=3)[0]
@@ -72,7 +72,7 @@ def test_the_tokenizers_end_of_text_id_reaches_beams_and_sampling(cli, run, monk
     import importlib
     import inspect
 
-    generate = importlib.import_module("tinygpt.generate")
+    generate = importlib.import_module("tinygpt.generation.generate")
 
     tok_file = run / "bpe.json"
     code, _, err = cli("tokenizer", "train", "--data", text_file, "--vocab_size", "280", "--special", "<|endoftext|>",

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tinygpt.sampling import filter_logits, sample_next
+from tinygpt.generation.sampling import filter_logits, sample_next
 
 
 def test_top_k_keeps_exactly_k_even_with_ties():

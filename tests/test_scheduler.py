@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tinygpt.scheduler import Busy, Scheduler
+from tinygpt.serve.scheduler import Busy, Scheduler
 
 
 def _steps(name: str, n: int, log: list[str], closed: list[str] | None = None):

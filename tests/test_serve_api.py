@@ -18,15 +18,16 @@ pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
 from serve_runs import shared_runs  # noqa: E402
-from tinygpt import interpret  # noqa: E402
-from tinygpt.api import Limits  # noqa: E402
-from tinygpt.chat import ChatSession, Message, render  # noqa: E402
-from tinygpt.decoder import Decoder  # noqa: E402
-from tinygpt.generate import generate, generate_text, text_pieces  # noqa: E402
-from tinygpt.interpret import AttentionResult  # noqa: E402
-from tinygpt.playground import step_window  # noqa: E402
-from tinygpt.report import attention_json, lens_json, saliency_json, steps_json  # noqa: E402
-from tinygpt.serve import PAGE_FILES, create_app, is_loopback  # noqa: E402
+from tinygpt.inspect import interpret  # noqa: E402
+from tinygpt.serve.api import Limits  # noqa: E402
+from tinygpt.generation.chat import ChatSession
+from tinygpt.data.conversations import Message, render  # noqa: E402
+from tinygpt.generation.decoder import Decoder  # noqa: E402
+from tinygpt.generation.generate import generate, generate_text, text_pieces  # noqa: E402
+from tinygpt.inspect.interpret import AttentionResult  # noqa: E402
+from tinygpt.serve.playground import step_window  # noqa: E402
+from tinygpt.inspect.report import attention_json, lens_json, saliency_json, steps_json  # noqa: E402
+from tinygpt.serve.app import PAGE_FILES, create_app, is_loopback  # noqa: E402
 
 LIMITS = Limits(max_tokens=200, max_prompt=300, max_n=4, max_body=20_000)
 
@@ -218,7 +219,7 @@ def test_inspect_step_is_the_library(client, app):
 
 
 def test_inspect_crops_long_attention(app):
-    import tinygpt.playground as pg
+    import tinygpt.serve.playground as pg
     run = _run(app, "cat")
     ids = run.subject.tokenizer.encode("the cat sat on")
     v = pg.step(run, ids, [], max_positions=5)
@@ -495,7 +496,7 @@ def test_loopback_addresses():
 
 
 def test_serve_cli(cli, runs, monkeypatch):
-    import tinygpt.serve as serve_mod
+    import tinygpt.serve.app as serve_mod
 
     code, out, _ = cli("serve", "--help")
     assert code == 0 and out.startswith("usage: tinygpt serve ")

@@ -23,10 +23,10 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 from serve_runs import shared_runs  # noqa: E402
-from tinygpt.api import Limits  # noqa: E402
-from tinygpt.chat import ChatSession  # noqa: E402
-from tinygpt.generate import generate_text  # noqa: E402
-from tinygpt.serve import create_app, running  # noqa: E402
+from tinygpt.serve.api import Limits  # noqa: E402
+from tinygpt.generation.chat import ChatSession  # noqa: E402
+from tinygpt.generation.generate import generate_text  # noqa: E402
+from tinygpt.serve.app import create_app, running  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -305,7 +305,7 @@ def test_a_conversation_in_a_real_browser(server, tmp_path):
 
 
 def test_serve_binds_loopback_by_default():
-    from tinygpt.serve import bind
+    from tinygpt.serve.app import bind
     sock = bind("127.0.0.1", 0)
     try:
         assert sock.getsockname()[0] == "127.0.0.1" and sock.family == socket.AF_INET

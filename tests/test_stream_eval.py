@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tinygpt.evaluate import evaluate_stream
+from tinygpt.training.evaluate import evaluate_stream
 
 
 def token_loss(pos: torch.Tensor) -> torch.Tensor:

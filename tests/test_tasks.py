@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from tinygpt.config import ModelConfig
-from tinygpt.data import IGNORE_INDEX
+from tinygpt.data.text import IGNORE_INDEX
 from tinygpt.models import build_model
 from tinygpt.models.base import LanguageModel
-from tinygpt.tasks import (CalculatorConfig, CalculatorTask, Problem, QuestionError, TaskError, TASKS,
-                           number_to_words, task_from_dict, words_to_number)
+from tinygpt.tasks.calculator import (CalculatorConfig, CalculatorTask, Problem, QuestionError, TaskError, TASKS,
+                                      number_to_words, task_from_dict, words_to_number)
 from tinygpt.tokenizers import REGISTRY, TokenizerError, WordTokenizer, load_tokenizer
 
 
@@ -253,7 +253,7 @@ def test_complete_prefills_once_and_stops_when_every_row_has_answered(task):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from tinygpt.demo import train_calculator
+    from tinygpt.recipes.demo import train_calculator
 
     out = tmp_path_factory.mktemp("calc")
     result = train_calculator(out, overrides=dict(max_iters=300, batch_size=64, warmup_iters=30, eval_interval=150,
@@ -262,8 +262,8 @@ def trained_run(tmp_path_factory):
 
 
 def test_short_training_run_learns(trained_run, task):
-    from tinygpt.run import load_checkpoint
-    from tinygpt.run import read_metrics
+    from tinygpt.training.run import load_checkpoint
+    from tinygpt.training.run import read_metrics
 
     out, result = trained_run
     assert result.step == 300
@@ -283,7 +283,7 @@ def test_short_training_run_learns(trained_run, task):
 
 
 def test_report(trained_run):
-    from tinygpt.demo import report
+    from tinygpt.recipes.demo import report
 
     out, _ = trained_run
     r = report(out, max_per_op=50, n_examples=4)
@@ -297,7 +297,7 @@ def test_report(trained_run):
 # --- `tinygpt sample` on a task run: greedy by default, and every flag honoured or refused -------------
 
 def test_sample_on_a_task_run_answers_like_the_library(trained_run, task, cli):
-    from tinygpt.run import load_checkpoint
+    from tinygpt.training.run import load_checkpoint
 
     out, _ = trained_run
     model, _, _ = load_checkpoint(out)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinygpt.run import load_checkpoint
+from tinygpt.training.run import load_checkpoint
 from tinygpt.config import TrainConfig, build_configs
-from tinygpt.data import TextData
+from tinygpt.data.text import TextData
 from tinygpt.tokenizers import CharTokenizer
-from tinygpt.optim import lr_at
-from tinygpt.run import RunError as RunDirError, read_metrics
-from tinygpt.train import train
+from tinygpt.training.optim import lr_at
+from tinygpt.training.run import RunError as RunDirError, read_metrics
+from tinygpt.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ pytest.importorskip("matplotlib")
 Image = pytest.importorskip("PIL.Image")
 from PIL import ImageSequence  # noqa: E402
 
-from tinygpt import viz  # noqa: E402
+from tinygpt.inspect import viz  # noqa: E402
 
 TEXT = "ROMEO:\nWhat say you, my lord? I have $5$ here.\nJULIET:\nO Romeo, Romeo! wherefore art thou?"
 
@@ -92,7 +92,7 @@ def test_figures_stay_under_30_inches_and_panels_grow_with_T():
 def generation_frames(prompt_len: int, new: int, L: int = 2, H: int = 3, block: int = 1000):
     """Frames and windows as interpret.generation_attention makes them, with a window of `block` tokens
     that keeps its last 3/4 when it slides."""
-    from tinygpt.decoder import prompt_start, slide
+    from tinygpt.generation.decoder import prompt_start, slide
 
     full = causal_maps(L, H, prompt_len + new, seed=1)
     start = prompt_start(prompt_len, block)

@@ -13,12 +13,12 @@ The public API, for use from Python:
 Everything else (tokenizers, data, the loop's pieces, interpretability) lives in the submodules named in
 the README's "What is inside" table.
 """
-__version__ = "0.1.0"
-
 import os as _os
 import signal as _signal
 import sys as _sys
 import threading as _threading
+
+from tinygpt.version import __version__
 
 # The `tinygpt` command (not a library import): a Ctrl-C while torch loads is held until the imports are done.
 # Raised inside torch's C++ start-up code, it would abort the process with a C++ error instead of exiting cleanly.
@@ -29,14 +29,14 @@ _hold = (_os.path.basename(_sys.argv[0]) in ("tinygpt", "-m", "__main__.py")
 if _hold:
     _signal.signal(_signal.SIGINT, lambda signum, frame: _held.append(signum))
 try:
-    from .config import ModelConfig, TrainConfig, build_configs  # noqa: E402
-    from .data import TextData  # noqa: E402
-    from .decoder import Decoder  # noqa: E402
-    from .generate import generate, generate_text  # noqa: E402
-    from .models import GPT, LanguageModel, build_model  # noqa: E402
-    from .run import Run, load_checkpoint  # noqa: E402
-    from .tokenizers import load_tokenizer  # noqa: E402
-    from .train import Hooks, RunResult, train  # noqa: E402
+    from tinygpt.config import ModelConfig, TrainConfig, build_configs  # noqa: E402
+    from tinygpt.data.text import TextData  # noqa: E402
+    from tinygpt.generation.decoder import Decoder  # noqa: E402
+    from tinygpt.generation.generate import generate, generate_text  # noqa: E402
+    from tinygpt.models import GPT, LanguageModel, build_model  # noqa: E402
+    from tinygpt.tokenizers import load_tokenizer  # noqa: E402
+    from tinygpt.training.loop import Hooks, RunResult, train  # noqa: E402
+    from tinygpt.training.run import Run, load_checkpoint  # noqa: E402
 finally:
     if _hold:
         _signal.signal(_signal.SIGINT, _signal.default_int_handler)

@@ -1,6 +1,6 @@
 """`python -m tinygpt` runs the command line."""
 import sys
 
-from .cli import main
+from tinygpt.cli.main import main
 
 sys.exit(main())

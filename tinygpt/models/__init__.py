@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..config import ModelConfig
-from .attention import CausalSelfAttention, KVCache
-from .base import LanguageModel, Unsupported, eval_mode
-from .bigram import BigramLM
-from .gpt import GPT, VARIANTS
-from .zoo import AttentionLM, Head, MultiHeadAttention
+from tinygpt.config import ModelConfig
+from tinygpt.models.attention import CausalSelfAttention, KVCache
+from tinygpt.models.base import LanguageModel, Unsupported, eval_mode
+from tinygpt.models.bigram import BigramLM
+from tinygpt.models.gpt import GPT, VARIANTS
+from tinygpt.models.zoo import AttentionLM, Head, MultiHeadAttention
 
 # The ladder, bottom to top, then the GPT's ablations. Every model: forward(idx, targets) -> (logits, loss).
 MODELS: dict[str, type[LanguageModel]] = {"bigram": BigramLM, "single_head": AttentionLM, "multi_head": AttentionLM,

@@ -8,9 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ModelConfig
-from .dropout import Dropout, keep_mask
-from .modern import RMSNorm, apply_rotary, rotary_cos_sin
+from tinygpt.config import ModelConfig
+from tinygpt.models.dropout import Dropout, keep_mask
+from tinygpt.models.modern import RMSNorm, apply_rotary, rotary_cos_sin
 
 
 class KVCache:

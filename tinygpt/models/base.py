@@ -24,7 +24,7 @@ from typing import ClassVar, Iterator
 import torch
 import torch.nn as nn
 
-from ..config import ModelConfig
+from tinygpt.config import ModelConfig
 
 
 class Unsupported(ValueError):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..config import ModelConfig
-from .base import LanguageModel
-from .loss import next_token_loss
+from tinygpt.config import ModelConfig
+from tinygpt.models.base import LanguageModel
+from tinygpt.models.loss import next_token_loss
 
 
 class BigramLM(LanguageModel):

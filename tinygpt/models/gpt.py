@@ -12,13 +12,12 @@ import math
 import torch
 import torch.nn as nn
 
-from ..config import ModelConfig
-from .attention import CausalSelfAttention, KVCache, cached_attention_kernels
-from .base import LanguageModel
-from .dropout import Dropout
-from .loss import next_token_loss
-from .modern import ReluSquared, RMSNorm, SwiGLU
-
+from tinygpt.config import ModelConfig
+from tinygpt.models.attention import CausalSelfAttention, KVCache, cached_attention_kernels
+from tinygpt.models.base import LanguageModel
+from tinygpt.models.dropout import Dropout
+from tinygpt.models.loss import next_token_loss
+from tinygpt.models.modern import ReluSquared, RMSNorm, SwiGLU
 
 # The full GPT and its ablations for the ladder: "what breaks if you remove it". Each name switches off
 # one piece; everything else (sizes, training) stays the same.

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ModelConfig
-from .dropout import Dropout
+from tinygpt.config import ModelConfig
+from tinygpt.models.dropout import Dropout
 
 RMS_EPS = 1e-6  # Llama's rms_norm_eps
 

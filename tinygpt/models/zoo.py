@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ModelConfig
-from .base import LanguageModel
-from .loss import next_token_loss
+from tinygpt.config import ModelConfig
+from tinygpt.models.base import LanguageModel
+from tinygpt.models.loss import next_token_loss
 
 
 class Head(nn.Module):

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Iterable
 
 import numpy as np
 
-from ..files import write_text
+from tinygpt.files import write_text
 
 FORMAT_VERSION = 1
 

@@ -13,8 +13,8 @@ from typing import Any, Callable, Iterable, Literal, Union
 import numpy as np
 import regex
 
-from ..files import write_text
-from .base import Tokenizer, TokenizerError, id_dtype, register
+from tinygpt.files import write_text
+from tinygpt.tokenizers.base import Tokenizer, TokenizerError, id_dtype, register
 
 # The split patterns of GPT-2 and GPT-4 (cl100k), as published in tiktoken. Both match every character,
 # so the chunks of a text always concatenate back to the text.

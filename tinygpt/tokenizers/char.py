@@ -6,7 +6,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .base import Tokenizer, TokenizerError, id_dtype, register
+from tinygpt.tokenizers.base import Tokenizer, TokenizerError, id_dtype, register
 
 UNK = "<unk>"
 UNK_TEXT = "\N{REPLACEMENT CHARACTER}"  # what <unk> decodes to

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .base import Tokenizer, TokenizerError, register, tokenizer_from_dict
+from tinygpt.tokenizers.base import Tokenizer, TokenizerError, register, tokenizer_from_dict
 
 ROLES = ("system", "user", "assistant")
 END = "<|end|>"

@@ -5,9 +5,9 @@ import hashlib
 from pathlib import Path
 from typing import Callable
 
-from .base import Tokenizer, TokenizerError, load_tokenizer
-from .bpe import ByteBPETokenizer
-from .char import CharTokenizer
+from tinygpt.tokenizers.base import Tokenizer, TokenizerError, load_tokenizer
+from tinygpt.tokenizers.bpe import ByteBPETokenizer
+from tinygpt.tokenizers.char import CharTokenizer
 
 DEFAULT_BPE_VOCAB = 4096
 

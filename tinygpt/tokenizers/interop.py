@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from ..files import write_text
-from .base import TokenizerError, read_json
-from .bpe import PATTERNS, ByteBPETokenizer, resolve_pattern
-from .char import UNK, UNK_TEXT, CharTokenizer
+from tinygpt.files import write_text
+from tinygpt.tokenizers.base import TokenizerError, read_json
+from tinygpt.tokenizers.bpe import PATTERNS, ByteBPETokenizer, resolve_pattern
+from tinygpt.tokenizers.char import UNK, UNK_TEXT, CharTokenizer
 
 
 def bytes_to_unicode() -> dict[int, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from .base import Tokenizer
+from tinygpt.tokenizers.base import Tokenizer
 
 
 @dataclass

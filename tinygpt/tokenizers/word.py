@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .base import Tokenizer, TokenizerError, register
+from tinygpt.tokenizers.base import Tokenizer, TokenizerError, register
 
 UNK = "<unk>"
 

@@ -1,0 +1,151 @@
+"""The command line's vocabulary: its errors, argument types (each option's range checked once, the message
+naming the option), the parser that suggests near-miss flags, and the hyperparameter flags.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tinygpt.config import ALL_KEYS, DEFAULTS, HELP, ConfigError, is_yes_no
+
+
+class CLIError(ValueError):
+    """A command-line mistake; main() prints it as one line and exits 2."""
+
+
+class UsageError(CLIError):
+    """Unknown, missing or malformed arguments."""
+
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number > 0, got {text!r}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def path_arg(text: str) -> str:
+    """A file or directory name: an empty one (an unset shell variable) must not mean the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?); give a path")
+    return text
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (`--lr` must not silently mean `--lr_decay_iters`) and with one-line
+    errors: a mistake raises UsageError instead of printing the usage and exiting."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        import difflib
+        import re
+        m = re.match(r"argument .*: invalid choice: '(.*?)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2))
+            close = difflib.get_close_matches(m.group(1), choices, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(choices)}"
+            raise UsageError(f"unknown choice {m.group(1)!r} for {self.prog} ({hint})")
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        ns, extras = super().parse_known_args(args, namespace)
+        if not hasattr(ns, "_parser"):  # the innermost subcommand's parser, to suggest its options
+            ns._parser = self
+        return ns, extras
+
+
+# nanoGPT and other tools' spellings of our options
+ALIASES = {"lr": "learning_rate", "epochs": "max_iters", "iters": "max_iters", "steps": "max_iters",
+           "wd": "weight_decay", "bs": "batch_size", "context": "block_size", "ctx": "block_size"}
+
+
+def suggest(flag: str, parser: argparse.ArgumentParser) -> str | None:
+    """The option a mistyped flag probably meant: suggest("--lr", train_parser) == "--learning_rate"."""
+    import difflib
+    name = flag.split("=", 1)[0].lstrip("-")
+    known = [o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    if ALIASES.get(name) in known:
+        return "--" + ALIASES[name]
+    by_initials = [k for k in known if len(name) > 1 and "".join(w[:1] for w in k.split("_")) == name]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    by_prefix = [k for k in known if k.startswith(name)]
+    for group in (by_initials, close, by_prefix):
+        if group:
+            return "--" + group[0]
+    return None
+
+
+def unknown_arguments(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    flag = next((e for e in extras if e.startswith("-")), None)
+    if flag is None:
+        return f"unexpected argument {extras[0]!r} (see {parser.prog} --help)"
+    hint = suggest(flag, parser)
+    shown = flag.split("=", 1)[0]
+    return f"unknown option {shown}" + (f" (did you mean {hint}?)" if hint else f" (see {parser.prog} --help)")
+
+
+def _add_config_flags(p: argparse.ArgumentParser, show_defaults: bool = True) -> None:
+    """The hyperparameter flags; `show_defaults`: the config's own defaults apply (train), else a recipe of the
+    command's sets them (demo, ladder)."""
+    g = p.add_argument_group("hyperparameters (nanoGPT names; --name=value or --name value; "
+                             + ("defaults without --preset" if show_defaults else "defaults: this command's recipe")
+                             + "; a yes/no setting given bare is true)")
+    for key in ALL_KEYS:
+        if key == "vocab_size":
+            continue
+        default = str(DEFAULTS[key]).lower() if is_yes_no(key) else DEFAULTS[key]
+        g.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="V", nargs="?", const=_BARE, default=None,
+                       help=HELP[key] + (f" (default {default})" if show_defaults else ""))
+
+
+_BARE = object()  # a hyperparameter flag given without a value: true for a yes/no setting, else an error
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    for key, value in out.items():
+        if value is _BARE:
+            if not is_yes_no(key):
+                raise ConfigError(f"--{key} needs a value: --{key}=V (see --help)")
+            out[key] = "true"
+    return out
+
+
+def printable(text: str) -> str:
+    """A message fit for one terminal line: control characters (from prompts, file names) are escaped."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

@@ -1,0 +1,154 @@
+"""The `tinygpt chat` command (a conversation with a chat run) and `tinygpt demo chat` (the assistant demo):
+parse, call chat.py / chat_demo.py, print."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Iterator, TextIO
+
+from tinygpt.cli.args import CLIError, finite_float, positive_int, seed_int
+from tinygpt.cli.progress import _ProgressHooks
+
+COMMANDS = "/reset starts the conversation over; /quit (or Ctrl-D) ends it"
+
+
+def add_chat_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "chat", help="talk with a chat run (one fine-tuned on conversations)",
+        description="A conversation with a chat model. The history stays in the model's window: when it no longer "
+                    "fits, the oldest exchanges are dropped (and you are told). In a terminal, replies stream; "
+                    f"{COMMANDS}. When standard input is not a terminal, each line is one user turn and each "
+                    "reply is printed on one line (newlines in it become spaces), so scripts can talk to it.")
+    p.add_argument("run_dir", help="a chat run directory (uses best/, else latest/) or a checkpoint directory")
+    p.add_argument("--system", default=None, help="a system message that opens the conversation")
+    p.add_argument("--max_new_tokens", type=positive_int, default=200, help="the longest reply, in tokens (default 200)")
+    p.add_argument("--temperature", type=finite_float, default=0.0,
+                   help="0 (default) takes the most likely token: small models answer best greedily")
+    p.add_argument("--top_k", type=positive_int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top_p", type=finite_float, default=None, help="sample within the smallest set of probability >= p")
+    p.add_argument("--seed", type=seed_int, default=None, help="make sampling repeatable")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_chat)
+    return p
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from tinygpt.data.conversations import ChatError
+    from tinygpt.device import choose_device
+    from tinygpt.generation.chat import ChatSession
+    from tinygpt.generation.sampling import check_settings
+    from tinygpt.training.run import load_checkpoint
+
+    check_settings(args.temperature, args.top_k, args.top_p)
+    model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, choose_device(args.device))
+    try:
+        session = ChatSession(model, tokenizer, args.system, args.max_new_tokens)
+    except ChatError:
+        raise CLIError(f"{args.run_dir} is not a chat model: it continues text (try tinygpt sample {args.run_dir}); "
+                       f"make it a chat model with tinygpt train --init_from {args.run_dir} --data "
+                       f"conversations.jsonl --out RUN") from None
+    settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"chatting with {cfg['path']} (it reads {model.config.block_size} tokens at most); {COMMANDS}.",
+              file=sys.stderr)
+    failed = False
+    for turn, line in enumerate(_lines(sys.stdin, interactive)):
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/reset":
+            session.reset()
+            print("(the conversation starts over)", file=sys.stderr)
+            continue
+        if text in ("/quit", "/exit"):
+            break
+        seed = None if args.seed is None else args.seed + turn
+        try:
+            if interactive:
+                _stream(session.reply(text, seed=seed, **settings), sys.stdout)
+            else:
+                print(" ".join("".join(session.reply(text, seed=seed, **settings)).splitlines()), flush=True)
+        except ChatError as e:
+            print(f"error: {e}", file=sys.stderr)
+            if not interactive:
+                print(flush=True)  # one line per turn, even for one that got no reply
+                failed = True
+            continue
+        if session.dropped:
+            print(f"(dropped the {session.dropped} oldest message(s) to keep the conversation within the model's "
+                  f"window of {model.config.block_size} tokens)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _lines(stream: TextIO, interactive: bool) -> Iterator[str]:
+    """User turns: prompted lines in a terminal (until Ctrl-D), else the lines of standard input."""
+    if not interactive:
+        yield from stream
+        return
+    while True:
+        try:
+            yield input("you> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return
+
+
+def _stream(pieces: Iterator[str], out: TextIO) -> None:
+    out.write("assistant> ")
+    for piece in pieces:
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+
+
+# --- demo chat --------------------------------------------------------------------------------------
+
+def cmd_demo_chat(args: argparse.Namespace, seed: int = 0) -> int:
+    from tinygpt.recipes.assistant import COMPARE_QUESTIONS, compare, train_demo
+    from tinygpt.training.run import Run
+
+    out = Path(args.out) if args.out else Path("runs/chat")
+    if args.out is None and not args.overwrite:  # rerunning the default demo never clobbers an earlier one
+        n = 2
+        while Run(out / "base").holds_run() or Run(out / "assistant").holds_run():
+            out = Path(f"runs/chat-{n}")
+            n += 1
+    print("tinygpt demo chat: from nothing to an assistant in two trainings, in a few minutes.\n"
+          "  1. pretraining: a GPT reads plain text about arithmetic in words and learns to continue it;\n"
+          "  2. fine-tuning (SFT): it reads conversations, with the loss only on the assistant's replies.\n"
+          f"Then both answer the same questions, and the assistant is scored on problems it never saw. In {out}",
+          file=sys.stderr)
+    stages = {"base": "1. pretraining", "assistant": "2. fine-tuning on conversations"}
+
+    def hooks(stage: str) -> Any:
+        print(f"\n{stages[stage]}", file=sys.stderr)
+        return _ProgressHooks(quiet=args.quiet)
+
+    rep = train_demo(out, seed=seed, loss_on=args.chat_loss or "assistant", hooks=hooks, overwrite=args.overwrite)
+    if rep.get("stopped_by"):
+        print(f"stopped by {rep['stopped_by']}; the runs so far are in {out}", file=sys.stderr)
+        return 130 if rep["stopped_by"] == "SIGINT" else 143
+    print("\nThe same questions, to the base model (it continues the text) and to the assistant:")
+    for q, base, assistant in compare(out, COMPARE_QUESTIONS):
+        print(f"\n  question:  {q}\n  base:      {base}\n  assistant: {assistant}")
+    print("\nThe assistant's exact-match accuracy on held-out questions (problems and topics it never saw):")
+    for key, cell in rep["heldout"]["form"].items():
+        print(f"  {key:<36} {cell['accuracy']:7.1%} ({cell['correct']}/{cell['total']})")
+    for key, cell in rep["heldout"]["kind"].items():
+        print(f"  {'all ' + key + ' turns':<36} {cell['accuracy']:7.1%} ({cell['correct']}/{cell['total']})")
+    secs = rep["train_seconds"]
+    print(f"\ntraining took {secs['base']:.0f} s + {secs['assistant']:.0f} s; the runs are in {out}/base and "
+          f"{out}/assistant, the data beside them")
+    print(f"""
+Next, try:
+  tinygpt chat {out}/assistant                       # talk with it (greedy; /reset, /quit)
+  echo "what is two plus three?" | tinygpt chat {out}/assistant
+  tinygpt sample {out}/base --prompt "what is two plus three?"   # the base model only continues text
+  tinygpt serve {out}/assistant                      # its chat in the browser, and the API""")
+    return 0
+
+
+__all__ = ["add_chat_parser", "cmd_chat", "cmd_demo_chat"]

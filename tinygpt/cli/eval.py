@@ -1,0 +1,106 @@
+"""The `tinygpt eval` command: a run's exact loss on a text, its accuracy on its task, or its chat scores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from tinygpt.cli.args import CLIError
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tinygpt.data.prepare import is_prepared
+    from tinygpt.data.text import load_text, split_text
+    from tinygpt.device import choose_device
+    from tinygpt.training.evaluate import evaluate_prepared, evaluate_text
+    from tinygpt.training.run import Run, kind_of
+
+    device = choose_device(args.device)
+    model, tokenizer, cfg = Run(args.run_dir).load(args.checkpoint, device)
+    if kind_of(cfg) == "task":
+        return _eval_task(args, model, cfg)
+    from tinygpt.tokenizers import ChatTokenizer
+    if isinstance(tokenizer, ChatTokenizer):
+        return _eval_chat(args, model, tokenizer, cfg)
+    data_path = args.data or cfg.get("data")
+    if not data_path:
+        raise CLIError("--data is required (the checkpoint does not record its data)")
+    args.split = args.split or "val"
+    prepared = data_path if is_prepared(data_path) else None if args.data else cfg.get("prepared")
+    if prepared and is_prepared(prepared):  # prepared data (the run's own copy of a large text, or --data DIR)
+        scores = evaluate_prepared(model, tokenizer, prepared, args.split, args.batch_size, device)
+    else:
+        _, text = load_text(data_path)
+        train_part, val_part = split_text(text, cfg.get("train", {}).get("val_fraction", 0.1))
+        part = {"val": val_part, "train": train_part, "all": text}[args.split]
+        if len(part) < 2:
+            raise CLIError(f"the {args.split} split of {data_path} is too short to evaluate")
+        scores = evaluate_text(model, tokenizer, part, args.batch_size, device)
+    res = {"checkpoint": cfg["path"], "data": str(data_path), "split": args.split, **scores}
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{res['split']} loss {res['loss']:.4f} (perplexity {res['perplexity']:.2f}), "
+              f"{res['bits_per_char']:.4f} bits per character, {res['bits_per_byte']:.4f} bits per byte, "
+              f"{res['tokens']:,} tokens")
+    return 0
+
+
+def _eval_chat(args: argparse.Namespace, model: Any, tokenizer: Any, cfg: dict[str, Any]) -> int:
+    """A chat run on conversations: its training file split as in training (default: the held-out part), or
+    the held-out file the run records (the demo's), or --data."""
+    from tinygpt.data.conversations import read_conversations, split_conversations
+    from tinygpt.tasks.chat import evaluate_chat
+
+    chat = cfg.get("chat") or {}
+    heldout = chat.get("heldout") if not args.data and args.split in (None, "val") else None
+    data_path = heldout or args.data or cfg.get("data")
+    if not data_path:
+        raise CLIError("--data is required (the checkpoint does not record its conversations)")
+    conversations, _ = read_conversations(data_path)
+    args.split = "all" if heldout else args.split or "val"
+    if args.split != "all":
+        train_part, val_part = split_conversations(conversations, cfg.get("train", {}).get("val_fraction", 0.1))
+        conversations = val_part if args.split == "val" else train_part
+    res = {"checkpoint": cfg["path"], "data": str(data_path), "split": args.split,
+           **evaluate_chat(model, tokenizer, conversations, chat.get("loss_on", "assistant"), args.batch_size)}
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"{res['split']}: {res['conversations']:,} conversations; loss {res['loss']:.4f} on "
+          f"{res['tokens']:,} tokens ({'the assistant' if chat.get('loss_on', 'assistant') == 'assistant' else 'all'})")
+    for kind in ("first", "followup"):
+        r = res[kind]
+        if r["total"]:
+            print(f"greedy replies exactly right, {'first turns' if kind == 'first' else 'follow-ups'}: "
+                  f"{r['accuracy']:.1%} ({r['correct']}/{r['total']})")
+    return 0
+
+
+def _eval_task(args: argparse.Namespace, model: Any, cfg: dict[str, Any]) -> int:
+    from tinygpt.training.run import task_of
+
+    if args.data or args.split is not None:
+        raise CLIError("a task checkpoint is evaluated on its own problems (held-out and training); drop --data "
+                       "and --split")
+    task = task_of(cfg)
+    res = {"checkpoint": cfg["path"], "task": task.name,
+           "heldout": task.score(model, "val"), "train": task.score(model, "train")}
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(_accuracy_table(res))
+    return 0
+
+
+def _accuracy_table(res: dict[str, Any]) -> str:
+    """Exact-match accuracy per operation, held-out and training problems side by side."""
+    rows = [f"{'operation':<10} {'held-out':>22} {'training':>22}"]
+    for op in res["train"]:
+        cells = []
+        for split in ("heldout", "train"):
+            r = res[split].get(op)
+            cells.append(f"{r['accuracy']:7.1%} ({r['correct']}/{r['total']})" if r else "(none held out)")
+        rows.append(f"{op:<10} {cells[0]:>22} {cells[1]:>22}")
+    return "\n".join(rows)

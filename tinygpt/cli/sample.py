@@ -1,0 +1,105 @@
+"""The `tinygpt sample` command: sampling settings checked, text streamed to the terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from tinygpt.cli.args import CLIError
+from tinygpt.config import DEFAULT_TEMPERATURE
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from tinygpt.device import choose_device
+    from tinygpt.generation.generate import beam_search_text, end_of_text_id, generate_text
+    from tinygpt.training.run import load_checkpoint, task_of
+
+    _check_sample_flags(args)
+    prompt = args.prompt if args.prompt is not None else ""
+    if args.prompt_file:
+        prompt = Path(args.prompt_file).read_text(encoding="utf-8")
+    device = choose_device(args.device)
+    model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, device)
+    task = task_of(cfg)
+    from tinygpt.tokenizers import ChatTokenizer
+    if isinstance(tokenizer, ChatTokenizer):
+        print(f"note: {args.run_dir} is a chat model; talk with it with: tinygpt chat {args.run_dir} "
+              f"(sample continues the raw text, chat tokens and all)", file=sys.stderr)
+    settings = _sampling_settings(args, task is not None)
+    if task is not None:  # a task checkpoint answers questions: wrap the prompt, stop at the end of the answer
+        if args.stop:
+            raise CLIError("--stop does not apply to a task run: its answer ends at <eos>")
+        for i in range(args.num_samples):
+            answer = task.answer(model, prompt, args.max_new_tokens, **_nth_sample(settings, i))
+            print(answer)
+            if not answer:
+                print("note: the model ended its answer at once (it may need more training)", file=sys.stderr)
+        return 0
+    if prompt == "":
+        prompt = "\n"  # the conventional start for character models
+    max_new_tokens = 500 if args.max_new_tokens is None else args.max_new_tokens
+    ids = tokenizer.encode(prompt)
+    block = model.config.block_size
+    if len(ids) > block:
+        print(f"note: the prompt has {len(ids)} tokens; the model sees only the last {block}", file=sys.stderr)
+    eos = end_of_text_id(tokenizer)
+    eos_ids = [] if eos is None else [eos]
+    for i in range(args.num_samples):
+        if i:
+            print("\n" + "-" * 40)
+        if args.num_beams > 1:
+            text, _ = beam_search_text(model, tokenizer, prompt, max_new_tokens, stop=args.stop, eos_ids=eos_ids,
+                                       **settings)[0]
+            print(prompt + text)
+            continue
+        sys.stdout.write(prompt)
+        for piece in generate_text(model, tokenizer, prompt, max_new_tokens, stop=args.stop, eos_ids=eos_ids,
+                                   **_nth_sample(settings, i)):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    return 0
+
+
+_SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "seed")
+
+
+def _check_sample_flags(args: argparse.Namespace) -> None:
+    """Refuse `sample` flags that contradict each other or make no sense, before anything is loaded."""
+    if args.prompt is not None and args.prompt_file:
+        raise CLIError("give --prompt or --prompt_file, not both")
+    if any(s == "" for s in args.stop):
+        raise CLIError("--stop needs a non-empty string")
+    if args.greedy and args.temperature not in (None, 0):
+        raise CLIError(f"--greedy means temperature 0; drop --temperature {args.temperature}")
+    if args.num_beams > 1:
+        given = [f"--{f}" for f in _SAMPLING_FLAGS if getattr(args, f) is not None] + (["--greedy"] if args.greedy
+                                                                                       else [])
+        if given:
+            raise CLIError(f"--num_beams {args.num_beams} searches for the most likely text and does not sample: "
+                           f"drop {', '.join(given)}")
+        if args.num_samples > 1:
+            raise CLIError("--num_beams is deterministic: --num_samples would print the same text again")
+
+
+def _sampling_settings(args: argparse.Namespace, task: bool) -> dict[str, Any]:
+    """The generation settings of `sample`: greedy for a task run unless told otherwise, else temperature 0.8."""
+    from tinygpt.generation.sampling import check_settings
+
+    if args.num_beams > 1:
+        return dict(num_beams=args.num_beams, length_penalty=args.length_penalty, use_cache=not args.no_cache)
+    temperature = 0.0 if args.greedy else args.temperature
+    if temperature is None:
+        temperature = 0.0 if task else DEFAULT_TEMPERATURE
+    check_settings(temperature, args.top_k, args.top_p)
+    return dict(temperature=temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                use_cache=not args.no_cache)
+
+
+def _nth_sample(settings: dict[str, Any], i: int) -> dict[str, Any]:
+    """The settings of sample i: the seed moves on by one per sample, so --num_samples gives different texts."""
+    if settings.get("seed") is None:
+        return settings
+    return {**settings, "seed": settings["seed"] + i}

@@ -1,0 +1,63 @@
+"""The `tinygpt serve` subcommand: parse, warn about a non-loopback address, call serve.py."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tinygpt.cli.args import nonneg_int, positive_int
+
+
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from tinygpt.serve.api import Limits
+
+    d = Limits()
+    p = subparsers.add_parser(
+        "serve", help="a live playground and inspector in the browser, and an OpenAI-compatible API",
+        description="Serve runs over HTTP: the page at /, OpenAI's /v1/completions and, for chat runs, "
+                    "/v1/chat/completions (streaming or not), /v1/models, and the inspection endpoints the page "
+                    "uses. Needs the web extra: pip install 'tinygpt[web]'.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (each served under its directory's name)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; another address is "
+                        "reachable from the network and prints a warning)")
+    p.add_argument("--port", type=nonneg_int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    p.add_argument("--max_tokens", type=positive_int, default=d.max_tokens,
+                   help=f"the most new tokens a request may ask for, per choice (default {d.max_tokens})")
+    p.add_argument("--max_prompt", type=positive_int, default=d.max_prompt,
+                   help=f"the longest prompt taken, in characters (or tokens, given as ids) (default {d.max_prompt})")
+    p.add_argument("--max_n", type=positive_int, default=d.max_n,
+                   help=f"the most choices (n) one request may ask for (default {d.max_n})")
+    p.add_argument("--parallel", type=positive_int, default=16,
+                   help="requests generated at once, a step each in turn (default 16)")
+    p.add_argument("--queue", type=nonneg_int, default=64,
+                   help="requests that may wait beyond those; one more gets a 503 (default 64)")
+    p.set_defaults(func=cmd_serve)
+    return p
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tinygpt.device import choose_device
+    from tinygpt.serve.api import Limits
+    from tinygpt.serve.app import create_app, is_loopback, serve
+
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the models "
+              f"(there is no authentication); use --host 127.0.0.1 to keep it local", file=sys.stderr)
+    limits = Limits(max_tokens=args.max_tokens, max_prompt=args.max_prompt, max_n=args.max_n)
+    app = create_app(args.runs, args.checkpoint, str(choose_device(args.device)), limits, args.parallel, args.queue)
+    runs = app.state.tinygpt.runs
+
+    def ready(url: str) -> None:
+        for run in runs.values():
+            d = run.details()
+            print(f"serving {run.name}: a {d['kind']} run, {d['model']} with {d['n_layer']} layer(s), "
+                  f"{d['tokenizer']} tokenizer ({run.subject.cfg['path']})", file=sys.stderr)
+        print(f"open {url} in a browser; the API is at {url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
+
+    serve(app, args.host, args.port, ready)
+    return 0
+
+
+__all__ = ["add_serve_parser", "cmd_serve"]

@@ -1,0 +1,1 @@
+"""Other tools' weights in and out: Hugging Face GPT-2 and Llama checkpoints, and their tensor files."""

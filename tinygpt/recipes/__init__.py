@@ -1,0 +1,1 @@
+"""Recipes that put the library together: the calculator demo, the assistant demo, and the ladders."""

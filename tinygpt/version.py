@@ -1,0 +1,2 @@
+"""The version of tinygpt, written into every checkpoint it saves."""
+__version__ = "0.1.0"
