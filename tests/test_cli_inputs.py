@@ -328,7 +328,7 @@ def test_ctrl_c_during_start_up(world, tmp_path):
 def test_train_help_explains_every_hyperparameter_and_a_bare_flag_means_true(cli):
     """Every setting in --help has its line and its default (val_fraction too); a yes/no setting given bare is
     true, any other needs a value."""
-    from tinygpt.cli.args import _overrides
+    from tinygpt.cli.args import config_overrides
     from tinygpt.cli.main import build_parser
     from tinygpt.config import ALL_KEYS, HELP, ConfigError
     code, out, _ = cli("train", "--help")
@@ -342,6 +342,6 @@ def test_train_help_explains_every_hyperparameter_and_a_bare_flag_means_true(cli
         _, out, _ = cli(command, "--help")
         assert "optimizer steps in all" in out and "optimizer steps in all (default" not in " ".join(out.split())
     args = build_parser().parse_args(["train", "--out", "r", "--qk_norm", "--compile", "--n_layer=2"])
-    assert _overrides(args) == {"qk_norm": "true", "compile": "true", "n_layer": "2"}
+    assert config_overrides(args) == {"qk_norm": "true", "compile": "true", "n_layer": "2"}
     with pytest.raises(ConfigError, match="--seed needs a value"):
-        _overrides(build_parser().parse_args(["train", "--out", "r", "--seed"]))
+        config_overrides(build_parser().parse_args(["train", "--out", "r", "--seed"]))

@@ -263,7 +263,7 @@ def test_run_directory_deleted_or_moved_while_training(tmp_path, data, cli, monk
     import tinygpt.cli.progress as cli_module
 
     out, moved = tmp_path / "run", tmp_path / "moved"
-    on_eval = cli_module._ProgressHooks.on_eval
+    on_eval = cli_module.ProgressHooks.on_eval
 
     def vanish(self, m):
         on_eval(self, m)
@@ -271,10 +271,10 @@ def test_run_directory_deleted_or_moved_while_training(tmp_path, data, cli, monk
             {"deleted": lambda: shutil.rmtree(out), "moved": lambda: out.rename(moved),
              "lock-removed": lambda: (out / "run.lock").unlink()}[fate]()
 
-    monkeypatch.setattr(cli_module._ProgressHooks, "on_eval", vanish)
+    monkeypatch.setattr(cli_module.ProgressHooks, "on_eval", vanish)
     code, _, err = cli("train", "--data", data, "--out", out, *FLAGS, "--max_iters=8")
     assert code == 2 and VANISHED[fate] in error_line(err)
-    monkeypatch.setattr(cli_module._ProgressHooks, "on_eval", on_eval)
+    monkeypatch.setattr(cli_module.ProgressHooks, "on_eval", on_eval)
     if fate == "lock-removed":
         assert assert_loads_samples_resumes(cli, out) == 2
         return

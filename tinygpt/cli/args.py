@@ -119,7 +119,7 @@ def unknown_arguments(extras: list[str], parser: argparse.ArgumentParser) -> str
     return f"unknown option {shown}" + (f" (did you mean {hint}?)" if hint else f" (see {parser.prog} --help)")
 
 
-def _add_config_flags(p: argparse.ArgumentParser, show_defaults: bool = True) -> None:
+def add_config_flags(p: argparse.ArgumentParser, show_defaults: bool = True) -> None:
     """The hyperparameter flags; `show_defaults`: the config's own defaults apply (train), else a recipe of the
     command's sets them (demo, ladder)."""
     g = p.add_argument_group("hyperparameters (nanoGPT names; --name=value or --name value; "
@@ -136,7 +136,7 @@ def _add_config_flags(p: argparse.ArgumentParser, show_defaults: bool = True) ->
 _BARE = object()  # a hyperparameter flag given without a value: true for a yes/no setting, else an error
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
     for key, value in out.items():
         if value is _BARE:

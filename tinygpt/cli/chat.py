@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 from tinygpt.cli.args import CLIError, finite_float, positive_int, seed_int
-from tinygpt.cli.progress import _ProgressHooks
+from tinygpt.cli.progress import ProgressHooks
 
 COMMANDS = "/reset starts the conversation over; /quit (or Ctrl-D) ends it"
 
@@ -125,7 +125,7 @@ def cmd_demo_chat(args: argparse.Namespace, seed: int = 0) -> int:
 
     def hooks(stage: str) -> Any:
         print(f"\n{stages[stage]}", file=sys.stderr)
-        return _ProgressHooks(quiet=args.quiet)
+        return ProgressHooks(quiet=args.quiet)
 
     rep = train_demo(out, seed=seed, loss_on=args.chat_loss or "assistant", hooks=hooks, overwrite=args.overwrite)
     if rep.get("stopped_by"):

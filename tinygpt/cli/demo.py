@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from tinygpt.cli.args import CLIError, _overrides
-from tinygpt.cli.eval import _accuracy_table
-from tinygpt.cli.progress import _ProgressHooks
+from tinygpt.cli.args import CLIError, config_overrides
+from tinygpt.cli.eval import accuracy_table
+from tinygpt.cli.progress import ProgressHooks
 from tinygpt.config import parse_value
 
 
@@ -18,7 +18,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tinygpt.training.run import Run
 
     if args.which == "chat":
-        overrides = _overrides(args)
+        overrides = config_overrides(args)
         seed = parse_value("seed", overrides.pop("seed", 0))
         given = [f"--{k}" for k in overrides] + (["--no_early_stop"] if args.no_early_stop else [])
         if given:
@@ -35,10 +35,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         while Run(out).holds_run():
             out = Path(f"runs/calculator-{n}")
             n += 1
-    overrides = _overrides(args)
+    overrides = config_overrides(args)
     print(f"tinygpt demo: a GPT learns arithmetic in English words (\"seven times eight\" -> \"fifty six\"),\n"
           f"trained from scratch; it is then tested on questions it never saw. Run directory: {out}", file=sys.stderr)
-    hooks = _ProgressHooks(quiet=args.quiet)
+    hooks = ProgressHooks(quiet=args.quiet)
     result = train_calculator(out, overrides, hooks=hooks, overwrite=args.overwrite,
                               finish_early=not args.no_early_stop)
     if result.stopped_by:
@@ -49,7 +49,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rep = report(out)
     print()
     print("Exact-match accuracy of greedy answers:")
-    print(_accuracy_table(rep))
+    print(accuracy_table(rep))
     print()
     print("Questions it never saw in training:")
     wq = max((len(ex["question"]) for ex in rep["examples"]), default=0)
@@ -76,12 +76,12 @@ def cmd_ladder(args: argparse.Namespace) -> int:
 
     text = read_text(resolve_data(args.data))
     rungs = args.rungs.split(",") if args.rungs else list(MODERN_RUNGS if args.modern else RUNGS)
-    overrides = _overrides(args)
+    overrides = config_overrides(args)
     out = Path(args.out or ("runs/ladder-modern" if args.modern else "runs/ladder"))
 
-    def hooks(rung: str) -> _ProgressHooks:
+    def hooks(rung: str) -> ProgressHooks:
         print(f"\n== {rung} ==", file=sys.stderr)
-        return _ProgressHooks(quiet=args.quiet)
+        return ProgressHooks(quiet=args.quiet)
 
     rows = run_ladder(text, out, overrides, rungs, overwrite=args.overwrite, hooks=hooks)
     print()

@@ -90,11 +90,11 @@ def _eval_task(args: argparse.Namespace, model: Any, cfg: dict[str, Any]) -> int
     if args.json:
         print(json.dumps(res))
     else:
-        print(_accuracy_table(res))
+        print(accuracy_table(res))
     return 0
 
 
-def _accuracy_table(res: dict[str, Any]) -> str:
+def accuracy_table(res: dict[str, Any]) -> str:
     """Exact-match accuracy per operation, held-out and training problems side by side."""
     rows = [f"{'operation':<10} {'held-out':>22} {'training':>22}"]
     for op in res["train"]:

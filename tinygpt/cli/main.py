@@ -10,7 +10,7 @@ import warnings
 from tinygpt.cli.args import (
     Parser,
     UsageError,
-    _add_config_flags,
+    add_config_flags,
     finite_float,
     nonneg_int,
     path_arg,
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave malformed conversations out (default: refuse the file, naming the first bad line)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--tensorboard", action="store_true", help="also log scalars to RUN/tensorboard (needs tensorboard)")
-    _add_config_flags(t)
+    add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="generate text from a trained run",
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "question is answered right)")
     d.add_argument("--chat_loss", choices=("assistant", "all"), default=None,
                    help="chat only: the loss on the assistant's replies (default) or on every token")
-    _add_config_flags(d, show_defaults=False)
+    add_config_flags(d, show_defaults=False)
     d.set_defaults(func=cmd_demo)
 
     la = sub.add_parser("ladder", help="train every rung of the model ladder on one text and compare",
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "embeddings and Muon added one at a time")
     la.add_argument("--overwrite", action="store_true", help="replace a ladder already in --out")
     la.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_config_flags(la, show_defaults=False)
+    add_config_flags(la, show_defaults=False)
     la.set_defaults(func=cmd_ladder)
 
     pl = sub.add_parser("plot", help="save a PNG of the loss curves of one or several runs")

@@ -9,7 +9,7 @@ from typing import Any
 from tinygpt.cli.args import CLIError
 
 
-def _tensorboard(out: Path) -> Any:
+def tensorboard_writer(out: Path) -> Any:
     """A function making the TensorBoard writer once the run directory is ours (so a refused run creates
     nothing); TensorBoard missing is an error before any work."""
     try:
@@ -19,7 +19,7 @@ def _tensorboard(out: Path) -> Any:
     return lambda: SummaryWriter(str(out / "tensorboard"))
 
 
-class _ProgressHooks:
+class ProgressHooks:
     """Draws the progress bar (loss, lr, tokens/s, ETA) and prints evaluations."""
 
     def __init__(self, quiet: bool = False, writer_factory: Any = None):

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from tinygpt.cli.args import CLIError, _overrides
-from tinygpt.cli.progress import _ProgressHooks, _tensorboard
+from tinygpt.cli.args import CLIError, config_overrides
+from tinygpt.cli.progress import ProgressHooks, tensorboard_writer
 from tinygpt.config import ALL_KEYS, ConfigError, load_toml, unknown_key_message
 
 
@@ -28,8 +28,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if k not in ALL_KEYS or k == "vocab_size":
                 raise ConfigError(f"{args.config}: {unknown_key_message(k)}")
         overrides.update(file_cfg)
-    overrides.update(_overrides(args))
-    writer_factory = _tensorboard(out) if args.tensorboard else None  # checked before any work
+    overrides.update(config_overrides(args))
+    writer_factory = tensorboard_writer(out) if args.tensorboard else None  # checked before any work
     from tinygpt.cli.prepare import ProgressBars
     with ProgressBars(quiet=args.quiet) as bars:  # shown only while a large text is prepared (prepare.py)
         plan = plan_text_run(out, args.data, overrides, preset=preset, tokenizer=args.tokenizer,
@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if detect().master:  # under torchrun every process plans the same run: one copy of its notes
         for note in plan.notes:
             print(note, file=sys.stderr)
-    hooks = _ProgressHooks(quiet=args.quiet, writer_factory=writer_factory)
+    hooks = ProgressHooks(quiet=args.quiet, writer_factory=writer_factory)
     result = train(plan.model_cfg, plan.train_cfg, plan.source, plan.tokenizer, out, resume=args.resume,
                    overwrite=args.overwrite, meta=plan.meta, hooks=hooks, init_from=plan.init_from)
     if result.stopped_by:
