@@ -115,21 +115,21 @@ def summarize(replies: list[Reply], wall: float) -> dict:
 
 def requests_for(run_dir: str, clients: int, tokens: int, prompt: str) -> tuple[list[dict], list[str], list]:
     """The request bodies, the library's reply to each, and for a task run the true answers."""
-    from tinygpt.serve.completions import load_runs
+    from tinygpt.serve.completions import load_models
     from tinygpt.generation.generate import generate_text
     from tinygpt.tasks.calculator import number_to_words
 
-    (run,) = load_runs([run_dir]).values()
-    model, tok, task = run.subject.model, run.subject.tokenizer, run.subject.task
+    (served,) = load_models([run_dir]).values()
+    model, tok, task = served.subject.model, served.subject.tokenizer, served.subject.task
     if task is not None:
         problems = [p for ps in task.splits["val"].values() for p in ps]
         chosen = [problems[i * len(problems) // clients] for i in range(clients)]
-        bodies = [{"model": run.name, "prompt": p.question} for p in chosen]
+        bodies = [{"model": served.name, "prompt": p.question} for p in chosen]
         expected = [task.answer(model, p.question) for p in chosen]
         return bodies, expected, [number_to_words(p.answer) for p in chosen]
-    bodies = [{"model": run.name, "prompt": prompt, "max_tokens": tokens, "seed": i + 1, "temperature": 0.8}
+    bodies = [{"model": served.name, "prompt": prompt, "max_tokens": tokens, "seed": i + 1, "temperature": 0.8}
               for i in range(clients)]
-    expected = ["".join(generate_text(model, tok, prompt, tokens, eos_ids=run.eos_ids, temperature=0.8, seed=i + 1))
+    expected = ["".join(generate_text(model, tok, prompt, tokens, eos_ids=served.eos_ids, temperature=0.8, seed=i + 1))
                 for i in range(clients)]
     return bodies, expected, []
 

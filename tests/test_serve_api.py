@@ -48,8 +48,8 @@ def client(app):
         yield c
 
 
-def _run(app, name):
-    return app.state.tinygpt.runs[name]
+def _served(app, name):
+    return app.state.tinygpt.models[name]
 
 
 def _events(text: str) -> list[str]:
@@ -77,8 +77,8 @@ def test_models_and_health(client, runs):
 
 
 def test_completion_is_generate_text(client, app):
-    run = _run(app, "cat")
-    model, tok = run.subject.model, run.subject.tokenizer
+    served = _served(app, "cat")
+    model, tok = served.subject.model, served.subject.tokenizer
     r = client.post("/v1/completions", json={"model": "cat", "prompt": "the cat", "max_tokens": 40, "seed": 7,
                                              "temperature": 0.9, "top_k": 6, "top_p": 0.95})
     body = r.json()
@@ -105,8 +105,8 @@ def test_stream_is_the_same_text_in_pieces(client):
 
 
 def test_calculator_answers_as_the_task_does(client, app):
-    run = _run(app, "calculator")
-    task, model = run.subject.task, run.subject.model
+    served = _served(app, "calculator")
+    task, model = served.subject.task, served.subject.model
     for q in ("seven times eight", "twenty three plus eighty seven", "ninety minus four"):
         r = client.post("/v1/completions", json={"model": "calculator", "prompt": q})
         choice = r.json()["choices"][0]
@@ -116,8 +116,8 @@ def test_calculator_answers_as_the_task_does(client, app):
 
 
 def test_logprobs_are_the_models(client, app):
-    run = _run(app, "calculator")
-    task, model, tok = run.subject.task, run.subject.model, run.subject.tokenizer
+    served = _served(app, "calculator")
+    task, model, tok = served.subject.task, served.subject.model, served.subject.tokenizer
     ids = task.prompt_ids("seven times eight")
     r = client.post("/v1/completions", json={"model": "calculator", "prompt": "seven times eight", "logprobs": 3,
                                              "max_tokens": 4})
@@ -136,10 +136,10 @@ def test_logprobs_are_the_models(client, app):
 
 
 def test_n_choices_take_consecutive_seeds(client, app):
-    run = _run(app, "cat")
+    served = _served(app, "cat")
     r = client.post("/v1/completions", json={"model": "cat", "prompt": "the", "max_tokens": 12, "n": 3, "seed": 5})
     texts = [c["text"] for c in sorted(r.json()["choices"], key=lambda c: c["index"])]
-    assert texts == ["".join(generate_text(run.subject.model, run.subject.tokenizer, "the", 12, seed=5 + i,
+    assert texts == ["".join(generate_text(served.subject.model, served.subject.tokenizer, "the", 12, seed=5 + i,
                                            temperature=0.8)) for i in range(3)]
     stream = client.post("/v1/completions", json={"model": "cat", "prompt": "the", "max_tokens": 12, "n": 3,
                                                   "seed": 5, "stream": True})
@@ -172,7 +172,7 @@ def test_prompt_as_ids_is_the_same_prompt(client):
 
 
 def test_text_pieces_pull_tokens_only_as_needed(app):
-    tok = _run(app, "cat").subject.tokenizer
+    tok = _served(app, "cat").subject.tokenizer
     pulled = []
 
     def tokens():
@@ -198,8 +198,8 @@ def test_step_window_is_the_decoders():
 
 
 def test_inspect_step_is_the_library(client, app):
-    run = _run(app, "cat")
-    model, tok = run.subject.model, run.subject.tokenizer
+    served = _served(app, "cat")
+    model, tok = served.subject.model, served.subject.tokenizer
     prompt = tok.encode("the cat sat on the mat. the cat")  # 31 tokens + 5: the window has slid
     tokens = tok.encode("sat o")
     r = client.post("/inspect/step", json={"model": "cat", "prompt": prompt, "tokens": tokens, "token": 9,
@@ -220,12 +220,12 @@ def test_inspect_step_is_the_library(client, app):
 
 def test_inspect_crops_long_attention(app):
     import tinygpt.serve.playground as pg
-    run = _run(app, "cat")
-    ids = run.subject.tokenizer.encode("the cat sat on")
-    v = pg.step(run, ids, [], max_positions=5)
-    full = interpret.attention(run.subject.model, ids)
+    served = _served(app, "cat")
+    ids = served.subject.tokenizer.encode("the cat sat on")
+    v = pg.step(served, ids, [], max_positions=5)
+    full = interpret.attention(served.subject.model, ids)
     cropped = AttentionResult(ids[-5:], full.maps[:, :, -5:, -5:])
-    assert v["attention"] == {**attention_json(cropped, run.subject.tokenizer), "offset": len(ids) - 5}
+    assert v["attention"] == {**attention_json(cropped, served.subject.tokenizer), "offset": len(ids) - 5}
 
 
 # --- chat ------------------------------------------------------------------------------------------
@@ -241,8 +241,8 @@ def _user(text):
 def test_a_chat_reply_is_chat_sessions(client, app):
     """Unset, the temperature is 0 (greedy, as `tinygpt chat`): the reply is ChatSession's, and the model read the
     template's rendering of the conversation."""
-    run = _run(app, "chat")
-    model, tok = run.subject.model, run.subject.tokenizer
+    served = _served(app, "chat")
+    model, tok = served.subject.model, served.subject.tokenizer
     r = _chat(client, _user("the cat"), max_tokens=10)
     body = r.json()
     assert r.status_code == 200 and body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
@@ -264,8 +264,8 @@ def test_a_chat_reply_is_chat_sessions(client, app):
 def test_a_long_conversation_drops_its_oldest_exchanges_as_chat_sessions_do(client, app):
     """Three exchanges do not fit a 32-token window with room for the reply: the oldest go, the system message
     (sent as "developer", OpenAI's newer name) stays, and the reply is the session's."""
-    run = _run(app, "chat")
-    session = ChatSession(run.subject.model, run.subject.tokenizer, system="a", max_new_tokens=6)
+    served = _served(app, "chat")
+    session = ChatSession(served.subject.model, served.subject.tokenizer, system="a", max_new_tokens=6)
     for text in ("the cat", "on the mat"):
         "".join(session.reply(text))
     history = [{"role": m.role, "content": m.content} for m in session.history]
@@ -275,8 +275,8 @@ def test_a_long_conversation_drops_its_oldest_exchanges_as_chat_sessions_do(clie
     body = r.json()
     assert body["choices"][0]["message"]["content"] == expected
     assert body["tinygpt"]["dropped_messages"] == session.dropped == int(r.headers["x-tinygpt-dropped-messages"])
-    assert body["tinygpt"]["prompt_ids"][:3] == [run.subject.tokenizer.role_id("system"),
-                                                 *run.subject.tokenizer.encode("a"), run.subject.tokenizer.end_id]
+    assert body["tinygpt"]["prompt_ids"][:3] == [served.subject.tokenizer.role_id("system"),
+                                                 *served.subject.tokenizer.encode("a"), served.subject.tokenizer.end_id]
 
 
 def test_a_streamed_chat_reply_is_the_same_reply_in_deltas(client):
@@ -298,8 +298,8 @@ def test_a_streamed_chat_reply_is_the_same_reply_in_deltas(client):
 
 
 def test_n_chat_replies_take_consecutive_seeds(client, app):
-    run = _run(app, "chat")
-    model, tok = run.subject.model, run.subject.tokenizer
+    served = _served(app, "chat")
+    model, tok = served.subject.model, served.subject.tokenizer
     req = {"max_tokens": 10, "n": 3, "seed": 5, "temperature": 0.9, "top_k": 5}
     r = _chat(client, _user("cat"), **req).json()
     texts = [c["message"]["content"] for c in sorted(r["choices"], key=lambda c: c["index"])]
@@ -316,8 +316,8 @@ def test_n_chat_replies_take_consecutive_seeds(client, app):
 
 
 def test_chat_logprobs_are_the_models(client, app):
-    run = _run(app, "chat")
-    model, tok = run.subject.model, run.subject.tokenizer
+    served = _served(app, "chat")
+    model, tok = served.subject.model, served.subject.tokenizer
     body = _chat(client, _user("the cat"), max_tokens=6, logprobs=True, top_logprobs=3).json()
     choice = body["choices"][0]
     content = choice["logprobs"]["content"]
@@ -506,7 +506,7 @@ def test_serve_cli(cli, runs, monkeypatch):
     code, _, err = cli("serve", runs["calculator"], runs["cat"], "--port", "0", "--max_tokens", "7")
     app, host, port = calls[-1]
     assert code == 0 and (host, port) == ("127.0.0.1", 0) and "warning" not in err
-    assert sorted(app.state.tinygpt.runs) == ["calculator", "cat"] and app.state.tinygpt.limits.max_tokens == 7
+    assert sorted(app.state.tinygpt.models) == ["calculator", "cat"] and app.state.tinygpt.limits.max_tokens == 7
     assert "open http://127.0.0.1:0 in a browser" in err and "serving calculator: a task run" in err
     code, _, err = cli("serve", runs["cat"], "--host", "0.0.0.0")
     assert code == 0 and err.startswith("warning: listening on 0.0.0.0: anyone who can reach this machine")

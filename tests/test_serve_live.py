@@ -56,14 +56,15 @@ def _wait_for(predicate, seconds: float = 10.0) -> bool:
 
 
 def _library_text(app, prompt: str, n: int, seed: int) -> str:
-    run = app.state.tinygpt.runs["cat"]
-    return "".join(generate_text(run.subject.model, run.subject.tokenizer, prompt, n, temperature=0.8, seed=seed))
+    served = app.state.tinygpt.models["cat"]
+    model, tok = served.subject.model, served.subject.tokenizer
+    return "".join(generate_text(model, tok, prompt, n, temperature=0.8, seed=seed))
 
 
 def _library_reply(app, text: str, n: int) -> str:
     """The chat run's greedy reply to one message, as `tinygpt chat` gives it."""
-    run = app.state.tinygpt.runs["chat"]
-    return "".join(ChatSession(run.subject.model, run.subject.tokenizer, max_new_tokens=n).reply(text))
+    served = app.state.tinygpt.models["chat"]
+    return "".join(ChatSession(served.subject.model, served.subject.tokenizer, max_new_tokens=n).reply(text))
 
 
 def test_openai_client_streams_and_not(server):
@@ -230,8 +231,8 @@ def _check_screenshot(shot: Path) -> None:
 
 def test_the_page_in_a_real_browser(server, tmp_path):
     url, app = server
-    run = app.state.tinygpt.runs["cat"]
-    L, H = run.subject.model.attention_layers, run.subject.model.attention_heads
+    served = app.state.tinygpt.models["cat"]
+    L, H = served.subject.model.attention_layers, served.subject.model.attention_heads
     with _page(url, tmp_path) as (page, errors):
         page.select_option("#run", "cat")
         page.fill("#prompt", "the cat")
@@ -266,7 +267,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         ids = [int(x) for x in page.locator(".tok.gen").evaluate_all("els => els.map(e => e.dataset.id)")]
         assert ids[:5] == prefix + [candidate]
         assert "branched" in page.locator(".tok.gen").nth(4).get_attribute("class")
-        prompt = run.subject.tokenizer.encode("the cat") + ids[:5]  # the rest is the API's continuation of it
+        prompt = served.subject.tokenizer.encode("the cat") + ids[:5]  # the rest is the API's continuation of it
         rest = httpx.post(f"{url}/v1/completions", json={"model": "cat", "prompt": prompt, "max_tokens": 19,
                                                          "seed": 2, "temperature": 0.8, "logprobs": 0}).json()
         assert ids[5:] == rest["choices"][0]["logprobs"]["token_ids"]
@@ -278,7 +279,7 @@ def test_a_conversation_in_a_real_browser(server, tmp_path):
     """A chat run puts the page in chat mode: a message typed and sent gets the run's reply in a bubble, streamed
     with its tokens coloured; a reply token can be looked inside; another run brings the text mode back."""
     url, app = server
-    run = app.state.tinygpt.runs["chat"]
+    served = app.state.tinygpt.models["chat"]
     with _page(url, tmp_path) as (page, errors):
         page.select_option("#run", "chat")
         assert page.locator("#chat-mode").is_visible() and not page.locator("#prompt").is_visible()
@@ -288,7 +289,7 @@ def test_a_conversation_in_a_real_browser(server, tmp_path):
         page.wait_for_function("document.querySelectorAll('.msg.assistant:not(.pending)').length === 1", timeout=30_000)
         assert page.locator(".msg.user").inner_text() == "the cat" and page.locator("#message").input_value() == ""
         reply = page.locator(".msg.assistant")
-        assert reply.inner_text() == _library_reply(app, "the cat", run.details()["default_max_tokens"])
+        assert reply.inner_text() == _library_reply(app, "the cat", served.details()["default_max_tokens"])
         assert reply.locator(".tok").count() > 0  # token by token, coloured
         reply.locator(".tok").nth(1).click()
         page.wait_for_selector("#attention .head canvas")

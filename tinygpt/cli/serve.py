@@ -47,13 +47,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"(there is no authentication); use --host 127.0.0.1 to keep it local", file=sys.stderr)
     limits = Limits(max_tokens=args.max_tokens, max_prompt=args.max_prompt, max_n=args.max_n)
     app = create_app(args.runs, args.checkpoint, str(choose_device(args.device)), limits, args.parallel, args.queue)
-    runs = app.state.tinygpt.runs
+    models = app.state.tinygpt.models
 
     def ready(url: str) -> None:
-        for run in runs.values():
-            d = run.details()
-            print(f"serving {run.name}: a {d['kind']} run, {d['model']} with {d['n_layer']} layer(s), "
-                  f"{d['tokenizer']} tokenizer ({run.subject.cfg['path']})", file=sys.stderr)
+        for served in models.values():
+            d = served.details()
+            print(f"serving {served.name}: a {d['kind']} run, {d['model']} with {d['n_layer']} layer(s), "
+                  f"{d['tokenizer']} tokenizer ({served.subject.cfg['path']})", file=sys.stderr)
         print(f"open {url} in a browser; the API is at {url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
 
     serve(app, args.host, args.port, ready)

@@ -1,12 +1,12 @@
 """`tinygpt serve`: the web app. An OpenAI-compatible API, the inspection endpoints, and the page that uses them.
 
-    GET  /                      the page (tinygpt/web/, served from the package: no network needed)
+    GET  /                      the page (serve/web/, served from the package: no network needed)
     GET  /health                {"status": "ok", "models": [...], "scheduler": {running, waiting, ...}}
-    GET  /v1/models[/{id}]      the served runs, OpenAI's shape (tinygpt's details under "tinygpt")
+    GET  /v1/models[/{id}]      the served models, OpenAI's shape (tinygpt's details under "tinygpt")
     POST /v1/completions        OpenAI's completions, streaming (server-sent events, then `data: [DONE]`) or not
     POST /v1/chat/completions   OpenAI's chat completions, for chat runs (a tokenizer with the chat template's
-                                tokens); any other run is refused with a 400 that says so
-    POST /inspect/tokenize      {"model", "prompt"} -> the ids the run reads, and their pieces
+                                tokens); any other model is refused with a 400 that says so
+    POST /inspect/tokenize      {"model", "prompt"} -> the ids the model reads, and their pieces
     POST /inspect/step          {"model", "prompt", "tokens", "token", sampling} -> candidates before and
                                 after the settings, attention, logit lens and saliency (playground.step)
 
@@ -14,12 +14,12 @@ A chat request is answered as `tinygpt chat` answers (completions.chat_prompt): 
 template, the oldest exchanges dropped until the history and room for the reply fit the model's window (how
 many: "dropped_messages" under "tinygpt" in the response, and the x-tinygpt-dropped-messages header), the reply
 greedy unless a temperature is given, ended at <|end|>. Both endpoints share one path: `complete` generates,
-reply.py's `Reply` (or `ChatReply`) writes OpenAI's shapes.
+replies.py's `Reply` (or `ChatReply`) writes OpenAI's shapes.
 
 Every model call runs on the scheduler's worker thread (scheduler.py), never on the event loop: requests are
 interleaved fairly, a full queue is a 503, and a client that goes away stops its generation. Every refusal is
 a 4xx JSON error in OpenAI's shape with a one-line message (api.py); no traceback ever reaches a client. The
-server reads no path a client sends: models are looked up by name among the runs given at start, and the page's
+server reads no path a client sends: models are looked up by name among those loaded at start, and the page's
 files by a fixed table.
 
 Needs the `web` extra (Starlette and uvicorn), imported here only, so the rest of tinygpt does without them.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import threading
 from importlib import resources
@@ -45,7 +46,7 @@ except ImportError:  # pragma: no cover - the message names the extra
 
 from tinygpt.serve import api, playground
 from tinygpt.serve.api import APIError, Limits
-from tinygpt.serve.completions import ServedRun, chat_prompt, complete, load_runs, prompt_ids
+from tinygpt.serve.completions import ServedModel, chat_prompt, complete, load_models, prompt_ids
 from tinygpt.serve.replies import ChatReply, Reply, client_error
 from tinygpt.serve.scheduler import Busy, Job, Scheduler
 
@@ -58,7 +59,6 @@ LOOPBACK_NAMES = ("localhost",)
 
 def is_loopback(host: str) -> bool:
     """Whether binding to `host` keeps the server on this machine: is_loopback("127.0.0.1") is True."""
-    import ipaddress
     if host in LOOPBACK_NAMES:
         return True
     try:
@@ -68,20 +68,20 @@ def is_loopback(host: str) -> bool:
 
 
 class App:
-    """The served runs, the limits and the scheduler, and the request handlers that use them."""
+    """The served models, the limits and the scheduler, and the request handlers that use them."""
 
-    def __init__(self, runs: dict[str, ServedRun], limits: Limits | None = None, max_running: int = 16,
+    def __init__(self, models: dict[str, ServedModel], limits: Limits | None = None, max_running: int = 16,
                  max_waiting: int = 64):
-        self.runs = runs
+        self.models = models
         self.limits = limits or Limits()
         self.scheduler = Scheduler(max_running, max_waiting)
 
     # --- helpers -----------------------------------------------------------------------------------
-    def run(self, name: str) -> ServedRun:
-        if name not in self.runs:
+    def served(self, name: str) -> ServedModel:
+        if name not in self.models:
             raise APIError(404, f"the model {name!r} does not exist here; this server has "
-                                f"{', '.join(sorted(self.runs))}", param="model", code="model_not_found")
-        return self.runs[name]
+                                f"{', '.join(sorted(self.models))}", param="model", code="model_not_found")
+        return self.models[name]
 
     async def body(self, request: Request) -> dict[str, Any]:
         """The request's JSON object, read at most limits.max_body bytes far."""
@@ -112,46 +112,47 @@ class App:
         return Response(data, media_type=PAGE_FILES[name], headers={"cache-control": "no-cache"})
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "models": sorted(self.runs), "scheduler": self.scheduler.stats()})
+        return JSONResponse({"status": "ok", "models": sorted(self.models), "scheduler": self.scheduler.stats()})
 
-    async def models(self, request: Request) -> Response:
+    async def model_cards(self, request: Request) -> Response:
         name = request.path_params.get("name")
         if name is not None:
-            return JSONResponse(self.card(self.run(name)))
-        return JSONResponse({"object": "list", "data": [self.card(r) for r in self.runs.values()]})
+            return JSONResponse(self.card(self.served(name)))
+        return JSONResponse({"object": "list", "data": [self.card(m) for m in self.models.values()]})
 
-    def card(self, run: ServedRun) -> dict[str, Any]:
-        return api.model_card(run.name, run.created, {**run.details(), "max_tokens": self.limits.max_tokens})
+    def card(self, served: ServedModel) -> dict[str, Any]:
+        return api.model_card(served.name, served.created, {**served.details(), "max_tokens": self.limits.max_tokens})
 
     async def chat(self, request: Request) -> Response:
         req = api.parse_chat(await self.body(request), self.limits)
-        run = self.run(req.model)
-        if not run.chat:
-            raise APIError(400, f"this run is not a chat model: {run.name} is a {run.kind} run; use "
+        served = self.served(req.model)
+        if not served.chat:
+            raise APIError(400, f"this run is not a chat model: {served.name} is a {served.kind} run; use "
                                 f"/v1/completions", param="model", code="not_a_chat_model")
-        prompt = chat_prompt(run, req.messages,
-                             req.sampling.max_tokens or min(run.default_max_tokens, self.limits.max_tokens))
-        reply = ChatReply(run, prompt, req.logprobs)
-        return await self._generate(request, run, prompt.ids, req.sampling, prompt.max_tokens,
+        prompt = chat_prompt(served, req.messages,
+                             req.sampling.max_tokens or min(served.default_max_tokens, self.limits.max_tokens))
+        reply = ChatReply(served, prompt, req.logprobs)
+        return await self._generate(request, served, prompt.ids, req.sampling, prompt.max_tokens,
                                     req.top_logprobs if req.logprobs else None, reply)
 
     async def completions(self, request: Request) -> Response:
         req = api.parse_completion(await self.body(request), self.limits)
-        run = self.run(req.model)
-        ids = prompt_ids(run, req.prompt)
-        return await self._generate(request, run, ids, req.sampling, req.sampling.max_tokens or run.default_max_tokens,
-                                    req.logprobs, Reply(run, len(ids), req.logprobs is not None))
+        served = self.served(req.model)
+        ids = prompt_ids(served, req.prompt)
+        return await self._generate(request, served, ids, req.sampling,
+                                    req.sampling.max_tokens or served.default_max_tokens, req.logprobs,
+                                    Reply(served, len(ids), req.logprobs is not None))
 
-    async def _generate(self, request: Request, run: ServedRun, ids: list[int], s: api.Sampling, max_tokens: int,
-                        logprobs: int | None, reply: Reply) -> Response:
+    async def _generate(self, request: Request, served: ServedModel, ids: list[int], s: api.Sampling,
+                        max_tokens: int, logprobs: int | None, reply: Reply) -> Response:
         """The n generations of a request on the worker, answered by `reply` whole or streamed."""
         settings = dict(max_tokens=max_tokens, top_k=s.top_k, top_p=s.top_p, stop=s.stop, logprobs=logprobs,
-                        temperature=run.default_temperature if s.temperature is None else s.temperature)
+                        temperature=served.default_temperature if s.temperature is None else s.temperature)
         jobs: list[Job] = []
         try:
             for i in range(s.n):  # choice i samples with seed + i, as `tinygpt sample --num_samples`
                 seed = None if s.seed is None else (s.seed + i) % (api.MAX_SEED + 1)
-                jobs.append(self.submit(complete(run, ids, seed=seed, **settings)))
+                jobs.append(self.submit(complete(served, ids, seed=seed, **settings)))
         except APIError:
             for job in jobs:
                 job.cancel()
@@ -165,33 +166,33 @@ class App:
     async def tokenize(self, request: Request) -> Response:
         body = await self.body(request)
         f = api.Fields(body, ("model", "prompt"))
-        run = self.run(api.model_field(f))
+        served = self.served(api.model_field(f))
         text = body.get("prompt")
         if not isinstance(text, str):
             raise APIError(400, "prompt must be a string", param="prompt")
         api.parse_prompt(text, self.limits)
-        return JSONResponse(await self._once(request, lambda: playground.tokenize(run, text)))
+        return JSONResponse(await self._once(request, lambda: playground.tokenize(served, text)))
 
     async def inspect_step(self, request: Request) -> Response:
         body = await self.body(request)
         f = api.Fields(body, INSPECT_FIELDS)
-        run = self.run(api.model_field(f))
-        ids = prompt_ids(run, api.parse_prompt(body.get("prompt"), self.limits))
-        vocab = run.subject.model.config.vocab_size
+        served = self.served(api.model_field(f))
+        ids = prompt_ids(served, api.parse_prompt(body.get("prompt"), self.limits))
+        vocab = served.subject.model.config.vocab_size
         tokens = body.get("tokens") or []
         if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab
                                                    for t in tokens):
-            raise APIError(400, f"tokens must be an array of ids of {run.name}'s vocabulary (0..{vocab - 1})",
+            raise APIError(400, f"tokens must be an array of ids of {served.name}'s vocabulary (0..{vocab - 1})",
                            param="tokens")
         if len(tokens) > self.limits.max_tokens:
             raise APIError(400, f"tokens has {len(tokens)} ids; this server generates at most "
                                 f"{self.limits.max_tokens}", param="tokens")
         token = f.integer("token", 0, vocab - 1)
         temperature = f.number("temperature", 0.0, 2.0)
-        temperature = run.default_temperature if temperature is None else temperature
+        temperature = served.default_temperature if temperature is None else temperature
         top_k, top_p = f.integer("top_k", 1, 1 << 31), f.number("top_p", 0.0, 1.0, open_low=True)
         return JSONResponse(await self._once(request, lambda: playground.step(
-            run, ids, tokens, token, temperature, top_k, top_p)))
+            served, ids, tokens, token, temperature, top_k, top_p)))
 
     async def _once(self, request: Request, fn: Callable[[], Any]) -> Any:
         """Run one model call on the worker and return its result."""
@@ -204,8 +205,8 @@ class App:
             return Route(path, _guarded(endpoint), methods=["POST"])
 
         return [Route("/", _guarded(self.page)), Route("/static/{name}", _guarded(self.page)),
-                Route("/health", _guarded(self.health)), Route("/v1/models", _guarded(self.models)),
-                Route("/v1/models/{name:path}", _guarded(self.models)),
+                Route("/health", _guarded(self.health)), Route("/v1/models", _guarded(self.model_cards)),
+                Route("/v1/models/{name:path}", _guarded(self.model_cards)),
                 post("/v1/completions", self.completions), post("/v1/chat/completions", self.chat),
                 post("/inspect/tokenize", self.tokenize), post("/inspect/step", self.inspect_step)]
 
@@ -263,11 +264,11 @@ async def _on_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(err.body(), status_code=err.status)
 
 
-def create_app(runs: Sequence[str | Path] | dict[str, ServedRun], which: str = "best", device: str = "cpu",
+def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], which: str = "best", device: str = "cpu",
                limits: Limits | None = None, max_running: int = 16, max_waiting: int = 64) -> Starlette:
-    """The ASGI app serving `runs` (run directories, loaded once each, or runs already loaded). app.state.tinygpt
-    is the App (its scheduler, its runs)."""
-    loaded = runs if isinstance(runs, dict) else load_runs(runs, which, device)
+    """The ASGI app serving `runs` (run directories, each loaded once; or the models load_models made of them).
+    app.state.tinygpt is the App (its scheduler, its models)."""
+    loaded = runs if isinstance(runs, dict) else load_models(runs, which, device)
     state = App(loaded, limits, max_running, max_waiting)
 
     @contextlib.asynccontextmanager
@@ -301,7 +302,7 @@ def url_of(sock: socket.socket) -> str:
 
 
 def _server(app: Starlette) -> Any:
-    import uvicorn
+    import uvicorn  # the web extra, imported where it is used
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2)
     return uvicorn.Server(config)
 

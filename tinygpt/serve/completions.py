@@ -1,14 +1,15 @@
-"""Completions as the server makes them: the runs it serves, a prompt (or a conversation) turned into the ids the
-run reads, and one generation as pieces of text, each with the tokens behind it and their log-probabilities.
+"""Completions as the server makes them: the models it serves, a prompt (or a conversation) turned into the ids a
+model reads, and one generation as pieces of text, each with the tokens behind it and their log-probabilities.
 
-A run is served as the CLI samples it: a task run (the calculator) takes a question, wraps it as the task does
-("seven times eight" -> "seven times eight =") and ends its answer at <eos>; a text run keeps the last
-block_size tokens of a long prompt and ends at its tokenizer's end-of-text token; a chat run (its tokenizer has
-the chat template's tokens) answers a conversation as `tinygpt chat` does: the history rendered by the
-template and fitted to the window by dropping the oldest exchanges, the reply ended at <|end|> (or at the start
-of another turn, which the model should not write). Generation is the
-`Decoder` (KV cache, sliding window, seeded sampling) under the text layer `text_pieces` (stop strings,
-UTF-8 hold-back), so the same settings and seed give exactly the text `generate_text` gives.
+A served model (`ServedModel`) is a run directory loaded once, and answers as the CLI samples that run: a task
+run (the calculator) takes a question, wraps it as the task does ("seven times eight" -> "seven times eight =")
+and ends its answer at <eos>; a text run keeps the last block_size tokens of a long prompt and ends at its
+tokenizer's end-of-text token; a chat run (its tokenizer has the chat template's tokens) answers a
+conversation as `tinygpt chat` does: the history rendered by the template and fitted to the window by dropping
+the oldest exchanges, the reply ended at <|end|> (or at the start of another turn, which the model should not
+write). Generation is the `Decoder` (KV cache, sliding window, seeded sampling) under the text layer
+`text_pieces` (stop strings, UTF-8 hold-back), so the same settings and seed give exactly the text
+`generate_text` gives.
 
 Log-probabilities are the model's own (log-softmax of the raw logits, before temperature, top-k and top-p),
 as OpenAI reports them.
@@ -36,8 +37,8 @@ TEXT_MAX_TOKENS = 16  # OpenAI's default max_tokens for a completion; a task run
 
 
 @dataclass
-class ServedRun:
-    """A loaded run and the name clients use for it (its directory's name)."""
+class ServedModel:
+    """A run loaded to be served, and the name clients use for it (its directory's name)."""
     name: str
     subject: Subject
     created: int  # when its checkpoint was written (seconds since the epoch)
@@ -80,7 +81,7 @@ class ServedRun:
         return self.subject.model.config.block_size if self.kind == "chat" else TEXT_MAX_TOKENS
 
     def details(self) -> dict[str, Any]:
-        """What the page needs to know about the run (GET /v1/models, under "tinygpt"). A chat run's tokenizer is
+        """What the page needs to know about the model (GET /v1/models, under "tinygpt"). A chat run's tokenizer is
         named by its base (character, BPE, ...); the chat tokens come on top."""
         model, cfg, tok = self.subject.model, self.subject.model.config, self.subject.tokenizer
         return {"kind": self.kind, "chat": self.chat, "model": model.name,
@@ -99,39 +100,39 @@ def run_name(path: str | Path) -> str:
     return p.parent.name if p.name in ("best", "latest") and p.parent.name else p.name
 
 
-def load_runs(paths: Sequence[str | Path], which: str = "best", device: str = "cpu") -> dict[str, ServedRun]:
-    """Load every run once, by name. Two runs with the same name are refused (clients could not tell them
-    apart)."""
-    runs: dict[str, ServedRun] = {}
+def load_models(paths: Sequence[str | Path], which: str = "best", device: str = "cpu") -> dict[str, ServedModel]:
+    """Load every run directory once, as a model served under its name. Two runs with the same name are refused
+    (clients could not tell them apart)."""
+    models: dict[str, ServedModel] = {}
     for path in paths:
         name = run_name(path)
-        if name in runs:
-            raise ValueError(f"two runs are named {name!r} ({runs[name].subject.cfg['path']} and {path}); "
+        if name in models:
+            raise ValueError(f"two runs are named {name!r} ({models[name].subject.cfg['path']} and {path}); "
                              f"serve runs whose directories have different names")
         subject = open_run(path, which, device)
         created = int((Path(subject.cfg["path"]) / "config.json").stat().st_mtime)
-        runs[name] = ServedRun(name, subject, created)
-    if not runs:
+        models[name] = ServedModel(name, subject, created)
+    if not models:
         raise ValueError("give at least one run directory to serve")
-    return runs
+    return models
 
 
-def prompt_ids(run: ServedRun, prompt: str | list[int]) -> list[int]:
-    """The ids the run reads for a prompt: text is tokenized as `tinygpt inspect` does (a task run wraps its
+def prompt_ids(served: ServedModel, prompt: str | list[int]) -> list[int]:
+    """The ids the model reads for a prompt: text is tokenized as `tinygpt inspect` does (a task run wraps its
     question; a text run keeps its last block_size tokens); ids given directly are checked and kept as they
-    are (the last block_size of them). APIError 400 for what the run cannot read."""
+    are (the last block_size of them). APIError 400 for what the model cannot read."""
     if isinstance(prompt, str):
         try:
-            ids, _ = text_prompt_ids(run.subject, prompt)
+            ids, _ = text_prompt_ids(served.subject, prompt)
         except ValueError as e:  # the calculator's QuestionError, an empty prompt, a tokenizer's refusal
             raise APIError(400, str(e), param="prompt") from None
         return ids
-    vocab = run.subject.model.config.vocab_size
+    vocab = served.subject.model.config.vocab_size
     bad = next((i for i in prompt if not 0 <= i < vocab), None)
     if bad is not None:
-        raise APIError(400, f"token id {bad} is outside the vocabulary of {run.name} (0..{vocab - 1})",
+        raise APIError(400, f"token id {bad} is outside the vocabulary of {served.name} (0..{vocab - 1})",
                        param="prompt")
-    return window(prompt, run.subject.model.config.block_size)[0]
+    return window(prompt, served.subject.model.config.block_size)[0]
 
 
 @dataclass
@@ -143,7 +144,7 @@ class ChatPrompt:
     max_tokens: int
 
 
-def chat_prompt(run: ServedRun, messages: Sequence[dict[str, str]], max_tokens: int) -> ChatPrompt:
+def chat_prompt(served: ServedModel, messages: Sequence[dict[str, str]], max_tokens: int) -> ChatPrompt:
     """The prompt for the assistant's reply to OpenAI-style messages ({"role", "content"}; "developer" is OpenAI's
     newer name for "system"), as `tinygpt chat` builds it: chat.fit_window renders the history and drops the
     oldest exchanges (a leading system message stays) until it and room for the reply fit the window, and the
@@ -159,9 +160,9 @@ def chat_prompt(run: ServedRun, messages: Sequence[dict[str, str]], max_tokens: 
     if last != "user":
         raise APIError(400, f"the last message must be the user's, not the {last}'s: the model answers a user",
                        param="messages")
-    block = run.subject.model.config.block_size
+    block = served.subject.model.config.block_size
     try:
-        ids, dropped = fit_window(run.subject.tokenizer, conversation.messages, block, max_tokens)
+        ids, dropped = fit_window(served.subject.tokenizer, conversation.messages, block, max_tokens)
     except ChatError as e:
         raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
     return ChatPrompt(ids, dropped, reply_budget(len(ids), block, max_tokens))
@@ -192,7 +193,7 @@ class Finish:
     completion_tokens: int
 
 
-def complete(run: ServedRun, ids: Sequence[int], max_tokens: int, temperature: float, top_k: int | None = None,
+def complete(served: ServedModel, ids: Sequence[int], max_tokens: int, temperature: float, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (),
              logprobs: int | None = None) -> Iterator[Piece | Finish]:
     """Generate from ids: yield Pieces as the text layer releases them, then one Finish. Each `next()` is a
@@ -200,9 +201,9 @@ def complete(run: ServedRun, ids: Sequence[int], max_tokens: int, temperature: f
 
     logprobs: None for none; k >= 0 for the chosen token's log-probability and the k most likely candidates.
     """
-    model, tok = run.subject.model, run.subject.tokenizer
-    eos = set(run.eos_ids)
-    dec = Decoder(model, list(ids), eos_ids=run.eos_ids)
+    model, tok = served.subject.model, served.subject.tokenizer
+    eos = set(served.eos_ids)
+    dec = Decoder(model, list(ids), eos_ids=served.eos_ids)
     produced: list[int] = []
     behind: list[tuple[int, float, list[tuple[int, float]]]] = []  # tokens pulled since the last piece
 
@@ -216,7 +217,7 @@ def complete(run: ServedRun, ids: Sequence[int], max_tokens: int, temperature: f
                 behind.append((t, float(lp[t]), [(int(i), float(v)) for i, v in zip(idx, vals)]))
             yield t
 
-    for text in text_pieces(tok, tokens(), stop, run.eos_ids):
+    for text in text_pieces(tok, tokens(), stop, served.eos_ids):
         yield Piece(text, list(behind))
         behind.clear()
     ended = bool(produced) and produced[-1] in eos
@@ -224,5 +225,5 @@ def complete(run: ServedRun, ids: Sequence[int], max_tokens: int, temperature: f
     yield Finish("stop" if ended or stopped else "length", len(produced))
 
 
-__all__ = ["TEXT_MAX_TOKENS", "ServedRun", "run_name", "load_runs", "prompt_ids", "ChatPrompt", "chat_prompt",
+__all__ = ["TEXT_MAX_TOKENS", "ServedModel", "run_name", "load_models", "prompt_ids", "ChatPrompt", "chat_prompt",
            "token_bytes", "Piece", "Finish", "complete"]

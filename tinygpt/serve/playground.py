@@ -3,7 +3,7 @@
 Both are compositions of the inspect library (interpret.py computes typed results, report.py turns them into
 JSON); nothing here computes a view of its own.
 
-`step(run, prompt, tokens, token)` looks at the moment the model chose `token` after prompt + tokens. It
+`step(served, prompt, tokens, token)` looks at the moment the model chose `token` after prompt + tokens. It
 reads exactly the window the Decoder read at that step (decoder.py's policy: the prompt's last block_size
 tokens, then the window slides when full), and returns:
 
@@ -24,17 +24,17 @@ from tinygpt.inspect import interpret
 from tinygpt.inspect.interpret import AttentionResult
 from tinygpt.inspect.report import attention_json, lens_json, pieces, saliency_json, steps_json
 from tinygpt.inspect.views import prompt_ids
-from tinygpt.serve.completions import ServedRun
+from tinygpt.serve.completions import ServedModel
 
 MAX_POSITIONS = 64  # positions of attention sent for one step: 64 x 64 per head
 CANDIDATES = 10  # candidates shown before and after the sampling settings
 
 
-def tokenize(run: ServedRun, text: str) -> dict[str, Any]:
-    """The ids the run reads for a prompt (a task run: the wrapped question), their pieces, what each decodes
+def tokenize(served: ServedModel, text: str) -> dict[str, Any]:
+    """The ids the model reads for a prompt (a task run: the wrapped question), their pieces, what each decodes
     to, and notices (a prompt cut to the window)."""
-    tok = run.subject.tokenizer
-    ids, notices = prompt_ids(run.subject, text)
+    tok = served.subject.tokenizer
+    ids, notices = prompt_ids(served.subject, text)
     return {"ids": ids, "tokens": pieces(tok, ids), "texts": [tok.decode([i]) for i in ids], "notices": notices}
 
 
@@ -47,12 +47,12 @@ def step_window(prompt_len: int, step: int, block_size: int) -> tuple[int, int]:
     return start, prompt_len + step
 
 
-def step(run: ServedRun, prompt: Sequence[int], tokens: Sequence[int], token: int | None = None,
+def step(served: ServedModel, prompt: Sequence[int], tokens: Sequence[int], token: int | None = None,
          temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
          max_positions: int = MAX_POSITIONS, k: int = CANDIDATES) -> dict[str, Any]:
     """Look at the choice of new token number len(tokens) after `prompt` (ids); `token`: the one chosen there
     (saliency explains it; default: the model's top token). See the module docstring."""
-    model, tok = run.subject.model, run.subject.tokenizer
+    model, tok = served.subject.model, served.subject.tokenizer
     seq = list(prompt) + list(tokens)
     start, end = step_window(len(prompt), len(tokens), model.config.block_size)
     context = seq[start:end]

@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 
 from tinygpt.serve import api
 from tinygpt.serve.api import APIError
-from tinygpt.serve.completions import ChatPrompt, Finish, Piece, ServedRun, token_bytes
+from tinygpt.serve.completions import ChatPrompt, Finish, Piece, ServedModel, token_bytes
 from tinygpt.serve.scheduler import Job
 
 log = logging.getLogger("tinygpt.serve.app")
@@ -25,12 +25,12 @@ class Reply:
 
     headers: dict[str, str] = {}  # sent with the response
 
-    def __init__(self, run: ServedRun, prompt_tokens: int, logprobs: bool):
-        self.run, self.prompt_tokens, self.logprobs = run, prompt_tokens, logprobs
+    def __init__(self, served: ServedModel, prompt_tokens: int, logprobs: bool):
+        self.served, self.prompt_tokens, self.logprobs = served, prompt_tokens, logprobs
         self.id, self.created = api.new_id(), api.now()
 
     def _text_of(self, i: int) -> str:
-        return self.run.subject.tokenizer.decode([i])
+        return self.served.subject.tokenizer.decode([i])
 
     def _logprobs(self, piece: Piece, offset: int) -> dict[str, Any] | None:
         if not self.logprobs:
@@ -41,7 +41,7 @@ class Reply:
         return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
     def _response(self, choices: list[dict[str, Any]], use: dict[str, int]) -> dict[str, Any]:
-        return api.completion_response(self.id, self.created, self.run.name, choices, use)
+        return api.completion_response(self.id, self.created, self.served.name, choices, use)
 
     def _opening(self, index: int) -> list[dict[str, Any]]:
         """Chunks that open choice `index`'s stream (none for a completion)."""
@@ -49,10 +49,10 @@ class Reply:
 
     def _chunk(self, index: int, text: str, logprobs: dict[str, Any] | None,
                finish: str | None = None) -> dict[str, Any]:
-        return api.completion_chunk(self.id, self.created, self.run.name, index, text, logprobs, finish)
+        return api.completion_chunk(self.id, self.created, self.served.name, index, text, logprobs, finish)
 
     def _usage_chunk(self, use: dict[str, int]) -> dict[str, Any]:
-        return api.usage_chunk(self.id, self.created, self.run.name, use)
+        return api.usage_chunk(self.id, self.created, self.served.name, use)
 
     def whole(self, results: list[list[Piece | Finish]]) -> dict[str, Any]:
         choices, produced = [], 0
@@ -118,8 +118,8 @@ class ChatReply(Reply):
     dropped to fit the window (also the x-tinygpt-dropped-messages header) and the ids the model read (the page
     inspects a reply's tokens with them)."""
 
-    def __init__(self, run: ServedRun, prompt: ChatPrompt, logprobs: bool):
-        super().__init__(run, len(prompt.ids), logprobs)
+    def __init__(self, served: ServedModel, prompt: ChatPrompt, logprobs: bool):
+        super().__init__(served, len(prompt.ids), logprobs)
         self.id = api.new_id("chatcmpl")
         self.extra = {"dropped_messages": prompt.dropped, "prompt_ids": prompt.ids}
         self.headers = {"x-tinygpt-dropped-messages": str(prompt.dropped)}
@@ -128,27 +128,27 @@ class ChatReply(Reply):
         if not self.logprobs:
             return None
         return api.chat_logprobs(piece.tokens, self._text_of,
-                                 lambda i: token_bytes(self.run.subject.tokenizer, i))
+                                 lambda i: token_bytes(self.served.subject.tokenizer, i))
 
     def _choice(self, index: int, text: str, logprobs: dict[str, Any] | None, finish: str) -> dict[str, Any]:
         return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
                 "finish_reason": finish}
 
     def _response(self, choices: list[dict[str, Any]], use: dict[str, int]) -> dict[str, Any]:
-        return {**api.completion_response(self.id, self.created, self.run.name, choices, use, "chat.completion"),
+        return {**api.completion_response(self.id, self.created, self.served.name, choices, use, "chat.completion"),
                 "tinygpt": self.extra}
 
     def _opening(self, index: int) -> list[dict[str, Any]]:
-        first = api.chat_chunk(self.id, self.created, self.run.name, index, {"role": "assistant", "content": ""})
+        first = api.chat_chunk(self.id, self.created, self.served.name, index, {"role": "assistant", "content": ""})
         return [{**first, "tinygpt": self.extra} if index == 0 else first]
 
     def _chunk(self, index: int, text: str, logprobs: dict[str, Any] | None,
                finish: str | None = None) -> dict[str, Any]:
         delta = {} if finish else {"content": text}
-        return api.chat_chunk(self.id, self.created, self.run.name, index, delta, logprobs, finish)
+        return api.chat_chunk(self.id, self.created, self.served.name, index, delta, logprobs, finish)
 
     def _usage_chunk(self, use: dict[str, int]) -> dict[str, Any]:
-        return api.usage_chunk(self.id, self.created, self.run.name, use, "chat.completion.chunk")
+        return api.usage_chunk(self.id, self.created, self.served.name, use, "chat.completion.chunk")
 
 
 def client_error(e: BaseException) -> APIError:

@@ -5,10 +5,10 @@
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  runs: [],          // GET /v1/models entries
-  run: null,         // the chosen one
+  models: [],        // GET /v1/models entries
+  model: null,       // the chosen one
   mode: "text",      // "chat" for a chat run: a conversation instead of a prompt to continue
-  promptIds: [],     // what the run reads for the prompt
+  promptIds: [],     // what the model reads for the prompt
   promptTexts: [],
   tokens: [],        // generated: {id, text, logprob, top: [[text, logprob], ...] | null, branched}
   chat: {messages: [], dropped: 0},  // messages: {role, content}; a reply also {promptIds, tokens} as above
@@ -37,7 +37,7 @@ function visible(text) {
 
 const probColor = (p) => `hsl(${Math.round(120 * Math.max(0, Math.min(1, p)))},75%,82%)`;
 const fmt = (p) => (p === null || p === undefined) ? "?" : p.toFixed(3);
-const wordTokens = () => state.run && state.run.tinygpt.tokenizer === "word";
+const wordTokens = () => state.model && state.model.tinygpt.tokenizer === "word";
 
 async function post(path, body, signal) {
   const r = await fetch(path, {method: "POST", headers: {"content-type": "application/json"},
@@ -95,22 +95,22 @@ function busy(controller) {
   $("generate").disabled = $("send").disabled = !!controller;
 }
 
-// --- runs and settings ----------------------------------------------------------------------------
+// --- models and settings --------------------------------------------------------------------------
 
-async function loadRuns() {
+async function loadModels() {
   const r = await fetch("/v1/models");
-  state.runs = (await r.json()).data;
+  state.models = (await r.json()).data;
   const select = $("run");
-  select.replaceChildren(...state.runs.map((m) => el("option", {value: m.id}, m.id)));
-  select.disabled = state.runs.length < 2;
-  chooseRun(state.runs[0].id);
+  select.replaceChildren(...state.models.map((m) => el("option", {value: m.id}, m.id)));
+  select.disabled = state.models.length < 2;
+  chooseModel(state.models[0].id);
 }
 
-function chooseRun(name) {
+function chooseModel(name) {
   if (state.controller) state.controller.abort();
-  const before = state.run && state.run.tinygpt.example;
-  state.run = state.runs.find((m) => m.id === name);
-  const d = state.run.tinygpt;
+  const before = state.model && state.model.tinygpt.example;
+  state.model = state.models.find((m) => m.id === name);
+  const d = state.model.tinygpt;
   state.mode = d.chat ? "chat" : "text";
   for (const id of ["text-mode", "text-output", "generate", "branch-note"]) $(id).hidden = state.mode === "chat";
   $("chat-mode").hidden = state.mode !== "chat";
@@ -118,7 +118,7 @@ function chooseRun(name) {
     `${d.tokenizer} tokenizer, ${d.vocab_size} tokens · window ${d.block_size} · ${d.checkpoint}` +
     (d.step !== null && d.step !== undefined ? ` (step ${d.step})` : "");
   $("prompt").placeholder = d.example ? `a question, e.g. "${d.example}"` : "text to continue";
-  if (!$("prompt").value || $("prompt").value === before) $("prompt").value = d.example || "";  // a run's own example
+  if (!$("prompt").value || $("prompt").value === before) $("prompt").value = d.example || "";  // the model's own example
   setSlider("temperature", d.default_temperature);
   $("top_k").max = Math.min(d.vocab_size, 200);
   setSlider("top_k", 0);
@@ -151,7 +151,7 @@ let tokenizeTimer = null;
 async function tokenizePrompt() {
   const prompt = $("prompt").value;
   try {
-    const r = await post("/inspect/tokenize", {model: state.run.id, prompt});
+    const r = await post("/inspect/tokenize", {model: state.model.id, prompt});
     const t = await r.json();
     state.promptIds = t.ids;
     state.promptTexts = t.texts;
@@ -205,7 +205,7 @@ async function generate(prefix = []) {
   busy(controller);
   const started = performance.now();
   let n = 0, finish = null;
-  const body = {model: state.run.id, prompt: state.promptIds.concat(prefix.map((t) => t.id)),
+  const body = {model: state.model.id, prompt: state.promptIds.concat(prefix.map((t) => t.id)),
                 max_tokens: Math.max(1, s.max_tokens - prefix.length), temperature: s.temperature,
                 top_k: s.top_k, top_p: s.top_p, seed: s.seed, stream: true, logprobs: 5};
   try {
@@ -265,7 +265,7 @@ function renderChat() {
     return el("div", {class: cls, title}, ...parts);
   }));
   $("chat-note").textContent = dropped ? `the oldest ${dropped} message(s) no longer fit in the model's window of ` +
-    `${state.run.tinygpt.block_size} tokens; it did not read them` : "";
+    `${state.model.tinygpt.block_size} tokens; it did not read them` : "";
   $("chat").scrollTop = $("chat").scrollHeight;
 }
 
@@ -286,7 +286,7 @@ async function send() {
   busy(controller);
   const started = performance.now();
   let finish = null;
-  const body = {model: state.run.id, messages, max_tokens: s.max_tokens, temperature: s.temperature,
+  const body = {model: state.model.id, messages, max_tokens: s.max_tokens, temperature: s.temperature,
                 top_k: s.top_k, top_p: s.top_p, seed: s.seed, stream: true, logprobs: true, top_logprobs: 5};
   try {
     const r = await post("/v1/chat/completions", body, controller.signal);
@@ -353,7 +353,7 @@ async function inspect(source, i) {
   if (state.mode === "chat") renderChat(); else renderOutput();
   const s = settings();
   try {
-    const r = await post("/inspect/step", {model: state.run.id, prompt: source.promptIds,
+    const r = await post("/inspect/step", {model: state.model.id, prompt: source.promptIds,
                                            tokens: source.tokens.slice(0, i).map((x) => x.id),
                                            token: t.id, temperature: s.temperature,
                                            top_k: s.top_k, top_p: s.top_p});
@@ -477,7 +477,7 @@ function renderSaliency(s) {
 // --- wiring ---------------------------------------------------------------------------------------
 
 for (const id of ["temperature", "top_k", "top_p", "max_tokens"]) $(id).addEventListener("input", () => showSlider(id));
-$("run").addEventListener("change", (ev) => chooseRun(ev.target.value));
+$("run").addEventListener("change", (ev) => chooseModel(ev.target.value));
 $("prompt").addEventListener("input", () => { clearTimeout(tokenizeTimer); tokenizeTimer = setTimeout(tokenizePrompt, 250); });
 $("prompt").addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) generate(); });
 $("generate").addEventListener("click", () => generate());
@@ -485,4 +485,4 @@ $("stop").addEventListener("click", () => { if (state.controller) state.controll
 $("send").addEventListener("click", send);
 $("reset").addEventListener("click", resetChat);
 $("message").addEventListener("keydown", (ev) => { if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); send(); } });
-loadRuns().catch((e) => showError(`could not list the runs: ${e.message}`));
+loadModels().catch((e) => showError(`could not list the runs: ${e.message}`));
