@@ -2,28 +2,49 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
 import torch
 
-SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
-
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+SPEAKERS = ["ROMEO", "JULIET", "NURSE", "FRIAR LAURENCE", "MERCUTIO", "First Citizen", "All"]
+WORDS = ("the and I to of a my you that is in not with me it for be his your this but he have thou thee what "
+         "so him will by all shall do no we are our if love good lord sir now more come king let how night "
+         "speak hear go well death heaven fair sweet o here there day man upon doth hath art why yet 'tis o'er "
+         "ne'er summer's").split()
+
+
+def play_text(n_chars: int = 60_000, seed: int = 0) -> str:
+    """A seeded text in the shape of a play (speakers, verse lines, punctuation, capitals): what the suite trains
+    on. It is made here, so no test reads a file from outside the repository."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    size = 0
+    while size < n_chars:
+        lines = []
+        for _ in range(rng.randint(1, 4)):
+            words = [rng.choice(WORDS) for _ in range(rng.randint(3, 9))]
+            words[0] = words[0].capitalize()
+            lines.append(" ".join(words) + rng.choice([",", ".", ";", "!", "?", ":", "."]))
+        speech = f"{rng.choice(SPEAKERS)}:\n" + "\n".join(lines) + "\n\n"
+        out.append(speech)
+        size += len(speech)
+    return "".join(out)[:n_chars]
+
+
 @pytest.fixture(scope="session")
-def shakespeare_text() -> str:
-    if SHAKESPEARE.exists():
-        return SHAKESPEARE.read_text(encoding="utf-8")[:60_000]
-    # a fallback so the suite still runs outside the usual layout
-    return ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 800)
+def play() -> str:
+    return play_text()
 
 
 @pytest.fixture
-def text_file(tmp_path: Path, shakespeare_text: str) -> Path:
+def text_file(tmp_path: Path, play: str) -> Path:
     p = tmp_path / "input.txt"
-    p.write_text(shakespeare_text, encoding="utf-8")
+    p.write_text(play, encoding="utf-8")
     return p
 
 
@@ -59,6 +80,13 @@ def train_tiny(root: Path, name: str, max_iters: int, *flags: str) -> Path:
     out = root / name
     assert main(["train", "--data", str(text), "--out", str(out), f"--max_iters={max_iters}", *flags, *TINY_FLAGS]) == 0
     return out
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(monkeypatch, tmp_path_factory):
+    """Nothing a test makes lands in the user's cache (~/.cache/tinygpt): a test that looks at the cache sets its
+    own TINYGPT_CACHE on top of this one."""
+    monkeypatch.setenv("TINYGPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.fixture(autouse=True)

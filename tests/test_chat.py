@@ -246,6 +246,7 @@ def _convs_file(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_fine_tuning_our_run_into_a_chat_model(cli, tmp_path):
     base = train_tiny(tmp_path, "base", 4)
     data = _convs_file(tmp_path)
@@ -378,6 +379,7 @@ def test_eval_of_a_chat_run_scores_its_held_out_conversations(cli, tmp_path, bas
     assert code == 0 and "40 conversations" in out and "follow-ups" in out
 
 
+@pytest.mark.slow
 def test_chat_in_a_terminal_streams_replies_and_takes_commands(cli, tmp_path, base):
     """Through a pseudo-terminal, as a person would: a prompt, a streamed reply, /reset, then Ctrl-D."""
     import os

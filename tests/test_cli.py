@@ -179,6 +179,7 @@ def test_smoothing_known_answer():
     assert smooth([2, 2, 2], 0.9) == pytest.approx([2, 2, 2])
 
 
+@pytest.mark.slow
 def test_demo_sample_eval_on_a_task_checkpoint(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli("demo", "--max_iters=20", "--eval_interval=10", "--batch_size=16", "--n_layer=1",

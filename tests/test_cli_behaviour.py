@@ -73,6 +73,7 @@ def error_lines(err: str) -> list[str]:
 
 # --- interruption and resume ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigint_saves_latest_exits_130_and_resume_completes(tmp_path, data, cli):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "tinygpt", "train", "--data", str(data), "--out", str(out), *FLAGS,

@@ -251,6 +251,7 @@ def test_a_damaged_training_state_only_stops_resume(world, tmp_path, cli):
 
 # --- through `python -m tinygpt` ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bad_input_through_the_real_entry_point(world, tmp_path):
     damaged = tmp_path / "damaged"
     shutil.copytree(world / "run", damaged)
@@ -264,6 +265,7 @@ def test_bad_input_through_the_real_entry_point(world, tmp_path):
         assert proc.returncode == 2 and words in only_line(err), err
 
 
+@pytest.mark.slow
 def test_a_closed_stdout_pipe_ends_quietly(world, tmp_path):
     """`tinygpt sample RUN | head -c 10`: the reader goes away; no traceback, no error line, exit 141."""
     proc = spawn(["sample", world / "run", "--max_new_tokens", "20000", "--seed", "0"], tmp_path,
@@ -304,6 +306,7 @@ def _nothing_or_a_valid_run(out: Path) -> None:
     load_checkpoint(ckpt)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_imports(world, tmp_path):
     out = tmp_path / "r"
     proc = spawn(["train", "--data", world / "input.txt", "--out", out, *FLAGS, "--max_iters=100000"], tmp_path)
@@ -313,6 +316,7 @@ def test_ctrl_c_during_imports(world, tmp_path):
     assert proc.returncode in INTERRUPTED and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_start_up(world, tmp_path):
     """SIGINT once the command has begun (its first stderr line), before the training loop: exit 130, no traceback,
     and the run directory holds nothing or a valid run."""

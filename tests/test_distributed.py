@@ -28,20 +28,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 from distributed_runs import BATCH, RANKS, STEPS, AsOneBatch, setup, torchrun  # noqa: E402
 
 WEIGHTS_ATOL, LOSS_ATOL = 2e-5, 1e-5
+pytestmark = pytest.mark.slow  # one torchrun launch of two processes trains every run the tests read
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, shakespeare_text) -> tuple[Path, str]:
+def runs(tmp_path_factory, play) -> tuple[Path, str]:
     """(directory, torchrun's stderr): the two-process runs, and "one", the known answer: one process taking
     each step on the rows both processes drew."""
     root = tmp_path_factory.mktemp("distributed")
     text = root / "input.txt"
-    text.write_text(shakespeare_text, encoding="utf-8")
+    text.write_text(play, encoding="utf-8")
     stderr = torchrun([str(Path(__file__).parent / "distributed_runs.py"), str(root), str(text)], root)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: a second thread only waits, and stalls on a busy machine
     try:
-        model_cfg, cfg, data, tok = setup(shakespeare_text, STEPS, BATCH * RANKS)
+        model_cfg, cfg, data, tok = setup(play, STEPS, BATCH * RANKS)
         train(model_cfg, cfg, AsOneBatch(data), tok, root / "one")
     finally:
         torch.set_num_threads(threads)

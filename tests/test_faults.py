@@ -54,6 +54,7 @@ def no_checkpoint_yet(cli, data: Path, out: Path) -> None:
 
 # --- SIGKILL ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_costs_the_run(tmp_path, data, cli):
     """Eight training processes killed with SIGKILL: one at a random delay after launch (imports), two at a
     random delay after the run directory is locked (planning done: the first evaluation and the first save),
@@ -95,6 +96,7 @@ def test_sigkill_at_random_moments_never_costs_the_run(tmp_path, data, cli):
     assert all("resumed" in o for o in outcomes[3:])  # killed after a checkpoint: never back to nothing
 
 
+@pytest.mark.slow
 def test_sigkill_during_overwrite_leaves_the_old_or_the_new_run(tmp_path, data, cli):
     """`train --overwrite` over a good run, killed just after the old run was moved aside (the new run has no
     checkpoint yet), and just after the new run's first checkpoint: a reader finds the old run (seed 1337) in
@@ -285,6 +287,7 @@ def test_run_directory_deleted_or_moved_while_training(tmp_path, data, cli, monk
 
 # --- two writers ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_at_once_and_a_dead_writers_lock_is_recovered(tmp_path, data, cli):
     """While one process trains a run, `--resume`, `--overwrite` and a plain `train` on the same directory are
     each refused with one line naming its pid (exit 2), and it finishes undisturbed. A writer killed by SIGKILL

@@ -56,10 +56,10 @@ def test_fine_tuning_an_imported_gpt2_starts_from_its_loss(cli, tmp_path, import
     assert (tuned.transformer.wpe.weight - wpe).abs().max() < 0.05
 
 
-def test_fine_tuning_our_own_character_run(cli, tmp_path, shakespeare_text):
+def test_fine_tuning_our_own_character_run(cli, tmp_path, play):
     """A Shakespeare run fine-tuned on other text keeps its characters; its step-0 loss is the source's."""
     plays, sonnets = tmp_path / "plays.txt", tmp_path / "sonnets.txt"
-    plays.write_text(shakespeare_text[:20_000], encoding="utf-8")
+    plays.write_text(play[:20_000], encoding="utf-8")
     sonnets.write_text("Shall I compare thee to a summer's day?\nThou art more lovely and more temperate:\n" * 50,
                        encoding="utf-8")
     assert cli("train", "--data", plays, "--out", tmp_path / "base", *TINY_FLAGS, "--max_iters=4")[0] == 0

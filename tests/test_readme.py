@@ -4,6 +4,8 @@ import io
 import re
 from pathlib import Path
 
+import pytest
+
 import tinygpt
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -21,6 +23,7 @@ def test_public_api_names():
     assert callable(tinygpt.train) and tinygpt.train.__module__ == "tinygpt.training.loop"  # the function, not the module
 
 
+@pytest.mark.slow
 def test_readme_python_example_trains_and_samples(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()

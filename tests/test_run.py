@@ -107,6 +107,7 @@ def test_recovery_of_an_interrupted_overwrite(tmp_path):
     assert json.loads((out / "metrics.jsonl").read_text())["step"] == 4
 
 
+@pytest.mark.slow
 def test_one_writer_at_a_time_and_a_dead_writer_does_not_block(tmp_path):
     out = tmp_path / "run"
     _fake_run(out)

@@ -68,6 +68,7 @@ def test_stop_strings_end_beams(cli, run):
     assert code == 0 and out == "ROMEO:" + text + "\n", err
 
 
+@pytest.mark.slow
 def test_the_tokenizers_end_of_text_id_reaches_beams_and_sampling(cli, run, monkeypatch, text_file):
     import importlib
     import inspect

@@ -21,6 +21,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
+pytestmark = pytest.mark.slow  # a real server, real clients and a real browser: seconds each
 
 from serve_runs import shared_runs  # noqa: E402
 from tinygpt.serve.api import Limits  # noqa: E402

@@ -261,6 +261,7 @@ def trained_run(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_short_training_run_learns(trained_run, task):
     from tinygpt.training.run import load_checkpoint
     from tinygpt.training.run import read_metrics
@@ -296,6 +297,7 @@ def test_report(trained_run):
 
 # --- `tinygpt sample` on a task run: greedy by default, and every flag honoured or refused -------------
 
+@pytest.mark.slow
 def test_sample_on_a_task_run_answers_like_the_library(trained_run, task, cli):
     from tinygpt.training.run import load_checkpoint
 

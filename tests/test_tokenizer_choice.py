@@ -7,8 +7,8 @@ from tinygpt.tokenizers import ByteBPETokenizer, CharTokenizer, TokenizerError, 
 from tinygpt.tokenizers.choose import tokenizer_for_training
 
 
-def test_char_bpe_and_file(tmp_path, shakespeare_text):
-    text = shakespeare_text[:5000]
+def test_char_bpe_and_file(tmp_path, play):
+    text = play[:5000]
     tok, _ = tokenizer_for_training("char", text)
     assert isinstance(tok, CharTokenizer) and tok.chars == sorted(set(text)) and tok.specials == ["<unk>"]
     bpe, how = tokenizer_for_training("bpe", text, 300, tmp_path)

@@ -44,9 +44,9 @@ def _setup(text, **kw):
     return model_cfg, cfg, TextData.from_text(text, tok, model_cfg.block_size), tok
 
 
-def test_resume_is_bit_exact(tmp_path, shakespeare_text):
+def test_resume_is_bit_exact(tmp_path, play):
     """10 steps straight == 5 steps + resume + 5 steps: same losses and weights, bit for bit (dropout on)."""
-    text = shakespeare_text[:20_000]
+    text = play[:20_000]
     m, c, data, tok = _setup(text, max_iters=10, gradient_accumulation_steps=2)
     train(m, c, data, tok, tmp_path / "straight")
     m, c, data, tok = _setup(text, max_iters=5, gradient_accumulation_steps=2)
@@ -64,8 +64,9 @@ def test_resume_is_bit_exact(tmp_path, shakespeare_text):
         assert torch.equal(va, vb), k
 
 
-def test_metrics_and_checkpoints(tmp_path, shakespeare_text):
-    m, c, data, tok = _setup(shakespeare_text[:20_000], max_iters=12)
+@pytest.mark.slow
+def test_metrics_and_checkpoints(tmp_path, play):
+    m, c, data, tok = _setup(play[:20_000], max_iters=12)
     res = train(m, c, data, tok, tmp_path / "run", meta={"data": "x.txt"})
     lines = read_metrics(tmp_path / "run")
     for ln in lines:
@@ -84,14 +85,15 @@ def test_metrics_and_checkpoints(tmp_path, shakespeare_text):
     assert abs(lines[0]["val_loss"] - math.log(tok.vocab_size)) < 0.3
 
 
-def test_stop_when_ends_training_at_an_evaluation(tmp_path, shakespeare_text):
+@pytest.mark.slow
+def test_stop_when_ends_training_at_an_evaluation(tmp_path, play):
     seen = []
 
     def stop_when(model, metrics):
         seen.append((metrics["step"], model.training))
         return "good enough" if metrics["step"] >= 10 else None
 
-    m, c, data, tok = _setup(shakespeare_text[:20_000], max_iters=30)
+    m, c, data, tok = _setup(play[:20_000], max_iters=30)
     res = train(m, c, data, tok, tmp_path / "run", stop_when=stop_when)
     assert res.step == 10 and res.finished_early == "good enough" and res.stopped_by is None
     assert seen == [(5, False), (10, False)]  # asked after each evaluation, with the model in eval mode
@@ -100,8 +102,9 @@ def test_stop_when_ends_training_at_an_evaluation(tmp_path, shakespeare_text):
     assert json.loads((tmp_path / "run/latest/config.json").read_text())["step"] == 10
 
 
-def test_run_dir_is_protected(tmp_path, shakespeare_text):
-    m, c, data, tok = _setup(shakespeare_text[:20_000], max_iters=2)
+@pytest.mark.slow
+def test_run_dir_is_protected(tmp_path, play):
+    m, c, data, tok = _setup(play[:20_000], max_iters=2)
     train(m, c, data, tok, tmp_path / "run")
     before = (tmp_path / "run/latest/model.safetensors").read_bytes()
     with pytest.raises(RunDirError, match="already holds a run"):
@@ -112,6 +115,7 @@ def test_run_dir_is_protected(tmp_path, shakespeare_text):
     train(m, c, data, tok, tmp_path / "run", overwrite=True)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tmp_path, text_file):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "tinygpt", "train", "--data", str(text_file), "--out", str(out),
@@ -130,6 +134,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, text_file):
     assert cfg["step"] >= 2
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path, text_file):
     """torchrun with 2 CPU processes (gloo) through the CLI, which starts and leaves the process group itself:
     trains, syncs, and writes one checkpoint. That DDP and FSDP take one process's steps: tests/test_distributed.py."""
