@@ -1,7 +1,7 @@
 """Where one CPU training step of our GPT spends its time, and how fast it could get if only matrix products cost.
 
 Builds the model for a named shape (the baby of nanoGPT's README CPU example, or the shakespeare_char preset),
-runs the training loop's own pieces (autocast, the fused AdamW of tinygpt.training.optim, device.steady_heap) on random
+runs the training loop's own pieces (autocast, the fused AdamW of tinygpt.training.optim, training.steady_heap) on random
 tokens, and profiles `--steps` steps with torch.profiler. Prints the median step, the operators by self time,
 and the share of matrix products (mm, addmm, bmm, baddbmm). Matrix products run through the same BLAS kernels
 in every PyTorch project, so `step / matmul time` bounds what any rewrite of the rest can gain at this
@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_name  # noqa: E402
 
 from tinygpt.config import ModelConfig, TrainConfig  # noqa: E402
-from tinygpt.device import autocast, steady_heap  # noqa: E402
+from tinygpt.device import autocast  # noqa: E402
 from tinygpt.models import build_model  # noqa: E402
 from tinygpt.training.optim import configure_optimizer  # noqa: E402
+from tinygpt.training.steady_heap import steady_heap  # noqa: E402
 
 # n_layer, n_head, n_embd, block_size, batch_size, dropout (as bench/train_vs_nanogpt.py runs them)
 SHAPES = {"baby": (4, 4, 128, 64, 12, 0.0), "preset": (6, 6, 384, 256, 64, 0.2)}

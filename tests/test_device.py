@@ -177,19 +177,3 @@ def test_the_dtype_probe_frees_its_model_before_training(monkeypatch):
     finally:
         gc.enable()
 
-
-@pytest.mark.skipif(device_mod._glibc() is None, reason="glibc only")
-def test_steady_heap_reuses_freed_memory_instead_of_faulting_it_in_again():
-    import resource
-
-    def faults_of_second_allocation() -> int:
-        torch.empty(16 << 20).fill_(1.0)  # 64 MB, freed at once
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        torch.empty(16 << 20).fill_(1.0)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-    assert faults_of_second_allocation() > 8000  # glibc's default: a fresh mmap, 16k pages faulted in
-    with device_mod.steady_heap("cpu"):
-        faults_of_second_allocation()  # the heap grows once
-        assert faults_of_second_allocation() < 500
-    assert faults_of_second_allocation() > 8000  # the defaults are back

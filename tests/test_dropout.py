@@ -1,11 +1,11 @@
-"""models/dropout.py: the cheaper CPU mask against nn.Dropout, its reference."""
+"""models/fast_dropout.py: the cheaper CPU mask against nn.Dropout, its reference."""
 import math
 
 import pytest
 import torch
 import torch.nn as nn
 
-from tinygpt.models.dropout import WORD, Dropout, dropout, keep_mask
+from tinygpt.models.fast_dropout import WORD, Dropout, dropout, keep_mask
 
 
 def rounded(p: float) -> float:

@@ -38,9 +38,9 @@ def test_activation_option_defaults_to_exact_gelu():
     from tinygpt.config import ConfigError, model_config_from_dict
     old = {"model": "gpt", "vocab_size": 11, "block_size": 8, "n_layer": 1, "n_head": 1, "n_embd": 8}
     assert model_config_from_dict(old).activation == "gelu"  # checkpoints written before the option still load
-    assert build_model(model_config_from_dict(old)).transformer.h[0].mlp.gelu.approximate == "none"
+    assert build_model(model_config_from_dict(old)).transformer.h[0].mlp.act.approximate == "none"
     tanh = build_model(model_config_from_dict({**old, "activation": "gelu_tanh"}))
-    assert tanh.transformer.h[0].mlp.gelu.approximate == "tanh"
+    assert tanh.transformer.h[0].mlp.act.approximate == "tanh"
     with pytest.raises(ConfigError, match="activation must be one of gelu, gelu_tanh, relu2, swiglu, got 'relu'"):
         ModelConfig(activation="relu")
 

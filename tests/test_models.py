@@ -5,9 +5,10 @@ import torch
 
 from tinygpt.config import ModelConfig
 from tinygpt.models import GPT, BigramLM, build_model, count_params
-from tinygpt.models.attention import (CausalSelfAttention, KVCache, cached_attention_kernels, causal_mask,
-                                      manual_attention, written_out_attention, written_out_is_faster)
-from tinygpt.models.dropout import keep_mask
+from tinygpt.models.ablations import VARIANTS, AblatedGPT
+from tinygpt.models.attention import CausalSelfAttention, KVCache, causal_mask, manual_attention
+from tinygpt.models.attention_kernels import cached_attention_kernels, written_out_attention, written_out_is_faster
+from tinygpt.models.fast_dropout import keep_mask
 
 
 def tiny(**kw) -> ModelConfig:
@@ -179,8 +180,8 @@ def test_teaching_multi_head_equals_batched_attention_with_copied_weights():
         teach.proj.bias.copy_(batched.c_proj.bias)
     x = torch.randn(2, 10, C)
     y_teach, w_teach = teach(x)
-    y_fast, _ = batched(x)
-    y_manual, w_manual = batched(x, manual=True)
+    y_fast = batched(x)
+    y_manual, w_manual = batched.forward_with_weights(x)
     assert torch.allclose(y_teach, y_fast, atol=1e-5)
     assert torch.allclose(w_teach, w_manual, atol=1e-6)
 
@@ -223,6 +224,44 @@ def test_ablations_remove_their_piece():
     idx = torch.randint(0, 11, (1, 6))
     assert torch.allclose(m(idx)[0], torch.cat([m(idx[:, :3], cache=cache)[0], m(idx[:, 3:], cache=cache)[0]], 1), atol=1e-5)
 
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_variant_gives_the_same_logits_plain_cached_and_captured(variant):
+    """The plain pass, the pass through the KV cache and the capturing pass (attention written out) agree."""
+    torch.manual_seed(0)
+    m = build_model(tiny(model=variant)).eval()
+    assert type(m) is (GPT if variant == "gpt" else AblatedGPT)
+    idx = torch.randint(0, 11, (2, 9))
+    plain = m(idx)[0]
+    cap: dict = {}
+    assert torch.allclose(m(idx, capture=cap)[0], plain, atol=1e-5) and len(cap) == 2 + 2 * 2
+    cache = m.new_cache(2)
+    cached = [m(idx[:, :4], cache=cache)[0], m(idx[:, 4:5], cache=cache)[0], m(idx[:, 5:], cache=cache)[0]]
+    assert torch.allclose(torch.cat(cached, 1), plain, atol=1e-5)
+    cache, cap = m.new_cache(2), {}
+    assert torch.allclose(torch.cat([m(idx[:, :4], cache=cache)[0], m(idx[:, 4:], cache=cache, capture=cap)[0]], 1),
+                          plain, atol=1e-5)
+    assert cap["attn.0"].shape == (2, 4, 5, 9) and cache.pos == 9  # the new queries against every key so far
+
+
+def test_gpt_builds_only_the_full_model():
+    """An ablation's name given to GPT itself is an error, not a full GPT that says it is an ablation."""
+    with pytest.raises(ValueError, match="build_model"):
+        GPT(tiny(model="gpt_no_mlp"))
+    with pytest.raises(ValueError, match="build_model"):
+        AblatedGPT(tiny(model="gpt"))
+
+
+def test_the_mlp_activation_holds_no_weights():
+    """The activation (GELU, its tanh approximation, squared ReLU) is `mlp.act`; it has no weights, so the
+    checkpoint keys are the same whichever it is, and GPT-2's."""
+    want = {f"transformer.h.{i}.mlp.{name}.{w}" for i in range(2) for name in ("c_fc", "c_proj")
+            for w in ("weight", "bias")}
+    for act in ("gelu", "gelu_tanh", "relu2"):
+        model = GPT(tiny(activation=act))
+        assert {k for k in model.state_dict() if ".mlp." in k} == want
+        assert dict(model.transformer.h[0].mlp.act.state_dict()) == {}
 
 def test_written_out_attention_is_chosen_only_where_measured_faster():
     cpu32, cpu16 = torch.zeros(1, 1, 64, 8), torch.zeros(1, 1, 64, 8, dtype=torch.bfloat16)
@@ -293,7 +332,7 @@ def test_training_attention_in_bf16_matches_the_fp32_reference():
         xi = x.clone().requires_grad_(True)
         layer.zero_grad()
         with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
-            y, _ = layer(xi)
+            y = layer(xi)
         y.float().pow(2).sum().backward()
         return y.float(), xi.grad, layer.c_attn.weight.grad.clone()
 
@@ -331,7 +370,7 @@ def test_written_out_attention_with_dropout_drops_weights_with_keep_mask():
     layer = _attention_layer(0.25).train()
     x = torch.randn(2, 16, 32)
     torch.manual_seed(7)
-    y, _ = layer(x)
+    y = layer(x)
     torch.manual_seed(7)
     q, k, v = layer.c_attn(x).split(32, dim=2)
     q, k, v = (t.view(2, 16, 4, 8).transpose(1, 2) for t in (q, k, v))
@@ -340,4 +379,4 @@ def test_written_out_attention_with_dropout_drops_weights_with_keep_mask():
     ref = ((weights * keep.view(2, 4, 16, 16) * scale) @ v).transpose(1, 2).reshape(2, 16, 32)
     ref = layer.resid_dropout(layer.c_proj(ref))
     assert torch.allclose(y, ref, atol=1e-5)
-    assert not torch.allclose(y, layer.eval()(x)[0])  # dropout did act
+    assert not torch.allclose(y, layer.eval()(x))  # dropout did act

@@ -4,15 +4,16 @@ from __future__ import annotations
 import torch.nn as nn
 
 from tinygpt.config import ModelConfig
+from tinygpt.models.ablations import VARIANTS, AblatedGPT
 from tinygpt.models.attention import CausalSelfAttention, KVCache
 from tinygpt.models.base import LanguageModel, Unsupported, eval_mode
 from tinygpt.models.bigram import BigramLM
-from tinygpt.models.gpt import GPT, VARIANTS
+from tinygpt.models.gpt import GPT
 from tinygpt.models.zoo import AttentionLM, Head, MultiHeadAttention
 
 # The ladder, bottom to top, then the GPT's ablations. Every model: forward(idx, targets) -> (logits, loss).
 MODELS: dict[str, type[LanguageModel]] = {"bigram": BigramLM, "single_head": AttentionLM, "multi_head": AttentionLM,
-                                      **{name: GPT for name in VARIANTS}}
+                                          **{name: GPT if name == "gpt" else AblatedGPT for name in VARIANTS}}
 
 
 def build_model(cfg: ModelConfig) -> LanguageModel:
@@ -32,4 +33,5 @@ def count_params(model: nn.Module, non_embedding: bool = False) -> int:
     return n
 
 
-__all__ = ["LanguageModel", "Unsupported", "eval_mode", "GPT", "BigramLM", "AttentionLM", "Head", "MultiHeadAttention", "VARIANTS", "KVCache", "CausalSelfAttention", "MODELS", "build_model", "count_params"]
+__all__ = ["LanguageModel", "Unsupported", "eval_mode", "GPT", "AblatedGPT", "BigramLM", "AttentionLM", "Head",
+           "MultiHeadAttention", "VARIANTS", "KVCache", "CausalSelfAttention", "MODELS", "build_model", "count_params"]

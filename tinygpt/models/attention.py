@@ -1,7 +1,12 @@
-"""Causal multi-head self-attention: the manual reference path, the fused fast path, and the KV cache."""
+"""Causal multi-head self-attention and its KV cache, with the attention formula written out as the reference.
+
+`CausalSelfAttention.forward(x) -> y` is GPT-2's attention, through PyTorch's fused kernel. Beside it, two
+paths that the plain forward pass leaves out: `forward_cached` (generation: new tokens attend to the keys and
+values of earlier ones, kept in a KVCache) and `forward_with_weights` (inspection: the weights as well, from
+manual_attention). Which kernel runs on which hardware is attention_kernels.py's business.
+"""
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -9,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tinygpt.config import ModelConfig
-from tinygpt.models.dropout import Dropout, keep_mask
+from tinygpt.models.attention_kernels import written_out_attention, written_out_is_faster
+from tinygpt.models.fast_dropout import Dropout
 from tinygpt.models.modern import RMSNorm, apply_rotary, rotary_cos_sin
 
 
@@ -61,58 +67,6 @@ def manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out, weights
 
 
-def written_out_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
-    """manual_attention's output for plain causal attention (Tq == Tk) in training, with fewer passes over the
-    (B, nh, T, T) weights, for CPU (keep_mask draws on CPU). The causal mask is an additive -inf bias that the
-    product QKᵀ is accumulated onto, scaled by 1/√d in the same call (baddbmm), so neither the mask nor the scale
-    costs a pass of its own, and the backward pass needs no masking (softmax's gradient is already zero where
-    its output is). Softmax takes q's dtype as is: PyTorch accumulates bf16 in fp32 inside the kernel, so there
-    is no fp32 copy of the scores to make and to differentiate. Dropout's 1 / (1 - p) goes onto the output. In
-    bf16 on our 2-core CPU this is 1.3-1.5x as fast as manual_attention, forward and backward (docs/LOG.md)."""
-    B, nh, T, hs = q.shape
-    mask = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)  # -inf above the diagonal
-    scores = torch.baddbmm(mask, q.reshape(B * nh, T, hs), k.reshape(B * nh, T, hs).transpose(1, 2),
-                           alpha=1.0 / math.sqrt(hs))  # (B·nh, T, T)
-    weights = F.softmax(scores, dim=-1)
-    if dropout_p == 0.0:
-        return torch.bmm(weights, v.reshape(B * nh, T, hs)).view(B, nh, T, hs)
-    keep, scale = keep_mask(weights.shape, dropout_p)
-    return torch.bmm(torch.where(keep, weights, 0.0), v.reshape(B * nh, T, hs)).view(B, nh, T, hs).mul_(scale)
-
-
-def written_out_is_faster(q: torch.Tensor, dropout_p: float) -> bool:
-    """Whether training-time causal attention over q's positions runs faster written out (written_out_attention)
-    than through PyTorch's fused kernel (F.scaled_dot_product_attention). Only ever on CPU, where it was
-    measured (docs/LOG.md, forward and backward together):
-    - with dropout, the fused call falls back to the same written-out computation on CPU, but draws its mask
-      with one Bernoulli sample per weight; models/dropout.py draws it in a sixth of the time;
-    - in bf16, the fused kernel's backward was 1.3-2.4x slower than the written-out path from 64 to 256
-      positions, and 1.3x faster at 1024, where the written-out weights (T x T per head) also cost the most
-      memory; fp32 stays fused (it was 1.4x faster than manual_attention)."""
-    if q.device.type != "cpu":
-        return False
-    # under autocast the products run in its dtype, whatever q's (QK-norm, for one, hands q over in fp32)
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
-    return dropout_p > 0.0 or (dtype != torch.float32 and q.size(-2) <= 512)
-
-
-def cached_attention_kernels(device: torch.device):
-    """A context for attention through the KV cache: on CUDA, the fused kernels enabled now, less cuDNN's.
-    cuDNN's kernel plans for one exact shape, and the number of keys grows by one with every new token, so it
-    plans again at every step: about 2.8 ms of host time per call. On an H200 that made greedy decoding of a
-    GPT-2-small-shaped model 16x slower at batch 1 (21 against 336 tokens/s) and 15x slower at batch 16
-    (docs/LOG.md). Elsewhere, or when cuDNN's is the only kernel enabled, PyTorch's choice stands. GPT.forward
-    enters it once per cached forward pass (about 15 us), not once per layer."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    b = torch.backends.cuda
-    kept = [k for k, on in ((SDPBackend.FLASH_ATTENTION, b.flash_sdp_enabled()),
-                            (SDPBackend.EFFICIENT_ATTENTION, b.mem_efficient_sdp_enabled()),
-                            (SDPBackend.MATH, b.math_sdp_enabled())) if on]
-    return sdpa_kernel(kept) if kept else contextlib.nullcontext()
-
-
 class CausalSelfAttention(nn.Module):
     """All heads at once: one matrix c_attn makes q, k, v for every head; c_proj mixes the heads' outputs.
 
@@ -136,32 +90,60 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = Dropout(cfg.dropout)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
-                manual: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (B, T, C). Returns (y, weights); weights (B, nh, T, T_total) only on the manual path."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C): each position takes in the values of the positions up to itself."""
+        q, k, v = self.qkv(x)  # (B, nh, T, hs) each
+        y = self.causal_attention(q, k, v)  # (B, nh, T, hs)
+        return self.project(y)
+
+    def qkv(self, x: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of every head, (B, nh, T, hs) each, for x's tokens at positions start
+        onwards (only rotary needs to know where they sit)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
-        if self.rotary:  # the new tokens' positions: after the cached ones
-            cos, sin = rotary_cos_sin(cache.pos if cache is not None else 0, T, C // self.n_head, self.rope_theta,
-                                      x.device)
+        if self.rotary:
+            cos, sin = rotary_cos_sin(start, T, C // self.n_head, self.rope_theta, x.device)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        return q, k, v
+
+    def causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """softmax(QKᵀ/√d + causal mask) V over q's own positions (manual_attention's output), with attention
+        dropout in training, through PyTorch's fused kernel (or its written-out twin where that is faster)."""
+        if self.training and written_out_is_faster(q, self.dropout):
+            return written_out_attention(q, k, v, self.dropout)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+
+    def project(self, y: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs (B, nh, T, hs) side by side, mixed by c_proj: (B, T, C)."""
+        B, nh, T, hs = y.shape
+        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs)
+        return self.resid_dropout(self.c_proj(y))
+
+    # --- beside the plain path: generation through the KV cache, and the weights for inspection ----------
+    def forward_cached(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """forward() for new tokens x (B, T, C) at positions cache.pos onwards: their keys and values join the
+        cache (as layer `layer`'s), and each new token attends to every earlier one and to itself."""
+        T = x.size(1)
+        q, k, v = self.qkv(x, start=cache.pos)
+        k, v = cache.append(layer, k, v)  # (B, nh, T_total, hs)
+        p = self.dropout if self.training else 0.0
+        if k.size(2) == T:  # no earlier positions: plain causal attention
+            y = self.causal_attention(q, k, v)
+        elif T == 1:  # one new token sees everything cached
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, k.size(2), x.device), dropout_p=p)
+        return self.project(y)
+
+    def forward_with_weights(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward's output, the attention weights (B, nh, T, T_total)), through manual_attention; with a
+        cache, as forward_cached."""
+        q, k, v = self.qkv(x, start=cache.pos if cache is not None else 0)
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, nh, T_total, hs)
-        weights = None
-        if manual:
-            y, weights = manual_attention(q, k, v, self.attn_dropout)
-        elif self.training and k.size(2) == T and written_out_is_faster(q, self.dropout):
-            y = written_out_attention(q, k, v, self.dropout)
-        else:
-            p = self.dropout if self.training else 0.0
-            if k.size(2) == T:  # no earlier positions: plain causal attention
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-            elif T == 1:  # one new token sees everything cached
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, k.size(2), x.device), dropout_p=p)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
-        return self.resid_dropout(self.c_proj(y)), weights
+        y, weights = manual_attention(q, k, v, self.attn_dropout)
+        return self.project(y), weights

@@ -1,37 +1,25 @@
-"""The GPT model: token + position embeddings -> pre-LayerNorm transformer blocks -> LayerNorm -> tied head.
+"""GPT-2: token + position embeddings -> pre-LayerNorm transformer blocks -> LayerNorm -> tied output head.
 
 Submodule names follow GPT-2 (wte, wpe, h, ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj,
 ln_f) so weights map one-to-one to Hugging Face's GPT2LMHeadModel. The defaults are GPT-2; ModelConfig's
 later options (position, norm, activation, qk_norm, bias, tie_embeddings; models/modern.py) swap pieces in place.
+`forward` is the plain pass. Beside it: the pass through a KV cache (generation) and the pass that keeps the
+internals (inspection). The ladder's ablations, the GPT with one piece switched off, are in ablations.py.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import torch.nn as nn
 
 from tinygpt.config import ModelConfig
-from tinygpt.models.attention import CausalSelfAttention, KVCache, cached_attention_kernels
+from tinygpt.models.attention import CausalSelfAttention, KVCache
+from tinygpt.models.attention_kernels import cached_attention_kernels
 from tinygpt.models.base import LanguageModel
-from tinygpt.models.dropout import Dropout
+from tinygpt.models.fast_dropout import Dropout
 from tinygpt.models.loss import next_token_loss
 from tinygpt.models.modern import ReluSquared, RMSNorm, SwiGLU
-
-# The full GPT and its ablations for the ladder: "what breaks if you remove it". Each name switches off
-# one piece; everything else (sizes, training) stays the same.
-VARIANTS: dict[str, dict[str, bool]] = {
-    "gpt": {},
-    "gpt_no_pos": {"pos": False},            # no position embedding: attention sees a bag of tokens
-    "gpt_no_residual": {"residual": False},  # blocks replace the stream instead of adding to it
-    "gpt_no_layernorm": {"layernorm": False},
-    "gpt_no_mlp": {"mlp": False},            # attention only: no per-position computation
-}
-
-
-def _features(model: str) -> dict[str, bool]:
-    return {"pos": True, "residual": True, "layernorm": True, "mlp": True, **VARIANTS[model]}
 
 
 class MLP(nn.Module):
@@ -42,71 +30,83 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.gelu = ReluSquared() if cfg.activation == "relu2" else \
+        self.act = ReluSquared() if cfg.activation == "relu2" else \
             nn.GELU(approximate="tanh" if cfg.activation == "gelu_tanh" else "none")
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
-def _norm(cfg: ModelConfig, on: bool) -> nn.Module:
-    if not on:
-        return nn.Identity()
+def norm(cfg: ModelConfig) -> nn.Module:
+    """GPT-2's LayerNorm, or RMSNorm (cfg.norm)."""
     return RMSNorm(cfg.n_embd) if cfg.norm == "rmsnorm" else nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
 
 
+def feed_forward(cfg: ModelConfig) -> nn.Module:
+    """GPT-2's MLP, or SwiGLU (cfg.activation)."""
+    return SwiGLU(cfg) if cfg.activation == "swiglu" else MLP(cfg)
+
+
 class Block(nn.Module):
-    """x + attn(ln(x)), then x + mlp(ln(x)): the residual stream is read and written, never replaced.
-    (The ladder's ablations can drop the residual additions, the LayerNorms or the MLP.)"""
+    """x + attn(ln_1(x)), then x + mlp(ln_2(x)): the residual stream is read and written, never replaced."""
 
-    def __init__(self, cfg: ModelConfig, residual: bool = True, layernorm: bool = True, mlp: bool = True,
-                 rotary: bool = False):
+    def __init__(self, cfg: ModelConfig, rotary: bool = False):
         super().__init__()
-        self.residual = residual
-        self.ln_1 = _norm(cfg, layernorm)
+        self.ln_1 = norm(cfg)
         self.attn = CausalSelfAttention(cfg, rotary)
-        if mlp:
-            self.ln_2 = _norm(cfg, layernorm)
-            self.mlp = SwiGLU(cfg) if cfg.activation == "swiglu" else MLP(cfg)
+        self.ln_2 = norm(cfg)
+        self.mlp = feed_forward(cfg)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
-                manual: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, weights = self.attn(self.ln_1(x), cache, layer, manual)
-        x = x + a if self.residual else a
-        if hasattr(self, "mlp"):
-            m = self.mlp(self.ln_2(x))
-            x = x + m if self.residual else m
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+    def forward_cached(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """forward() for new tokens, their attention through the KV cache."""
+        x = x + self.attn.forward_cached(self.ln_1(x), cache, layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+    def forward_with_weights(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward's output, the block's attention weights (B, nh, T, T_total))."""
+        a, weights = self.attn.forward_with_weights(self.ln_1(x), cache, layer)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
         return x, weights
 
 
 class GPT(LanguageModel):
     """forward(idx, targets=None) -> (logits (B, T, vocab), loss or None).
 
-    `capture`: pass a dict to receive internals under stable names (this takes the manual attention path):
+    `cache`: a KVCache; idx then holds only the new tokens, placed at positions cache.pos onwards.
+    `capture`: pass a dict to receive internals under stable names (attention then runs written out):
       "embed"      (B, T, C)     token + position embedding
       "attn.{i}"   (B, nh, T, T) attention weights of layer i (rows sum to 1, zero above the diagonal)
       "resid.{i}"  (B, T, C)     residual stream after block i
       "ln_f"       (B, T, C)     final LayerNorm output (what the head reads)
-    `cache`: a KVCache; idx then holds only the new tokens, placed at positions cache.pos onwards.
     """
 
     can_cache = True
     can_capture = True
+    model_types: tuple[str, ...] = ("gpt",)  # the cfg.model it builds (the ablations are AblatedGPT's)
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        if cfg.model not in self.model_types:
+            raise ValueError(f"{type(self).__name__} does not build model {cfg.model!r}; build_model(cfg) builds "
+                             f"every model type")
         self.config = cfg
-        f = _features(cfg.model)
-        rotary = f["pos"] and cfg.position == "rotary"
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
             drop=Dropout(cfg.dropout),
-            h=nn.ModuleList(Block(cfg, f["residual"], f["layernorm"], f["mlp"], rotary) for _ in range(cfg.n_layer)),
-            ln_f=_norm(cfg, f["layernorm"]),
+            h=nn.ModuleList(self.new_block() for _ in range(cfg.n_layer)),
+            ln_f=self.new_norm(),
         ))
-        if f["pos"] and cfg.position == "learned":
+        if self.learned_positions():
             self.transformer.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:  # weight tying: one matrix reads and writes tokens
@@ -129,30 +129,62 @@ class GPT(LanguageModel):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 cache: KVCache | None = None, capture: dict | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, T = idx.shape
-        start = cache.pos if cache is not None else 0
+        if capture is not None:
+            logits = self.forward_captured(idx, capture, cache)
+        elif cache is not None:
+            logits = self.forward_cached(idx, cache)
+        else:
+            x = self.embed(idx)  # (B, T, C)
+            for block in self.transformer.h:
+                x = block(x)
+            logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+        return logits, None if targets is None else next_token_loss(logits, targets)
+
+    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Token (+ position) embeddings of idx (B, T), whose tokens sit at positions start onwards: (B, T, C)."""
+        T = idx.size(1)
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} positions exceeds block_size {self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
-        if "wpe" in self.transformer:
+        if "wpe" in self.transformer:  # learned positions (GPT-2's); rotary ones turn q and k inside attention
             x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
-        x = self.transformer.drop(x)
-        manual = capture is not None
-        if manual:
-            capture["embed"] = x
-        with cached_attention_kernels(idx.device) if cache is not None else contextlib.nullcontext():
-            for i, block in enumerate(self.transformer.h):
-                x, weights = block(x, cache, i, manual)
-                if manual:
-                    capture[f"attn.{i}"] = weights
-                    capture[f"resid.{i}"] = x
-        if cache is not None:
-            cache.pos += T
-        if manual:
-            capture["ln_f"] = self.transformer.ln_f(x)
-        logits = self.readout(x)  # (B, T, vocab)
-        return logits, None if targets is None else next_token_loss(logits, targets)
+        return self.transformer.drop(x)
 
+    # --- beside the plain pass: generation through the KV cache, and the internals for inspection ------------
+    def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, T, vocab) of new tokens idx (B, T) at positions cache.pos onwards; every layer's keys and
+        values of them join the cache, and cache.pos moves past them."""
+        x = self.embed(idx, start=cache.pos)
+        with cached_attention_kernels(idx.device):
+            for i, block in enumerate(self.transformer.h):
+                x = block.forward_cached(x, cache, i)
+        cache.pos += idx.size(1)
+        return self.readout(x)
+
+    def forward_captured(self, idx: torch.Tensor, capture: dict, cache: KVCache | None = None) -> torch.Tensor:
+        """forward()'s logits, with the internals put in `capture` (see the class docstring); with a cache, as
+        forward_cached. Attention runs written out (manual_attention), which is what gives its weights."""
+        x = self.embed(idx, start=cache.pos if cache is not None else 0)
+        capture["embed"] = x
+        for i, block in enumerate(self.transformer.h):
+            x, capture[f"attn.{i}"] = block.forward_with_weights(x, cache, i)
+            capture[f"resid.{i}"] = x
+        if cache is not None:
+            cache.pos += idx.size(1)
+        capture["ln_f"] = self.transformer.ln_f(x)
+        return self.readout(x)
+
+    # --- what __init__ builds; the ladder's ablations (ablations.py) build less ------------------------------
+    def new_block(self) -> nn.Module:
+        return Block(self.config, rotary=self.config.position == "rotary")
+
+    def new_norm(self) -> nn.Module:
+        return norm(self.config)
+
+    def learned_positions(self) -> bool:
+        return self.config.position == "learned"
+
+    # --- the LanguageModel interface (models/base.py) --------------------------------------------------------
     @property
     def attention_layers(self) -> int:
         return self.config.n_layer

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tinygpt.config import ModelConfig
-from tinygpt.models.dropout import Dropout
+from tinygpt.models.fast_dropout import Dropout
 
 RMS_EPS = 1e-6  # Llama's rms_norm_eps
 

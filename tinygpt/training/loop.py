@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from tinygpt.config import ModelConfig, TrainConfig
 from tinygpt.data.text import BatchSource, ScoredSource
-from tinygpt.device import autocast, choose_device, choose_dtype, steady_heap
+from tinygpt.device import autocast, choose_device, choose_dtype
 from tinygpt.models import build_model, count_params
 from tinygpt.tokenizers import Tokenizer
 from tinygpt.training import distributed
@@ -28,6 +28,7 @@ from tinygpt.training.evaluate import bits, evaluate
 from tinygpt.training.optim import configure_optimizer, lr_at
 from tinygpt.training.run import Run
 from tinygpt.training.signals import StopFlag
+from tinygpt.training.steady_heap import steady_heap
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,13 +1,12 @@
-"""Dropout, with a cheaper random mask on CPU.
+"""Dropout with a cheaper random mask on CPU: nn.Dropout's results, four mask elements per random draw.
 
 In training, each element is zeroed with probability p and the survivors are scaled by 1 / (1 - p), so the
 expected value of every element is unchanged; in evaluation it is the identity. That is `nn.Dropout`, which
-stays the reference (tests compare the two). What differs is how the mask is drawn on CPU: PyTorch draws one
-Bernoulli sample per element from its generator, about 8.5 ns each on our 2-core test CPU, which made dropout
-the largest single cost of a shakespeare_char training step (28 % of it: the attention weights alone are
-64 × 6 × 256 × 256 elements per layer). Here one 64-bit draw gives four 16-bit words and an element is dropped
-where its word falls below round(p · 2¹⁶): four elements per draw instead of one. The mask takes a sixth of
-the time and dropout's forward pass a third (docs/LOG.md).
+stays the reference (tests/test_dropout.py compares the two). What differs is how the mask is drawn on CPU:
+PyTorch draws one Bernoulli sample per element from its generator, which makes the mask of the attention
+weights (B × n_head × T × T elements per layer) one of the largest costs of a CPU training step. Here one
+64-bit draw gives four 16-bit words, and an element is dropped where its word falls below round(p · 2¹⁶):
+four elements per draw instead of one.
 The drop probability is p rounded to a multiple of 2⁻¹⁶ (0.2 becomes 0.1999969), and the survivors are scaled
 by the exact inverse of the rounded keep probability, so the expectation is still unchanged.
 On other devices `F.dropout` is used as is: their generators are fast.
