@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from tinygpt.data.conversations import ChatError, Conversation, Message, render
 from tinygpt.generation.decoder import Decoder
-from tinygpt.generation.generate import greedy_batch, text_pieces
+from tinygpt.generation.generate import generate, greedy_batch, text_pieces
 from tinygpt.models import eval_mode
 from tinygpt.tokenizers import Tokenizer
 from tinygpt.tokenizers.chat import ChatTokenizer
@@ -36,7 +36,6 @@ def answer_turns(model: nn.Module, tok: ChatTokenizer, turns: Sequence[tuple[Con
     fits = [i for i, p in enumerate(prompts) if len(p) < block]
     with eval_mode(model):
         if slow:
-            from tinygpt.generation.generate import generate
             got = [generate(model, prompts[i], budget(len(prompts[i])), temperature=0, eos_ids=[tok.end_id])
                    for i in fits]
         else:

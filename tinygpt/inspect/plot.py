@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from tinygpt.files import atomic_path
 from tinygpt.training.run import read_metrics
 
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
@@ -26,7 +27,7 @@ def plot_runs(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str]
         raise IsADirectoryError(21, "is a directory, not a file", str(out))
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"--out {out}: give an image file name ending in {', '.join(IMAGE_SUFFIXES)}")
-    try:
+    try:  # the plot extra, imported where it is used
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -52,7 +53,6 @@ def plot_runs(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str]
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    from tinygpt.files import atomic_path
     try:
         with atomic_path(out) as tmp:
             fig.savefig(tmp)

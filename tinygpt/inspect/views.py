@@ -13,6 +13,7 @@ once (one generation feeds the animation and the step-by-step view) and renders 
 """
 from __future__ import annotations
 
+import html
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +45,10 @@ from tinygpt.inspect.report import (
     steps_table,
     visible,
 )
+from tinygpt.inspect.viz import attention_animation, attention_grid, logit_lens_grid, steps_chart
 from tinygpt.models.base import LanguageModel
 from tinygpt.tokenizers import Tokenizer
+from tinygpt.training.run import load_checkpoint, task_of
 
 
 @dataclass
@@ -80,8 +83,6 @@ class View:
 
 
 def open_run(run_dir: str | Path, which: str = "best", device: str = "cpu") -> Subject:
-    from tinygpt.training.run import load_checkpoint, task_of
-
     model, tokenizer, cfg = load_checkpoint(run_dir, which, device)
     task = task_of(cfg)
     return Subject(model, tokenizer, cfg, task)
@@ -139,20 +140,16 @@ def _check_layer_head(subject: Subject, layer: int | None, head: int | None) -> 
 
 def _draw_attention(subject: Subject, res: AttentionResult, out: str | Path, layer: int | None = None,
                     head: int | None = None) -> Path:
-    from tinygpt.inspect.viz import attention_grid
     return attention_grid(res.maps, subject.labels(res.ids), out, layer=layer, head=head, title=subject.label)
 
 
 def _draw_animation(subject: Subject, res: AnimationResult, out: str | Path, layer: int, head: int | None,
                     fps: float) -> Path:
-    from tinygpt.inspect.viz import attention_animation
     return attention_animation(res.frames, subject.labels(res.sequence), out, res.windows, layer=layer, head=head,
                                fps=fps)
 
 
 def _draw_steps(subject: Subject, trace: Trace, out: str | Path) -> Path:
-    from tinygpt.inspect.viz import steps_chart
-
     def label(i: int) -> str:
         return visible(subject.tokenizer.id_to_piece(i))
 
@@ -162,7 +159,6 @@ def _draw_steps(subject: Subject, trace: Trace, out: str | Path) -> Path:
 
 
 def _draw_lens(subject: Subject, res: LensResult, out: str | Path) -> Path:
-    from tinygpt.inspect.viz import logit_lens_grid
     top1 = [subject.labels(row) for row in res.top_ids[..., 0].tolist()]
     labels = subject.labels(res.ids)
     return logit_lens_grid(res.layers, top1, res.top_probs[..., 0], labels, out, labels[1:] + [""])
@@ -259,7 +255,7 @@ def saliency(subject: Subject, prompt: str, out: str | Path | None = None, targe
 
 
 def _can_draw() -> bool:
-    try:
+    try:  # the viz extra, looked for without drawing anything
         import matplotlib  # noqa: F401
         import PIL  # noqa: F401
     except ImportError:
@@ -293,7 +289,7 @@ def report(subject: Subject, prompt: str, out: str | Path, max_new_tokens: int |
             layer_i = layer % model.attention_layers
             data["attention"] = attention_json(att, tok)
             data["animation"] = animation_json(anim, tok, layer_i, None)
-            body = f"<pre>{_esc(attention_text(att, tok))}</pre>"
+            body = f"<pre>{html.escape(attention_text(att, tok))}</pre>"
             if images:
                 body = (image_html(_draw_attention(subject, att, Path(tmp) / "attention.png"),
                                    "attention of every layer and head") + body +
@@ -306,7 +302,7 @@ def report(subject: Subject, prompt: str, out: str | Path, max_new_tokens: int |
             sections.append(("Logit lens", lens_html(lens, tok)))
         else:
             why = interpret.no_attention_error(model, "attention")
-            sections.append(("Attention and logit lens", f"<p>{_esc(str(why))}</p>"))
+            sections.append(("Attention and logit lens", f"<p>{html.escape(str(why))}</p>"))
         data["steps"] = steps_json(trace, tok)
         sections.append(("Step by step", steps_html(trace, tok)))
         data["saliency"] = saliency_json(sal, tok)
@@ -314,11 +310,6 @@ def report(subject: Subject, prompt: str, out: str | Path, max_new_tokens: int |
         page = html_page(f"Inside {subject.label}", sections, notices)
     path = write_text(out, page)
     return View(data, f"report for {len(ids)} prompt tokens", [path], notices)
-
-
-def _esc(text: str) -> str:
-    import html
-    return html.escape(text)
 
 
 __all__ = ["Subject", "View", "open_run", "prompt_ids", "attention", "animate", "steps", "logit_lens",

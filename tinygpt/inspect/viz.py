@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tinygpt.files import atomic_path
+
 DPI = 100
 MAX_INCHES = 29.5       # keep every side under ~30 inches (quarter-inch rounding adds at most 0.25)
 CMAP = "viridis"        # sequential; cells that cannot be read (the causal future) are left white
@@ -141,8 +143,6 @@ def _query_key_titles(fig, size, left: float, bottom: float, width: float, heigh
 
 
 def _save(fig, out) -> Path:
-    from tinygpt.files import atomic_path
-
     out = Path(out)
     with atomic_path(out) as tmp:  # a failed save never leaves a broken file where a good one was
         fig.savefig(tmp, dpi=DPI, format=out.suffix[1:] or "png")  # NOTE: never bbox_inches="tight" (exact sizes)
@@ -244,6 +244,28 @@ def attention_animation(frames, labels: list[str], out, windows: Sequence[tuple[
     labels[a:b], (a, b) = windows[i] (interpret.generation_attention: the windows the Decoder read; frame 0
     is the prompt). head=None shows the mean over heads. The newest token's row is outlined; the last frame
     is held 3x longer."""
+    maps = _animation_maps(frames, windows, fps)
+    L, H = maps[0].shape[:2]
+    li = _index(layer, L, "layer")
+    hj = None if head is None else _index(head, H, "head")
+    total = max(b for _, b in windows)
+    if len(labels) < total:
+        raise ValueError(f"labels cover {len(labels)} tokens but the windows reach position {total}")
+    stage = _AnimationStage(min(max(b - a for a, b in windows), max_tokens), labels[:total])
+    what = f"head {hj}" if hj is not None else f"mean of {H} heads"
+    images = []
+    for i, (m, (_, n)) in enumerate(zip(maps, windows)):
+        weights = m[li].mean(0) if hj is None else m[li, hj]  # (t, t) on labels[n - t:n]
+        w = min(weights.shape[-1], stage.W)
+        step = (f"step 0: the prompt ({n} tokens)" if i == 0 else
+                f"step {i}: generated '{_text(labels[n - 1], 12)}'")
+        images.append(stage.frame(weights, labels[n - w:n], f"layer {li}, {what}{_notice(n, w)} — {step}"))
+    return _write_gif(images, out, fps)
+
+
+def _animation_maps(frames, windows: Sequence[tuple[int, int]], fps: float) -> list[np.ndarray]:
+    """The frames as arrays, refused (ValueError) unless each is (n_layer, n_head, t, t) with a window (a, b) of
+    b - a == t positions, and fps is a sensible speed."""
     if not frames:
         raise ValueError("no frames to animate")
     if not 0.1 <= fps <= 50:  # also refuses NaN
@@ -253,78 +275,77 @@ def attention_animation(frames, labels: list[str], out, windows: Sequence[tuple[
         raise ValueError("every frame must be (n_layer, n_head, t, t)")
     if len(windows) != len(maps) or any(m.shape[-1] != b - a for m, (a, b) in zip(maps, windows)):
         raise ValueError("need one window (start, end) per frame, each as long as its frame")
-    L, H = maps[0].shape[:2]
-    li = _index(layer, L, "layer")
-    hj = None if head is None else _index(head, H, "head")
-    total = max(b for _, b in windows)
-    if len(labels) < total:
-        raise ValueError(f"labels cover {len(labels)} tokens but the windows reach position {total}")
-    W = min(max(b - a for a, b in windows), max_tokens)
-    size = animation_figsize(W)
-    p = _animation_panel(W)
-    fig = _figure(size)
-    from matplotlib.patches import Rectangle
-    from matplotlib.transforms import offset_copy
+    return maps
 
-    # the static part (frame, tick marks, colorbar, axis titles) is drawn once; the artists marked animated
-    # (heatmap, outline, token labels, title) are redrawn on top of it for every frame (blitting)
-    ax = _axes(fig, size, ANIM_LEFT, size[1] - ANIM_TOP - p, p, p)
-    im = ax.imshow(np.full((W, W), np.nan), cmap=_cmap(), vmin=0, vmax=1, interpolation="nearest", aspect="auto",
-                   animated=True)
-    idx, fs = _ticks(W, p / W)
-    ax.set_xticks(idx, [""] * len(idx))
-    ax.set_yticks(idx, [""] * len(idx))
-    ax.tick_params(length=2)
-    below = offset_copy(ax.get_xaxis_transform(), fig, y=-4, units="points")
-    left = offset_copy(ax.get_yaxis_transform(), fig, x=-4, units="points")
-    xlabels = [ax.text(k, 0, "", transform=below, rotation=90, ha="center", va="top", fontsize=fs, animated=True)
-               for k in idx]
-    ylabels = [ax.text(0, k, "", transform=left, ha="right", va="center", fontsize=fs, animated=True) for k in idx]
-    box = ax.add_patch(Rectangle((-0.5, -0.5), W, 1, fill=False, edgecolor=HIGHLIGHT, linewidth=2.5, clip_on=False,
-                                 animated=True))
-    _colorbar(fig, size, im, ANIM_LEFT + p + 0.25, size[1] - ANIM_TOP - p, p, "attention weight")
-    _query_key_titles(fig, size, ANIM_LEFT, size[1] - ANIM_TOP - p, p, p,
-                      _label_room([_text(s) for s in labels[:total]], fs))
-    title = _title(fig, size, "")
-    title.set_animated(True)
-    fig.canvas.draw()
-    background = fig.canvas.copy_from_bbox(fig.bbox)
-    what = f"head {hj}" if hj is not None else f"mean of {H} heads"
-    chars = max(20, int((size[0] - 0.3) * 72 / (0.58 * 13)))
 
-    Image = _pil()
-    images = []
-    for i, (m, (_, n)) in enumerate(zip(maps, windows)):
-        t = m.shape[-1]  # the frame's t positions are labels[n - t:n]
-        a = m[li].mean(0) if hj is None else m[li, hj]
-        w = min(t, W)
+class _AnimationStage:
+    """One figure for every frame of an animation W positions wide. The static part (frame, tick marks,
+    colorbar, axis titles) is drawn once; the artists marked animated (heatmap, outline, token labels, title)
+    are redrawn on top of it for each frame (blitting). `labels`: every token the frames show, for the room
+    the axis titles leave for the longest."""
+
+    def __init__(self, W: int, labels: list[str]):
+        from matplotlib.patches import Rectangle  # the viz extra, as _figure
+        from matplotlib.transforms import offset_copy
+
+        self.W, size, p = W, animation_figsize(W), _animation_panel(W)
+        self.fig = fig = _figure(size)
+        self.ax = ax = _axes(fig, size, ANIM_LEFT, size[1] - ANIM_TOP - p, p, p)
+        self.im = ax.imshow(np.full((W, W), np.nan), cmap=_cmap(), vmin=0, vmax=1, interpolation="nearest",
+                            aspect="auto", animated=True)
+        self.idx, fs = _ticks(W, p / W)
+        ax.set_xticks(self.idx, [""] * len(self.idx))
+        ax.set_yticks(self.idx, [""] * len(self.idx))
+        ax.tick_params(length=2)
+        below = offset_copy(ax.get_xaxis_transform(), fig, y=-4, units="points")
+        left = offset_copy(ax.get_yaxis_transform(), fig, x=-4, units="points")
+        self.xlabels = [ax.text(k, 0, "", transform=below, rotation=90, ha="center", va="top", fontsize=fs,
+                                animated=True) for k in self.idx]
+        self.ylabels = [ax.text(0, k, "", transform=left, ha="right", va="center", fontsize=fs, animated=True)
+                        for k in self.idx]
+        self.box = ax.add_patch(Rectangle((-0.5, -0.5), W, 1, fill=False, edgecolor=HIGHLIGHT, linewidth=2.5,
+                                          clip_on=False, animated=True))
+        _colorbar(fig, size, self.im, ANIM_LEFT + p + 0.25, size[1] - ANIM_TOP - p, p, "attention weight")
+        _query_key_titles(fig, size, ANIM_LEFT, size[1] - ANIM_TOP - p, p, p,
+                          _label_room([_text(s) for s in labels], fs))
+        self.title = _title(fig, size, "")
+        self.title.set_animated(True)
+        fig.canvas.draw()
+        self.background = fig.canvas.copy_from_bbox(fig.bbox)
+        self.chars = max(20, int((size[0] - 0.3) * 72 / (0.58 * 13)))  # the title's line length, as _title's
+
+    def frame(self, weights: np.ndarray, names: list[str], title: str):
+        """The picture of weights (t, t), cut to its last w = len(names) positions, with the newest (last)
+        token's row outlined, as an RGB Pillow image."""
+        W, w, fig = self.W, len(names), self.fig
+        t = weights.shape[-1]
         grid = np.full((W, W), np.nan)
-        grid[:w, :w] = _causal(a[t - w:, t - w:])
-        im.set_data(grid)
-        names = [_text(s) for s in labels[n - w:n]] + [""] * (W - w)
-        for k, xl, yl in zip(idx, xlabels, ylabels):
+        grid[:w, :w] = _causal(weights[t - w:, t - w:])
+        self.im.set_data(grid)
+        shown = [_text(s) for s in names] + [""] * (W - w)
+        for k, xl, yl in zip(self.idx, self.xlabels, self.ylabels):
             for lab in (xl, yl):
-                lab.set_text(names[k])
+                lab.set_text(shown[k])
                 lab.set_color(HIGHLIGHT if k == w - 1 else "black")
                 lab.set_fontweight("bold" if k == w - 1 else "normal")
-        box.set_xy((-0.5, w - 1.5))
-        box.set_width(w)
-        step = (f"step 0: the prompt ({n} tokens)" if i == 0 else
-                f"step {i}: generated '{_text(labels[n - 1], 12)}'")
-        title.set_text(textwrap.fill(f"layer {li}, {what}{_notice(n, w)} — {step}", chars))
-        fig.canvas.restore_region(background)
-        for artist in (im, *ax.spines.values(), box, title, *xlabels, *ylabels):  # spines back over the image
-            fig.draw_artist(artist)
-        rgba = fig.canvas.buffer_rgba()
-        images.append(Image.frombuffer("RGBA", fig.canvas.get_width_height(), bytes(rgba), "raw", "RGBA", 0, 1)
-                      .convert("RGB"))
-    # one palette for all frames, taken from the fullest (last) one: GIF needs <= 256 colours, and mapping onto
-    # a fixed palette is much faster than Pillow's per-frame median cut
+        self.box.set_xy((-0.5, w - 1.5))
+        self.box.set_width(w)
+        self.title.set_text(textwrap.fill(title, self.chars))
+        fig.canvas.restore_region(self.background)
+        for artist in (self.im, *self.ax.spines.values(), self.box, self.title, *self.xlabels, *self.ylabels):
+            fig.draw_artist(artist)  # the spines back over the image
+        return _pil().frombuffer("RGBA", fig.canvas.get_width_height(), bytes(fig.canvas.buffer_rgba()), "raw",
+                                 "RGBA", 0, 1).convert("RGB")
+
+
+def _write_gif(images: list, out, fps: float) -> Path:
+    """The frames as a looping GIF, fps frames a second, the last held 3x longer. One palette for all frames,
+    taken from the fullest (last) one: GIF needs <= 256 colours, and mapping onto a fixed palette is much faster
+    than Pillow's per-frame median cut."""
+    Image = _pil()
     palette = images[-1].quantize(colors=255, method=Image.Quantize.FASTOCTREE)
     images = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
     ms = 1000 / fps
-    from tinygpt.files import atomic_path
-
     out = Path(out)
     with atomic_path(out) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], loop=0,

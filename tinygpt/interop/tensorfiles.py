@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 # The files a Hugging Face model folder may hold its weights in, in order of preference.
 WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
@@ -113,7 +114,6 @@ class _SafetensorsFile:
     memory map would leave every page it touched resident)."""
 
     def __init__(self, path: Path):
-        from safetensors import SafetensorError, safe_open
         self.path = path
         try:
             with safe_open(str(path), framework="pt"):  # checks the header, dtypes, shapes and that the offsets
