@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 import random
 
+import numpy as np
 import pytest
 import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinygpt.cli.tokenizer import add_tokenizer_parser
-from tinygpt.tokenizers import ByteBPETokenizer, TokenizerError, bpe, load_tokenizer
+from tinygpt.tokenizers import ByteBPETokenizer, TokenizerError, bpe, chunk_cache, load_tokenizer
+from tinygpt.tokenizers.ascii_pattern import ascii_pattern
 from tinygpt.tokenizers.bpe import ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN
 from tinygpt.tokenizers.stats import tokenizer_stats
 
@@ -162,12 +164,35 @@ def test_encode_matches_naive_encoder(tok):
 
 
 def test_encode_after_cache_clears(tok, monkeypatch):
-    monkeypatch.setattr(bpe, "CACHE_LIMIT", 3)
+    monkeypatch.setattr(chunk_cache, "CACHE_LIMIT", 3)
     text = make_corpus(300, seed=2)
     fresh = ByteBPETokenizer.from_dict(tok.to_dict())
     texts = [text, text[:50], text]
     assert [fresh.encode(t) for t in texts] == [tok.encode(t) for t in texts]
+    assert [fresh.encode_array(t).tolist() for t in texts] == [tok.encode(t) for t in texts]
     assert tok.encode_batch([text, "x"]) == [tok.encode(text), tok.encode("x")]
+
+
+
+def test_chunk_caches_equal_encoding_every_chunk_afresh(tok):
+    """chunk_cache.py against its reference: each chunk's ids computed anew (_encode_chunk), on misses and hits."""
+    chunks = tok.chunks(make_corpus(200, seed=4) + " 🦓 ÆØÅ unseen")
+    afresh = [i for c in chunks for i in tok._encode_chunk(c)]
+    cache = chunk_cache.ChunkCache(tok._encode_chunk)
+    packed = chunk_cache.PackedChunkCache(tok._encode_chunk, np.dtype(np.uint16))
+    for _ in range(2):  # first misses, then hits
+        assert cache.encode(chunks) == afresh and packed.encode_array(chunks).tolist() == afresh
+    assert len(cache) == len(set(chunks)) and packed.encode_array(chunks).dtype == np.uint16
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
+def test_the_ascii_twins_of_the_known_patterns_find_regex_chunks(text):
+    """ascii_pattern.py's translation: on ASCII text, `re` with the twin finds exactly what `regex` finds."""
+    for source in (GPT2_PATTERN, GPT4_PATTERN):
+        twin = ascii_pattern(source)
+        if twin is not None:  # (None before Python 3.11 for GPT-4's possessive quantifiers)
+            assert twin.findall(text) == regex.findall(source, text)
 
 
 # --- special tokens --------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ import tinygpt.data.prepared_cache as prep_cache
 from tinygpt.data.text import DataError, TextData, read_text, split_text, text_digest
 from tinygpt.data.prepare import _pieces, is_prepared, open_prepared, prepare, prepared_tokenizer, read_meta
 from tinygpt.tokenizers import ByteBPETokenizer, CharTokenizer, load_tokenizer
-from tinygpt.tokenizers.bpe import split_text as reference_chunks
+from tinygpt.tokenizers.ascii_pattern import chunks_by_stretch
+from tinygpt.tokenizers.bpe import pretokenize as reference_chunks
 
 WORDS = ["the", "king", "queen", "don't", "we'll", "crown", "1599", "42", "café", "naïve", "日本語", "😀", "--", "?!",
          "O", "I", "it's", "'tis", "x"]
@@ -146,7 +147,7 @@ def test_fast_chunks_equal_the_regex_chunks(bpe, text, pattern):
     tok = bpe[pattern]
     assert tok.chunks(text) == reference_chunks(tok._split_re, text, True)
     if not text.isascii():
-        assert tok._chunks_by_stretch(text) == reference_chunks(tok._split_re, text, True)
+        assert chunks_by_stretch(text, tok._split_re, tok._ascii_re) == reference_chunks(tok._split_re, text, True)
 
 
 def test_fast_chunks_on_every_character():
@@ -155,7 +156,7 @@ def test_fast_chunks_on_every_character():
     for pattern in ("gpt2", "gpt4"):
         tok = ByteBPETokenizer(pattern=pattern)
         assert tok.chunks(every) == reference_chunks(tok._split_re, every, True)
-        assert tok._chunks_by_stretch(every) == reference_chunks(tok._split_re, every, True)
+        assert chunks_by_stretch(every, tok._split_re, tok._ascii_re) == reference_chunks(tok._split_re, every, True)
         assert tok.chunks(sparse) == reference_chunks(tok._split_re, sparse, True)
 
 

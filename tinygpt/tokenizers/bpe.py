@@ -1,12 +1,16 @@
-"""Byte-level BPE tokenizer (GPT-2 style): regex pre-tokenization, fast incremental training, cached encoding."""
+"""Byte-level BPE tokenizer (GPT-2 style): regex pre-tokenization, fast incremental training, cached encoding.
+
+Two speed-ups live in modules of their own, each beside the plain way it must equal: ascii_pattern.py (the
+chunks of a known pattern through the stdlib `re`; pretokenize here is the reference) and chunk_cache.py (each
+distinct chunk encoded once; _encode_chunk is the reference).
+"""
 from __future__ import annotations
 
 import heapq
 import os
-import re
 import unicodedata
 from collections import Counter, defaultdict
-from itertools import chain, repeat
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Union
 
@@ -14,7 +18,9 @@ import numpy as np
 import regex
 
 from tinygpt.files import write_text
+from tinygpt.tokenizers.ascii_pattern import SAFE_CUT, SAFE_CUT_BACK, ascii_pattern, fast_chunks
 from tinygpt.tokenizers.base import Tokenizer, TokenizerError, id_dtype, register
+from tinygpt.tokenizers.chunk_cache import ChunkCache, PackedChunkCache
 
 # The split patterns of GPT-2 and GPT-4 (cl100k), as published in tiktoken. Both match every character,
 # so the chunks of a text always concatenate back to the text.
@@ -23,52 +29,14 @@ GPT4_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
 PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
-# Where a text may be cut without changing its chunks under either pattern: after a non-space character
-# followed by a plain space, or after a newline between two non-space characters. The match holding that
-# character ends there in both patterns (none runs from a non-space character into a space, nor on from a
-# lone newline into a non-space), none looks behind, and the only lookahead, (?!\S), follows a run of
-# whitespace; so the chunks left of such a place are the same whatever follows it, and those right of it
-# start there afresh whatever precedes it. tests/test_prepare.py checks this on texts of mixed whitespace.
-_CUT = r"\S(?= )|\S\n(?=\S)"  # a place to cut is the end of a match
-SAFE_CUT = regex.compile(_CUT)
-SAFE_CUT_BACK = regex.compile("(?r)" + _CUT)
-
-
-def _ascii_pattern(source: str) -> re.Pattern | None:
-    """The stdlib `re` twin of a known pattern for pure-ASCII text, where \\p{L} is A-Za-z, \\p{N} is 0-9 and
-    \\s is what `regex` calls whitespace among ASCII characters; `re` finds the chunks about twice as fast.
-    None where `re` cannot compile it (possessive quantifiers need Python 3.11)."""
-    ws = "".join(f"\\x{c:02x}" for c in range(128) if regex.match(r"\s", chr(c)))
-    classes = {r"\p{L}": "A-Za-z", r"\p{N}": "0-9", r"\s": ws}
-    out, i, in_class = [], 0, False
-    while i < len(source):
-        name = next((k for k in (*classes, r"\S") if source.startswith(k, i)), None)
-        if name == r"\S":
-            if in_class:
-                return None
-            out.append(f"[^{ws}]")
-        elif name:
-            out.append(classes[name] if in_class else f"[{classes[name]}]")
-        else:
-            name = source[i:i + 2] if source[i] == "\\" else source[i]
-            in_class = (in_class or name == "[") and name != "]"
-            out.append(name)
-        i += len(name)
-    try:
-        return re.compile("".join(out))
-    except re.error:
-        return None
-
-
-ASCII_PATTERNS = {name: _ascii_pattern(source) for name, source in PATTERNS.items()}
-NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+# The `re` twins of the known patterns, for ASCII text (None where `re` cannot compile one)
+ASCII_PATTERNS = {name: ascii_pattern(source) for name, source in PATTERNS.items()}
 ENDOFTEXT = "<|endoftext|>"
 
 Pair = tuple[int, int]
 ProgressFn = Callable[[int, int], None]  # progress(merges_done, merges_total)
 AllowedSpecial = Union[Literal["none", "none_raise", "all"], set, frozenset, list, tuple]
 NO_MERGE = 1 << 62  # larger than any token id
-CACHE_LIMIT = 1 << 18  # chunk-cache entries kept between encode calls (memory stays bounded on huge corpora)
 
 
 def resolve_pattern(pattern: str) -> str:
@@ -100,8 +68,13 @@ def well_formed(text: str) -> str:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def split_text(pattern: regex.Pattern, text: str, covers_all: bool) -> list[str]:
-    """Cut text into pre-tokenization chunks. Text a custom pattern skips becomes chunks too, so nothing is lost."""
+def pretokenize(pattern: regex.Pattern, text: str, covers_all: bool) -> list[str]:
+    """Cut text into pre-tokenization chunks, the pieces BPE merges within (covers_all: the pattern matches every
+    character, as the known ones do). Text a custom pattern skips becomes chunks too, so nothing is lost.
+
+    >>> pretokenize(regex.compile(GPT2_PATTERN), "Hello world's 42", True)
+    ['Hello', ' world', "'s", ' 42']
+    """
     chunks = pattern.findall(text)
     if covers_all or sum(map(len, chunks)) == len(text):
         return chunks
@@ -233,18 +206,6 @@ def merge_pair(ids: list[int], pair: Pair, new_id: int) -> list[int]:
     return out
 
 
-class _ChunkCache(dict):
-    """chunk -> ids; a miss computes and stores the ids, so the hot loop is a C-level map over the chunks."""
-
-    def __init__(self, encode_chunk: Callable[[str], tuple[int, ...]]):
-        super().__init__()
-        self.encode_chunk = encode_chunk
-
-    def __missing__(self, chunk: str) -> tuple[int, ...]:
-        ids = self[chunk] = self.encode_chunk(chunk)
-        return ids
-
-
 @register
 class ByteBPETokenizer(Tokenizer):
     """Byte-level BPE: ids 0-255 are bytes, id 256 + k is merge k, special tokens come last.
@@ -297,8 +258,8 @@ class ByteBPETokenizer(Tokenizer):
         self.special_ids = {s: first_special + k for k, s in enumerate(self.special_tokens)}
         for s, i in self.special_ids.items():
             self.id_to_bytes[i] = s.encode("utf-8")
-        self._cache = _ChunkCache(self._encode_chunk)
-        self._packed = _ChunkCache(self._encode_packed)  # the same, as bytes of id_dtype, for encode_array
+        self._cache = ChunkCache(self._encode_chunk)
+        self._packed = PackedChunkCache(self._encode_chunk, id_dtype(self.vocab_size))  # for encode_array
         self._special_res: dict[frozenset, regex.Pattern] = {}
 
     # --- training ---------------------------------------------------------------------------------
@@ -367,20 +328,14 @@ class ByteBPETokenizer(Tokenizer):
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Text -> ids, with no special-token handling (the hot path)."""
-        chunks = self.chunks(well_formed(text))
-        if len(self._cache) > CACHE_LIMIT:
-            self._cache.clear()
-        return list(chain.from_iterable(map(self._cache.__getitem__, chunks)))
+        return self._cache.encode(self.chunks(well_formed(text)))
 
     def encode_batch(self, texts: Iterable[str], allowed_special: AllowedSpecial = "none") -> list[list[int]]:
         return [self.encode(t, allowed_special) for t in texts]
 
     def encode_array(self, text: str) -> np.ndarray:
         """encode(text) as a (read-only) array, joined from each chunk's cached bytes: no Python ints between."""
-        chunks = self.chunks(well_formed(text))
-        if len(self._packed) > CACHE_LIMIT:
-            self._packed.clear()
-        return np.frombuffer(b"".join(map(self._packed.__getitem__, chunks)), dtype=id_dtype(self.vocab_size))
+        return self._packed.encode_array(self.chunks(well_formed(text)))
 
     def cut(self, text: str, near: int) -> int | None:
         """The last place at or before `near` (else the first after it) where a text may be cut, SAFE_CUT's:
@@ -393,35 +348,11 @@ class ByteBPETokenizer(Tokenizer):
         return m.end() if m and 0 < m.end() < len(text) else None
 
     def chunks(self, text: str) -> list[str]:
-        """The pre-tokenization chunks of a (well-formed) text: split_text(pattern, text), the reference, but
-        faster. With a known pattern, ASCII stretches go through its `re` twin (ASCII_PATTERNS), and only the
-        stretches around non-ASCII characters, from the SAFE_CUT place before them to the one after, through
-        `regex`; chunks are never changed by cutting there, so the result is the same list. (Text with more
-        than about one non-ASCII character in 100 goes through `regex` whole: short stretches cost more.)"""
-        ascii_re = self._ascii_re
-        if ascii_re is not None and text.isascii():
-            return ascii_re.findall(text)
-        if ascii_re is None or 100 * (len(text.encode("utf-8")) - len(text)) > len(text):
-            return split_text(self._split_re, text, self._covers_all)
-        return self._chunks_by_stretch(text)
-
-    def _chunks_by_stretch(self, text: str) -> list[str]:
-        """chunks() of a text with non-ASCII characters: `re` on the ASCII stretches, `regex` on the rest."""
-        ascii_re = self._ascii_re
-        assert ascii_re is not None
-        out: list[str] = []
-        pos, n = 0, len(text)
-        for m in NON_ASCII.finditer(text):
-            if m.start() < pos:
-                continue  # inside the last stretch already
-            left = SAFE_CUT_BACK.search(text, pos, m.start() + 1)
-            right = SAFE_CUT.search(text, m.end() - 1)
-            a, b = (left.end() if left else pos), (right.end() if right else n)
-            out += ascii_re.findall(text[pos:a])
-            out += self._split_re.findall(text[a:b])
-            pos = b
-        out += ascii_re.findall(text[pos:])
-        return out
+        """The pre-tokenization chunks of a (well-formed) text: pretokenize(pattern, text), the reference; a known
+        pattern takes fast_chunks (ascii_pattern.py), which gives the same list faster."""
+        if self._ascii_re is None:
+            return pretokenize(self._split_re, text, self._covers_all)
+        return fast_chunks(text, self._split_re, self._ascii_re)
 
     def _encode_chunk(self, chunk: str) -> tuple[int, ...]:
         """One chunk: start from bytes, then apply the earliest-learned merge present, until none applies."""
@@ -434,10 +365,6 @@ class ByteBPETokenizer(Tokenizer):
                 break
             ids = merge_pair(ids, self.merges[new_id - 256], new_id)
         return tuple(ids)
-
-    def _encode_packed(self, chunk: str) -> bytes:
-        """One chunk's ids as the bytes of an id_dtype array: joining bytes beats converting Python ints."""
-        return np.array(self._encode_chunk(chunk), dtype=id_dtype(self.vocab_size)).tobytes()
 
     def _special_re(self, specials: frozenset) -> regex.Pattern:
         if specials not in self._special_res:

@@ -62,12 +62,12 @@ class CharTokenizer(Tokenizer):
         return "".join(sorted(set(text) - self.stoi.keys()))
 
     def encode_array(self, text: str) -> np.ndarray:
-        """encode() through a table indexed by code point: the same ids, about 6x faster."""
+        """encode() through a table indexed by code point: the same ids, without a Python loop over the characters."""
         if self._table is None:
             table = np.full(0x110000, self.unk_id, dtype=id_dtype(self.vocab_size))
             table[[ord(c) for c in self.chars]] = np.arange(len(self.specials), self.vocab_size)
             self._table = table
-        if text.isascii():  # one byte per character: index the table's first 128 entries (3x faster)
+        if text.isascii():  # one byte per character: index the table's first 128 entries (a smaller read)
             ids = self._table[:128][np.frombuffer(text.encode("ascii"), dtype=np.uint8)]
         else:
             ids = self._table[np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)]
