@@ -1,5 +1,6 @@
 """Run directories: which checkpoint a name means, the create/resume/overwrite policy, the single-writer lock,
 recovery of what a killed writer left, metrics, and the memory check made before a model is built."""
+import itertools
 import json
 import os
 import subprocess
@@ -9,10 +10,13 @@ import textwrap
 import pytest
 import torch
 
+from tinygpt import device
 from tinygpt.training.checkpoint import save_checkpoint
 from tinygpt.config import ModelConfig, TrainConfig, build_configs
+from tinygpt.device import autocast
 from tinygpt.training.memory import check_fits, count_parameters, estimate_training_memory
-from tinygpt.models import build_model, count_params
+from tinygpt.training.optim import configure_optimizer
+from tinygpt.models import attention, build_model, count_params
 from tinygpt.training.run import REPLACED, REPLACING, Run, RunError, kind_of
 from tinygpt.tokenizers import CharTokenizer
 
@@ -139,13 +143,66 @@ def test_metrics_survive_a_line_cut_short(tmp_path):
         run.metrics()
 
 
-def test_memory_estimate_counts_exactly_what_adamw_keeps():
-    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50)
-    p = count_params(build_model(cfg))
-    assert count_parameters(cfg) == p  # built on the meta device: no memory used
-    est = estimate_training_memory(cfg, TrainConfig(batch_size=4))
-    assert (est.weights, est.gradients, est.optimizer) == (4 * p, 4 * p, 8 * p)
-    assert est.activations == 4 * (4 * 16) * (2 * 16 * 32 + 3 * 50)
+def _peak_training_bytes(model_cfg, train_cfg, dtype, tmp_path) -> int:
+    """Bytes allocated at the peak of training from nothing on CPU: the model built, its AdamW, two steps (the
+    second with AdamW's state), as the CPU allocator reports each allocation and free to torch.profiler."""
+    torch.manual_seed(0)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        model = build_model(model_cfg).train()
+        optimizer = configure_optimizer(model, train_cfg, "cpu")
+        x, y = torch.randint(0, model_cfg.vocab_size, (2, train_cfg.batch_size, model_cfg.block_size))
+        for _ in range(2):
+            with autocast("cpu", dtype):
+                _, loss = model(x, y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    prof.export_chrome_trace(str(tmp_path / "trace.json"))
+    events = sorted((e for e in json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
+                     if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    return max(itertools.accumulate(e["args"]["Bytes"] for e in events))
+
+
+LONG = dict(n_layer=1, n_head=2, n_embd=16, block_size=512)  # few dims, many positions: attention's weights dominate
+
+
+@pytest.mark.parametrize("overrides, dtype, path", [
+    ({}, "float32", "fused"),
+    ({}, "bfloat16", "written out"),                  # CPU bf16 up to 512 positions: written out
+    ({"dropout": 0.1}, "float32", "written out"),     # CPU dropout: written out
+    (LONG, "float32", "fused"),
+    (LONG, "bfloat16", "written out"),
+    ({"norm": "rmsnorm", "activation": "swiglu", "position": "rotary", "qk_norm": True, "bias": False,
+      "block_size": 128, "vocab_size": 300}, "bfloat16", "written out"),
+    ({"model": "multi_head", "block_size": 128}, "float32", "written out"),
+], ids=["fused", "bf16", "dropout", "long-fused", "long-bf16", "modern-bf16", "multi_head"])
+def test_memory_estimate_is_within_a_quarter_of_the_measured_peak(overrides, dtype, path, tmp_path, monkeypatch):
+    """The estimate against the allocator's own peak of a real training step, for each attention path the model
+    takes on CPU: the written-out path keeps every head's T x T weights, the fused kernel none."""
+    model_cfg = ModelConfig(**{**dict(n_layer=2, n_head=4, n_embd=32, block_size=256, vocab_size=50), **overrides})
+    train_cfg = TrainConfig(batch_size=4, dtype=dtype)
+    p = count_params(build_model(model_cfg))
+    est = estimate_training_memory(model_cfg, train_cfg, device="cpu")
+    assert count_parameters(model_cfg) == est.params == p  # built on the meta device: no memory used
+    assert (est.weights, est.gradients, est.optimizer, est.attention) == (4 * p, 4 * p, 8 * p, path)
+    taken = []  # the path the model takes: it asks the same rule
+    rule = attention.written_out_is_faster
+    monkeypatch.setattr(attention, "written_out_is_faster", lambda q, p: taken.append(rule(q, p)) or taken[-1])
+    measured = _peak_training_bytes(model_cfg, train_cfg, getattr(torch, dtype), tmp_path)
+    assert set(taken) <= {path == "written out"}
+    assert 0.75 < est.total / measured < 1.25, f"estimated {est.total:,} bytes, measured {measured:,}"
+
+
+def test_auto_precision_is_estimated_at_the_larger_of_those_the_cpu_probe_times(monkeypatch):
+    """`auto` on a CPU with bf16 units trains a step in fp32 and in bf16 before choosing: both must fit."""
+    cfg = ModelConfig(n_layer=2, n_head=4, n_embd=32, block_size=256, vocab_size=50)
+    est = {d: estimate_training_memory(cfg, TrainConfig(batch_size=4, dtype=d)) for d in ("float32", "bfloat16")}
+    assert (est["float32"].attention, est["bfloat16"].attention) == ("fused", "written out")
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+    assert estimate_training_memory(cfg, TrainConfig(batch_size=4, dtype="auto")) == max(
+        est.values(), key=lambda e: e.total)
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
+    assert estimate_training_memory(cfg, TrainConfig(batch_size=4, dtype="auto")) == est["float32"]
 
 
 def test_a_model_too_big_for_memory_is_refused_before_it_is_built(monkeypatch):
