@@ -25,12 +25,9 @@ def generate_tokens(model: LanguageModel, prompt: Sequence[int] | torch.Tensor, 
                     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                     seed: int | None = None, use_cache: bool = True, eos_ids: Sequence[int] = ()
                     ) -> Iterator[torch.Tensor]:
-    """Yield up to max_new_tokens new tokens, one (B,) tensor per step. prompt: ids (T,) or (B, T), T >= 1.
-
-    temperature=0 is greedy. Stops early once every row has produced one of eos_ids (that token included).
-    `use_cache=False` selects the uncached reference path, which recomputes the whole window every step
-    (slow, obviously right); the KV-cache path must agree with it.
-    """
+    """Yield up to max_new_tokens new tokens, one (B,) tensor per step, after prompt ids (T,) or (B, T), T >= 1.
+    temperature=0 is greedy; every row stops at one of eos_ids (that token included). use_cache=False takes the
+    uncached reference path (the whole window recomputed every step), which the KV-cache path must agree with."""
     dec = Decoder(model, prompt, use_cache=use_cache, eos_ids=eos_ids)
     for _, nxt in dec.generate(max_new_tokens, temperature, top_k, top_p, seed):
         yield nxt

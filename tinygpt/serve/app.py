@@ -1,4 +1,4 @@
-"""`tinygpt serve`: the web app. An OpenAI-compatible API, the inspection endpoints, and the page that uses them.
+"""The web app of `tinygpt serve`: an OpenAI-compatible API, the inspection endpoints, and the page that uses them.
 
     GET  /                      the page (serve/web/, served from the package: no network needed)
     GET  /health                {"status": "ok", "models": [...], "scheduler": {running, waiting, ...}}

@@ -1,6 +1,6 @@
 """Tasks the code generates itself: examples, the loss mask and exact-match scoring (the calculator).
 
-A task is a `BatchSource` (see data.py) that also knows how to ask a model its questions and mark the
+A task is a `BatchSource` (see data/text.py) that also knows how to ask a model its questions and mark the
 answers. The calculator learns English arithmetic, one problem per block:
 
     seven times eight = fifty six <eos> <pad> <pad>
@@ -92,9 +92,9 @@ class CalculatorConfig:
 
     ranges: operation -> (lowest, highest) operand; minus keeps only non-negative results.
     mix: training draws an operation with these relative weights, then one of its problems uniformly,
-      so the times table (169 problems) gets as many draws as plus (9,000): uniform sampling over all
-      problems leaves times at ~70 % exact match. Measured: times at weight 0.5 also slowed plus/minus
-      (67-72 % held-out after 3000 steps vs 99 %), weight 2 slightly (96-98 %); 1:1:1 is the default.
+      so the times table (169 problems) gets as many draws as plus (9,000); drawn uniformly over all
+      problems, times is seen too rarely to be learned. Less weight on times also slowed plus and minus,
+      more slowed them a little: 1:1:1 is the default.
     heldout_ops: the operations that lend `heldout_fraction` of their problems to the held-out ("val")
       split; the others are learned by heart (all of them in training).
     """
@@ -288,10 +288,8 @@ class CalculatorTask:
 
     def complete(self, model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int | None = None,
                  batch_size: int = 2048) -> list[list[int]]:
-        """Greedy continuation of every prompt, up to and including the first <eos> (at most max_new_tokens,
-        by default the longest answer + 1). Prompts of equal length run together as one batch on one
-        Decoder: prefilled once into a KV cache (when the model has one), extended a token per step, and
-        stopped as soon as every row has produced <eos>."""
+        """Greedy continuation of every prompt up to and including its first <eos> (at most max_new_tokens, by
+        default the longest answer + 1); prompts of equal length run as one batch (generate.greedy_batch)."""
         return greedy_batch(model, prompts, lambda n: self._steps(model, n, max_new_tokens), [self.eos_id],
                             batch_size)
 

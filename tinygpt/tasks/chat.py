@@ -35,7 +35,7 @@ def evaluate_chat(model: nn.Module, tok: ChatTokenizer, conversations: Sequence[
 
 
 class ChatData:
-    """Conversations packed into training blocks (a `BatchSource`, see data.py).
+    """Conversations packed into training blocks (a `BatchSource`, see data/text.py).
 
     Each conversation is rendered once; whole conversations are packed, in a seeded shuffled order, into rows
     of block_size + 1 ids (the rest of a row is padding that counts nothing). x = row[:-1], y = row[1:] with
