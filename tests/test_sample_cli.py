@@ -74,6 +74,7 @@ def test_the_tokenizers_end_of_text_id_reaches_beams_and_sampling(cli, run, monk
     import inspect
 
     generate = importlib.import_module("tinygpt.generation.generate")
+    sample = importlib.import_module("tinygpt.cli.sample")
 
     tok_file = run / "bpe.json"
     code, _, err = cli("tokenizer", "train", "--data", text_file, "--vocab_size", "280", "--special", "<|endoftext|>",
@@ -92,6 +93,8 @@ def test_the_tokenizers_end_of_text_id_reaches_beams_and_sampling(cli, run, monk
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(generate, name, spy)
+        if hasattr(sample, name):  # the command's own name for it, where it imports it at the top
+            monkeypatch.setattr(sample, name, spy)
     assert cli("sample", run / "bpe", "--prompt", "the", "--num_beams", "2", "--max_new_tokens", "5")[0] == 0
     assert cli("sample", run / "bpe", "--prompt", "the", "--max_new_tokens", "5", "--seed", "0")[0] == 0
     assert seen == [("beam_search_text", [eos]), ("generate_text", [eos])]
