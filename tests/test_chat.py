@@ -174,7 +174,7 @@ def test_bad_lines_are_named(tmp_path, line, match):
     path.write_text(f"{good}\n{line}\n{good}\n", encoding="utf-8")
     with pytest.raises(ChatError, match=match):
         read_conversations(path)
-    convs, skipped = read_conversations(path, skip_bad=True)
+    convs, skipped = read_conversations(path, skip_bad_lines=True)
     assert len(convs) == 2 and [c.line for c in convs] == [1, 3] and len(skipped) == 1 and match in skipped[0]
 
 

@@ -332,7 +332,7 @@ def test_ctrl_c_during_start_up(world, tmp_path):
 def test_train_help_explains_every_hyperparameter_and_a_bare_flag_means_true(cli):
     """Every setting in --help has its line and its default (val_fraction too); a yes/no setting given bare is
     true, any other needs a value."""
-    from tinygpt.cli.args import config_overrides
+    from tinygpt.cli.args import as_flags, config_overrides
     from tinygpt.cli.main import build_parser
     from tinygpt.config import ALL_KEYS, HELP, ConfigError
     code, out, _ = cli("train", "--help")
@@ -340,7 +340,8 @@ def test_train_help_explains_every_hyperparameter_and_a_bare_flag_means_true(cli
     assert code == 0 and "--val_fraction" in out
     for key in ALL_KEYS:
         if key != "vocab_size":
-            assert f"--{key} [V] {' '.join(HELP[key].split())}" in flat, key
+            assert f"--{key} [V] {' '.join(as_flags(HELP[key]).split())}" in flat, key
+    assert "(bf16 untimed when sharded with --fsdp)" in flat  # a setting named in a help line: its flag
     assert "keeps the precision it began with (default auto)" in flat and "(default 1337)" in flat
     for command in ("demo", "ladder"):  # their recipes set other defaults: none is claimed
         _, out, _ = cli(command, "--help")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tinygpt.data import corpora
+from tinygpt.cli.args import error_text
 from tinygpt.cli.corpora import add_corpora_parser
 from tinygpt.data.corpora import CORPORA, CorpusError, clean_text, corpus_path, list_corpora, resolve_data
 from tinygpt.data.text import DataError
@@ -218,7 +219,8 @@ def test_tinyshakespeare_offline_message_and_verified_download(cache, tmp_path, 
         corpus_path("tinyshakespeare")
     msg = str(e.value)
     assert "\n" not in msg and "Name or service not known" in msg and corpora.TINYSHAKESPEARE_URL in msg
-    assert "--data" in msg and str(cache / "tinyshakespeare.txt") in msg
+    assert "pass its path with data," in msg and str(cache / "tinyshakespeare.txt") in msg
+    assert "pass its path with --data," in error_text(e.value)  # as the command line says it
     # with a (fake) download that matches the expected checksum, the file is cached byte for byte
     raw = "First Citizen:\r\nBefore we proceed any further, hear me speak.\n".encode()
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tinygpt.cli.args import error_text
 from tinygpt.training import distributed
 from tinygpt.training.checkpoint import load_state
 from tinygpt.training.run import load_checkpoint, read_metrics
@@ -111,8 +112,9 @@ def test_fsdp_refuses_float16():
     from tinygpt.models import build_model
 
     model = build_model(ModelConfig(vocab_size=8, n_layer=1, n_head=1, n_embd=8, block_size=4))
-    with pytest.raises(ValueError, match="--fsdp does not support float16.*bfloat16"):
-        distributed.shard(model, distributed.World(True, 0, 0, 2), "cuda:0", torch.float16)
+    with pytest.raises(ValueError, match="^fsdp does not support float16.*dtype=bfloat16") as e:  # the library's
+        distributed.shard(model, distributed.World(True, 0, 0, 2), "cuda:0", torch.float16)  # words: setting names
+    assert error_text(e.value).startswith("--fsdp does not support float16")  # the command line's: flags
 
 
 def test_cli_trains_sharded_undertorchrun(runs, cli):

@@ -284,10 +284,10 @@ def test_short_training_run_learns(trained_run, task):
 
 
 def test_report(trained_run):
-    from tinygpt.recipes.demo import report
+    from tinygpt.recipes.demo import calculator_report
 
     out, _ = trained_run
-    r = report(out, max_per_op=50, n_examples=4)
+    r = calculator_report(out, max_per_op=50, n_examples=4)
     assert set(r["heldout"]) == {"plus", "minus"} and set(r["train"]) == {"plus", "minus", "times"}
     assert all(v["total"] == 50 and 0 <= v["accuracy"] <= 1 for v in r["heldout"].values())
     assert len(r["examples"]) == 4 and {"question", "answer", "expected", "correct"} <= set(r["examples"][0])

@@ -11,7 +11,7 @@ import math
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,6 +27,47 @@ NORMS = ("layernorm", "rmsnorm")
 OPTIMIZERS = ("adamw", "muon")  # muon: Muon for the blocks' matrices, AdamW for the rest
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class SettingText(str):
+    """A text (an error message, a help line) that names settings: as a str it names each one as the Python API
+    does ("chat_loss applies to chat data"); `spelled(flag)` names them as the caller spells them, which is how
+    the command line says "--chat_loss applies to chat data". Only tinygpt.cli words settings as flags.
+
+    The template marks each setting it names with backquotes, and lists them after it (only listed names are
+    replaced, so a backquote in a path or a prompt stays as it is):
+
+        raise ConfigError(SettingText("`chat_loss` applies to chat data", "chat_loss"))
+
+    The errors stay what they are (ConfigError, RunError, DataError, ...); their message is a SettingText, so
+    `str(error)` reads as the library speaks and the command line asks the message for its flags. Joining
+    keeps the names: SettingText(...) + " more" is a SettingText.
+    """
+
+    template: str
+    names: tuple[str, ...]
+
+    def __new__(cls, template: str, *names: str) -> "SettingText":
+        text = super().__new__(cls, _spell(template, names, str))
+        text.template, text.names = template, names
+        return text
+
+    def spelled(self, spell: Callable[[str], str]) -> str:
+        """The text with each setting named as spell(name) says: spelled(lambda n: "--" + n) for flags."""
+        return _spell(self.template, self.names, spell)
+
+    def __add__(self, other: str) -> "SettingText":
+        more = other.names if isinstance(other, SettingText) else ()
+        return SettingText(self.template + getattr(other, "template", other), *self.names, *more)
+
+    def __radd__(self, other: str) -> "SettingText":
+        return SettingText(other + self.template, *self.names)
+
+
+def _spell(template: str, names: Sequence[str], spell: Callable[[str], str]) -> str:
+    for name in names:
+        template = template.replace(f"`{name}`", spell(name))
+    return template
 
 
 class ConfigError(ValueError):
@@ -212,8 +253,9 @@ def is_yes_no(key: str) -> bool:
     return _FIELD_TYPES[key] == "bool"
 
 
-# One line per setting for `tinygpt train --help` (the CLI adds each default).
-HELP = {
+# One line per setting for `tinygpt train --help` (the CLI adds each default, and spells the settings a
+# SettingText names as flags).
+HELP: dict[str, str] = {
     "model": f"architecture: {', '.join(MODEL_TYPES)} (the teaching ladder's rungs and the full GPT)",
     "block_size": "context length in tokens",
     "n_layer": "transformer blocks",
@@ -245,9 +287,10 @@ HELP = {
     "log_interval": "steps between log lines",
     "val_fraction": "share of the text held out for validation (fixed when data is prepared)",
     "device": f"{', '.join(DEVICES)} (cuda:N allowed); auto: cuda > mps > cpu",
-    "dtype": f"{', '.join(DTYPES)}; auto: bf16 on CUDA (fp16 where bf16 is missing), fp32 on MPS and on CPUs "
-             "without bf16 units, and on CPUs with them the faster of fp32 and bf16, timed on the model at hand "
-             "(bf16 untimed when sharded with --fsdp); a resumed run keeps the precision it began with",
+    "dtype": SettingText(f"{', '.join(DTYPES)}; auto: bf16 on CUDA (fp16 where bf16 is missing), fp32 on MPS and "
+                         "on CPUs without bf16 units, and on CPUs with them the faster of fp32 and bf16, timed on the "
+                         "model at hand (bf16 untimed when sharded with `fsdp`); a resumed run keeps the precision it "
+                         "began with", "fsdp"),
     "compile": "torch.compile the model (compiling takes seconds to minutes)",
     "fsdp": "under torchrun: shard weights, gradients and optimizer state over the processes",
     "seed": "random seed of the run",
@@ -340,5 +383,5 @@ def asdict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-__all__ = ["ModelConfig", "TrainConfig", "ConfigError", "PRESETS", "build_configs", "parse_value",
+__all__ = ["ModelConfig", "TrainConfig", "ConfigError", "SettingText", "PRESETS", "build_configs", "parse_value",
            "load_toml", "model_config_from_dict", "train_config_from_dict"]

@@ -19,9 +19,9 @@ def choose_device(name: str = "auto") -> str:
     if kind not in ("cpu", "cuda", "mps") or (kind != "cuda" and ":" in name):
         raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but no CUDA GPU is available (use --device=cpu)")
+        raise ValueError("device cuda was asked for but no CUDA GPU is available (use device cpu)")
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("device mps was asked for but MPS is not available (use --device=cpu)")
+        raise ValueError("device mps was asked for but MPS is not available (use device cpu)")
     return name
 
 

@@ -1,12 +1,16 @@
 """The command line's vocabulary: its errors, argument types (each option's range checked once, the message
-naming the option), the parser that suggests near-miss flags, and the hyperparameter flags.
+naming the option), the parser that suggests near-miss flags, the hyperparameter flags, and the library's
+texts worded as the command line says them (a setting named as its flag).
 """
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
+import re
 from typing import Any
 
-from tinygpt.config import ALL_KEYS, DEFAULTS, HELP, ConfigError, is_yes_no
+from tinygpt.config import ALL_KEYS, DEFAULTS, HELP, ConfigError, SettingText, is_yes_no
 
 
 class CLIError(ValueError):
@@ -39,7 +43,6 @@ def seed_int(text: str) -> int:
 
 
 def finite_float(text: str) -> float:
-    import math
     try:
         value = float(text)
     except ValueError:
@@ -72,8 +75,6 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        import difflib
-        import re
         m = re.match(r"argument .*: invalid choice: '(.*?)' \(choose from (.*)\)", message)
         if m:
             choices = re.findall(r"'([^']*)'", m.group(2))
@@ -96,7 +97,6 @@ ALIASES = {"lr": "learning_rate", "epochs": "max_iters", "iters": "max_iters", "
 
 def suggest(flag: str, parser: argparse.ArgumentParser) -> str | None:
     """The option a mistyped flag probably meant: suggest("--lr", train_parser) == "--learning_rate"."""
-    import difflib
     name = flag.split("=", 1)[0].lstrip("-")
     known = [o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--")]
     if ALIASES.get(name) in known:
@@ -130,7 +130,7 @@ def add_config_flags(p: argparse.ArgumentParser, show_defaults: bool = True) -> 
             continue
         default = str(DEFAULTS[key]).lower() if is_yes_no(key) else DEFAULTS[key]
         g.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="V", nargs="?", const=_BARE, default=None,
-                       help=HELP[key] + (f" (default {default})" if show_defaults else ""))
+                       help=as_flags(HELP[key]) + (f" (default {default})" if show_defaults else ""))
 
 
 _BARE = object()  # a hyperparameter flag given without a value: true for a yes/no setting, else an error
@@ -144,6 +144,22 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
                 raise ConfigError(f"--{key} needs a value: --{key}=V (see --help)")
             out[key] = "true"
     return out
+
+
+def flag(name: str) -> str:
+    """The command line's spelling of a setting: flag("chat_loss") == "--chat_loss"."""
+    return f"--{name}"
+
+
+def as_flags(text: str) -> str:
+    """A library text as the command line says it: each setting a SettingText names, as its flag."""
+    return text.spelled(flag) if isinstance(text, SettingText) else text
+
+
+def error_text(error: BaseException) -> str:
+    """The message of a library error as the command line says it (see as_flags)."""
+    message = error.args[0] if len(error.args) == 1 else None
+    return as_flags(message) if isinstance(message, SettingText) else str(error)
 
 
 def printable(text: str) -> str:

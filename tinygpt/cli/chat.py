@@ -1,5 +1,5 @@
 """The `tinygpt chat` command (a conversation with a chat run) and `tinygpt demo chat` (the assistant demo):
-parse, call chat.py / chat_demo.py, print."""
+parse, call generation/chat.py / recipes/assistant.py, print."""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from tinygpt.cli.args import CLIError, finite_float, positive_int, seed_int
+from tinygpt.cli.args import CLIError, error_text, finite_float, positive_int, seed_int
 from tinygpt.cli.progress import ProgressHooks
+from tinygpt.data.conversations import ChatError
+from tinygpt.device import choose_device
+from tinygpt.generation.chat import ChatSession
+from tinygpt.generation.sampling import check_settings
+from tinygpt.recipes.assistant import COMPARE_QUESTIONS, compare, train_demo
+from tinygpt.training.run import Run, load_checkpoint
 
 COMMANDS = "/reset starts the conversation over; /quit (or Ctrl-D) ends it"
 
@@ -35,12 +41,6 @@ def add_chat_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from tinygpt.data.conversations import ChatError
-    from tinygpt.device import choose_device
-    from tinygpt.generation.chat import ChatSession
-    from tinygpt.generation.sampling import check_settings
-    from tinygpt.training.run import load_checkpoint
-
     check_settings(args.temperature, args.top_k, args.top_p)
     model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, choose_device(args.device))
     try:
@@ -72,7 +72,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             else:
                 print(" ".join("".join(session.reply(text, seed=seed, **settings)).splitlines()), flush=True)
         except ChatError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {error_text(e)}", file=sys.stderr)
             if not interactive:
                 print(flush=True)  # one line per turn, even for one that got no reply
                 failed = True
@@ -107,9 +107,6 @@ def _stream(pieces: Iterator[str], out: TextIO) -> None:
 # --- demo chat --------------------------------------------------------------------------------------
 
 def cmd_demo_chat(args: argparse.Namespace, seed: int = 0) -> int:
-    from tinygpt.recipes.assistant import COMPARE_QUESTIONS, compare, train_demo
-    from tinygpt.training.run import Run
-
     out = Path(args.out) if args.out else Path("runs/chat")
     if args.out is None and not args.overwrite:  # rerunning the default demo never clobbers an earlier one
         n = 2

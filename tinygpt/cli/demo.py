@@ -7,16 +7,66 @@ import json
 import sys
 from pathlib import Path
 
-from tinygpt.cli.args import CLIError, config_overrides
+from tinygpt.cli.args import CLIError, add_config_flags, config_overrides, path_arg
+from tinygpt.cli.chat import cmd_demo_chat
 from tinygpt.cli.eval import accuracy_table
 from tinygpt.cli.progress import ProgressHooks
 from tinygpt.config import parse_value
+from tinygpt.data.corpora import resolve_data
+from tinygpt.data.text import read_text
+from tinygpt.files import write_text
+from tinygpt.inspect.plot import plot_runs
+from tinygpt.recipes.demo import calculator_report, train_calculator
+from tinygpt.recipes.ladder import MODERN_RUNGS, RUNGS, format_table, run_ladder
+from tinygpt.training.run import Run
+
+
+def add_demo_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `demo [calculator|chat]`; it sets args.func(args)."""
+    d = subparsers.add_parser(
+        "demo", help="the first run: train the calculator GPT (about 2 minutes on a 2-core CPU); "
+                     "`demo chat`: pretrain and fine-tune an assistant (about 5 minutes)",
+        description="calculator (default): train a 4-layer GPT to answer arithmetic questions in English words, "
+                    "score it on questions it never saw, and save the run. chat: pretrain a GPT on text about "
+                    "arithmetic, fine-tune it on conversations into an assistant, and compare the two on the same "
+                    "questions.")
+    d.add_argument("which", nargs="?", choices=("calculator", "chat"), default="calculator",
+                   help="which demo (default calculator)")
+    d.add_argument("--out", default=None, type=path_arg,
+                   help="run directory (default runs/calculator or runs/chat, or the next free one with -N)")
+    d.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.add_argument("--no_early_stop", action="store_true",
+                   help="train all max_iters steps (by default training ends once every sampled training "
+                        "question is answered right)")
+    d.add_argument("--chat_loss", choices=("assistant", "all"), default=None,
+                   help="chat only: the loss on the assistant's replies (default) or on every token")
+    add_config_flags(d, show_defaults=False)
+    d.set_defaults(func=cmd_demo)
+    return d
+
+
+def add_ladder_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `ladder --data TEXT`; it sets args.func(args)."""
+    la = subparsers.add_parser("ladder", help="train every rung of the model ladder on one text and compare",
+                               description="bigram -> single head -> multi-head -> GPT, and the GPT without "
+                                           "position embeddings, residuals, LayerNorm or MLP: same data, same "
+                                           "budget.")
+    la.add_argument("--data", required=True, help="a text file, folder or corpus name")
+    la.add_argument("--out", type=path_arg,
+                    help="directory for the rungs' runs (default runs/ladder, or runs/ladder-modern)")
+    la.add_argument("--rungs", help="comma-separated subset of the rungs (default: all)")
+    la.add_argument("--modern", action="store_true",
+                    help="the modern ladder: GPT-2, then rotary, RMSNorm, SwiGLU, QK-norm, no biases, untied "
+                         "embeddings and Muon added one at a time")
+    la.add_argument("--overwrite", action="store_true", help="replace a ladder already in --out")
+    la.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_flags(la, show_defaults=False)
+    la.set_defaults(func=cmd_ladder)
+    return la
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tinygpt.recipes.demo import report, train_calculator
-    from tinygpt.training.run import Run
-
     if args.which == "chat":
         overrides = config_overrides(args)
         seed = parse_value("seed", overrides.pop("seed", 0))
@@ -24,7 +74,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if given:
             raise CLIError(f"tinygpt demo chat has its own recipe; drop {', '.join(given)} (it takes --out, --seed, "
                            f"--chat_loss, --overwrite and --quiet)")
-        from tinygpt.cli.chat import cmd_demo_chat
         return cmd_demo_chat(args, seed)
     if args.chat_loss is not None:
         raise CLIError("--chat_loss applies to tinygpt demo chat")
@@ -46,7 +95,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 130
     if result.finished_early:
         print(f"finished at step {result.step}: {result.finished_early}", file=sys.stderr)
-    rep = report(out)
+    rep = calculator_report(out)
     print()
     print("Exact-match accuracy of greedy answers:")
     print(accuracy_table(rep))
@@ -70,10 +119,6 @@ Next, try:
 
 
 def cmd_ladder(args: argparse.Namespace) -> int:
-    from tinygpt.data.corpora import resolve_data
-    from tinygpt.data.text import read_text
-    from tinygpt.recipes.ladder import MODERN_RUNGS, RUNGS, format_table, run_ladder
-
     text = read_text(resolve_data(args.data))
     rungs = args.rungs.split(",") if args.rungs else list(MODERN_RUNGS if args.modern else RUNGS)
     overrides = config_overrides(args)
@@ -86,10 +131,8 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     rows = run_ladder(text, out, overrides, rungs, overwrite=args.overwrite, hooks=hooks)
     print()
     print(format_table(rows))
-    from tinygpt.files import write_text
     write_text(out / "ladder.json", json.dumps(rows, indent=1))
     try:
-        from tinygpt.inspect.plot import plot_runs
         png = plot_runs([out / r for r in rungs], out / "ladder.png", rungs,
                         title="The modern ladder: GPT-2, then one piece added per rung" if args.modern
                         else "The model ladder: validation loss of each rung")

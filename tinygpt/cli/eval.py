@@ -6,21 +6,39 @@ import argparse
 import json
 from typing import Any
 
-from tinygpt.cli.args import CLIError
+from tinygpt.cli.args import CLIError, positive_int
+from tinygpt.data.conversations import read_conversations, split_conversations
+from tinygpt.data.prepare import is_prepared
+from tinygpt.data.text import load_text, split_text
+from tinygpt.device import choose_device
+from tinygpt.tasks.chat import evaluate_chat
+from tinygpt.tokenizers import ChatTokenizer
+from tinygpt.training.evaluate import evaluate_prepared, evaluate_text
+from tinygpt.training.run import Run, kind_of, task_of
+
+
+def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `eval RUN`; it sets args.func(args)."""
+    e = subparsers.add_parser("eval", help="loss and bits per character of a run on a text",
+                              description="Exact loss over a whole split (every token predicted once).")
+    e.add_argument("run_dir")
+    e.add_argument("--data", help="text file or folder, or a directory made by tinygpt prepare (default: the run's "
+                                  "training data)")
+    e.add_argument("--split", choices=("val", "train", "all"), default=None,
+                   help="which part of the text, split as in training (default: val)")
+    e.add_argument("--batch_size", type=positive_int, default=32, help="windows per forward pass (default 32)")
+    e.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_eval)
+    return e
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tinygpt.data.prepare import is_prepared
-    from tinygpt.data.text import load_text, split_text
-    from tinygpt.device import choose_device
-    from tinygpt.training.evaluate import evaluate_prepared, evaluate_text
-    from tinygpt.training.run import Run, kind_of
-
     device = choose_device(args.device)
     model, tokenizer, cfg = Run(args.run_dir).load(args.checkpoint, device)
     if kind_of(cfg) == "task":
         return _eval_task(args, model, cfg)
-    from tinygpt.tokenizers import ChatTokenizer
     if isinstance(tokenizer, ChatTokenizer):
         return _eval_chat(args, model, tokenizer, cfg)
     data_path = args.data or cfg.get("data")
@@ -50,9 +68,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _eval_chat(args: argparse.Namespace, model: Any, tokenizer: Any, cfg: dict[str, Any]) -> int:
     """A chat run on conversations: its training file split as in training (default: the held-out part), or
     the held-out file the run records (the demo's), or --data."""
-    from tinygpt.data.conversations import read_conversations, split_conversations
-    from tinygpt.tasks.chat import evaluate_chat
-
     chat = cfg.get("chat") or {}
     heldout = chat.get("heldout") if not args.data and args.split in (None, "val") else None
     data_path = heldout or args.data or cfg.get("data")
@@ -79,8 +94,6 @@ def _eval_chat(args: argparse.Namespace, model: Any, tokenizer: Any, cfg: dict[s
 
 
 def _eval_task(args: argparse.Namespace, model: Any, cfg: dict[str, Any]) -> int:
-    from tinygpt.training.run import task_of
-
     if args.data or args.split is not None:
         raise CLIError("a task checkpoint is evaluated on its own problems (held-out and training); drop --data "
                        "and --split")

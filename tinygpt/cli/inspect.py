@@ -1,4 +1,4 @@
-"""The `tinygpt inspect` subcommands: parse, call inspector.py, print its text, write --json."""
+"""The `tinygpt inspect` subcommands: parse, call inspect/views.py, print its text, write --json."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+import tinygpt.inspect.views as inspector
+from tinygpt.device import choose_device
+from tinygpt.files import write_text
 from tinygpt.inspect.interpret import SALIENCY_METHODS
 
 # view -> (help, default output file or None, accepted output suffixes)
@@ -105,10 +108,6 @@ def _outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    import tinygpt.inspect.views as inspector
-    from tinygpt.device import choose_device
-    from tinygpt.files import write_text
-
     for flag in ("max_new_tokens", "top", "ig_steps"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:

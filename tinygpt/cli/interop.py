@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from tinygpt.cli.args import path_arg
+from tinygpt.interop.convert import export_hf, import_hf
 
 IMPORT_HELP = ("a local Hugging Face GPT-2 folder (gpt2, gpt2-medium/-large/-xl, distilgpt2 or a fine-tuned GPT-2), "
                "or a Llama folder as `tinygpt export` writes for the modern options, with config.json, model.safetensors or pytorch_model.bin, and tokenizer.json or vocab.json + "
@@ -34,8 +35,6 @@ def add_hf_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from tinygpt.interop.convert import import_hf
-
     r = import_hf(args.folder, args.out)
     c = r.config
     print(f"imported {args.folder}: {r.format}, {r.params / 1e6:.2f}M parameters ({c.n_layer} layers, {c.n_head} heads, "
@@ -47,8 +46,6 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tinygpt.interop.convert import export_hf
-
     r = export_hf(args.run_dir, args.out, args.checkpoint)
     print(f"exported {r.source} to {r.out}: {', '.join(r.files)}")
     print(f"load it with transformers: AutoModelForCausalLM.from_pretrained({str(r.out)!r}), "

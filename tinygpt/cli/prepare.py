@@ -6,16 +6,18 @@ import sys
 import time
 from typing import Any
 
+from tqdm import tqdm
+
 from tinygpt.cli.args import finite_float, path_arg, positive_int
+from tinygpt.data.corpora import resolve_data
+from tinygpt.data.prepare import BPE_SAMPLE_CHARS, prepare, unknown_note
+from tinygpt.data.prepared_cache import AUTO_PREPARE_BYTES
 
 UNITS = {"reading": "B", "vocabulary": "char", "counting": "char", "merges": "merge", "encoding": "char"}
 
 
 def add_prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `prepare`; it sets args.func(args)."""
-    from tinygpt.data.prepare import BPE_SAMPLE_CHARS
-    from tinygpt.data.prepared_cache import AUTO_PREPARE_BYTES
-
     p = subparsers.add_parser(
         "prepare", help="tokenize a corpus once into a directory that tinygpt train reads memory-mapped",
         description="Tokenize a corpus once, in parallel, into DATA_DIR: train.bin and val.bin (the ids of each "
@@ -46,9 +48,6 @@ def add_prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from tinygpt.data.corpora import resolve_data
-    from tinygpt.data.prepare import prepare, unknown_note
-
     path = resolve_data(args.data)
     start = time.perf_counter()
     with ProgressBars(args.quiet) as bars:
@@ -76,7 +75,6 @@ class ProgressBars:
         if self.quiet:
             return
         if stage != self.stage:
-            from tqdm import tqdm
             self.close()
             self.stage = stage
             unit = UNITS.get(stage, "it")

@@ -6,7 +6,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from tinygpt.cli.args import CLIError
+from tinygpt.training.evaluate import bits
 
 
 def tensorboard_writer(out: Path) -> Any:
@@ -27,7 +30,6 @@ class ProgressHooks:
         self.writer_factory, self.writer = writer_factory, None  # TensorBoard, made when training starts
 
     def on_start(self, info: dict[str, Any]) -> None:
-        from tqdm import tqdm
         if self.writer_factory is not None:
             self.writer = self.writer_factory()
         if info.get("dtype_probe"):
@@ -54,7 +56,6 @@ class ProgressHooks:
                 self.writer.add_scalar(k, m[k], m["step"])
 
     def on_eval(self, m: dict[str, Any]) -> None:
-        from tinygpt.training.evaluate import bits
         unit = f"{m['val_bits_per_byte']:.3f} bits/byte" if "val_bits_per_byte" in m \
             else f"{bits(m['val_loss'], 1.0):.3f} bits/token"
         msg = f"step {m['step']}: train loss {m['eval_train_loss']:.4f}, val loss {m['val_loss']:.4f} ({unit})"

@@ -7,15 +7,45 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tinygpt.cli.args import CLIError
+from tinygpt.cli.args import CLIError, finite_float, nonneg_int, positive_int, seed_int
 from tinygpt.config import DEFAULT_TEMPERATURE
+from tinygpt.device import choose_device
+from tinygpt.generation.generate import beam_search_text, end_of_text_id, generate_text
+from tinygpt.generation.sampling import check_settings
+from tinygpt.tokenizers import ChatTokenizer
+from tinygpt.training.run import load_checkpoint, task_of
+
+
+def add_sample_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `sample RUN`; it sets args.func(args)."""
+    s = subparsers.add_parser("sample", help="generate text from a trained run",
+                              description="Stream generated text. The model sees at most block_size tokens; past "
+                                          "that the window slides (keeps the last 3/4) and generation goes on.")
+    s.add_argument("run_dir", help="run directory (uses best/, else latest/) or a checkpoint directory")
+    s.add_argument("--prompt", default=None, help="text to continue (default: a newline; a task run: the question)")
+    s.add_argument("--prompt_file", help="read the prompt from a file")
+    s.add_argument("--max_new_tokens", type=nonneg_int, default=None,
+                   help="tokens to generate (default 500; a task run: up to the end of its answer)")
+    s.add_argument("--temperature", type=finite_float, default=None,
+                   help=f"0 means greedy (default {DEFAULT_TEMPERATURE}; a task run: 0)")
+    s.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    s.add_argument("--top_k", type=positive_int, default=None, help="sample among the k most likely tokens")
+    s.add_argument("--top_p", type=finite_float, default=None,
+                   help="sample within the smallest set of probability >= p")
+    s.add_argument("--seed", type=seed_int, default=None, help="make sampling repeatable")
+    s.add_argument("--num_samples", type=positive_int, default=1)
+    s.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
+    s.add_argument("--num_beams", type=positive_int, default=1,
+                   help="beam search with this many beams (>1); ends at --stop and the end-of-text token")
+    s.add_argument("--length_penalty", type=finite_float, default=1.0, help="beam score = logprob / length**penalty")
+    s.add_argument("--no_cache", action="store_true", help="recompute the whole window each token (reference path)")
+    s.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_sample)
+    return s
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from tinygpt.device import choose_device
-    from tinygpt.generation.generate import beam_search_text, end_of_text_id, generate_text
-    from tinygpt.training.run import load_checkpoint, task_of
-
     _check_sample_flags(args)
     prompt = args.prompt if args.prompt is not None else ""
     if args.prompt_file:
@@ -23,7 +53,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     device = choose_device(args.device)
     model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, device)
     task = task_of(cfg)
-    from tinygpt.tokenizers import ChatTokenizer
     if isinstance(tokenizer, ChatTokenizer):
         print(f"note: {args.run_dir} is a chat model; talk with it with: tinygpt chat {args.run_dir} "
               f"(sample continues the raw text, chat tokens and all)", file=sys.stderr)
@@ -86,8 +115,6 @@ def _check_sample_flags(args: argparse.Namespace) -> None:
 
 def _sampling_settings(args: argparse.Namespace, task: bool) -> dict[str, Any]:
     """The generation settings of `sample`: greedy for a task run unless told otherwise, else temperature 0.8."""
-    from tinygpt.generation.sampling import check_settings
-
     if args.num_beams > 1:
         return dict(num_beams=args.num_beams, length_penalty=args.length_penalty, use_cache=not args.no_cache)
     temperature = 0.0 if args.greedy else args.temperature

@@ -1,15 +1,15 @@
-"""The `tinygpt serve` subcommand: parse, warn about a non-loopback address, call serve.py."""
+"""The `tinygpt serve` subcommand: parse, warn about a non-loopback address, call serve/app.py."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from tinygpt.cli.args import nonneg_int, positive_int
+from tinygpt.device import choose_device
+from tinygpt.serve.api import Limits
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from tinygpt.serve.api import Limits
-
     d = Limits()
     p = subparsers.add_parser(
         "serve", help="a live playground and inspector in the browser, and an OpenAI-compatible API",
@@ -38,9 +38,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tinygpt.device import choose_device
-    from tinygpt.serve.api import Limits
-    from tinygpt.serve.app import create_app, is_loopback, serve
+    from tinygpt.serve.app import create_app, is_loopback, serve  # needs the web extra (starlette, uvicorn)
 
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the models "

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
+
+from tqdm import tqdm
 
 from tinygpt.cli.args import path_arg
 from tinygpt.data.text import load_text
@@ -51,10 +54,6 @@ def add_tokenizer_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from tqdm import tqdm
-
     if Path(args.out).is_dir():  # before the (possibly long) training
         raise IsADirectoryError(21, "is a directory, not a file", args.out)
     _, text = load_text(args.data)

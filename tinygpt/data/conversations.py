@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
+from tinygpt.config import SettingText
 from tinygpt.data.text import IGNORE_INDEX, DataError
 from tinygpt.tokenizers import Tokenizer
 from tinygpt.tokenizers.chat import ROLES, ChatTokenizer
@@ -67,9 +68,9 @@ def parse_conversation(obj: Any, where: str = "the conversation", line: int = 0)
     return Conversation(tuple(messages), line)
 
 
-def read_conversations(path: str | Path, skip_bad: bool = False) -> tuple[list[Conversation], list[str]]:
+def read_conversations(path: str | Path, skip_bad_lines: bool = False) -> tuple[list[Conversation], list[str]]:
     """The conversations of a JSONL file, one per non-blank line. A malformed line stops the reading with its
-    line number (nothing is trained on a file that is half bad) unless skip_bad: then it is left out and its
+    line number (nothing is trained on a file that is half bad) unless skip_bad_lines: then it is left out and its
     error returned in the second list. Conversations without an assistant turn teach nothing: refused too."""
     path = Path(path)
     try:
@@ -95,8 +96,9 @@ def read_conversations(path: str | Path, skip_bad: bool = False) -> tuple[list[C
             if not any(m.role == "assistant" for m in conv.messages):
                 raise ChatError(f"{path} line {n}: no assistant message, so nothing to learn from")
         except ChatError as e:
-            if not skip_bad:
-                raise ChatError(f"{e} (pass --skip_bad_lines to leave such lines out)") from None
+            if not skip_bad_lines:
+                raise ChatError(SettingText(f"{e} (pass `skip_bad_lines` to leave such lines out)",
+                                            "skip_bad_lines")) from None
             skipped.append(str(e))
             continue
         conversations.append(conv)
@@ -106,7 +108,7 @@ def read_conversations(path: str | Path, skip_bad: bool = False) -> tuple[list[C
 
 
 def is_chat_file(spec: str | Path) -> bool:
-    """Does --data name chat data: a .jsonl file whose first non-blank line has a "messages" list?"""
+    """Does `spec` name chat data: a .jsonl file whose first non-blank line has a "messages" list?"""
     path = Path(spec)
     if path.suffix.lower() != ".jsonl" or not path.is_file():
         return False
@@ -169,8 +171,9 @@ def pack(tok: ChatTokenizer, conversations: Sequence[Conversation], block_size: 
         c_ids, c_counts = render(tok, conversations[i].messages)
         if len(c_ids) > T:
             where = f"the conversation on line {conversations[i].line}" if conversations[i].line else "a conversation"
-            raise ChatError(f"{where} is {len(c_ids)} tokens long, more than the model's window "
-                            f"(block_size {block_size} + 1); shorten it or train with a longer --block_size")
+            raise ChatError(SettingText(f"{where} is {len(c_ids)} tokens long, more than the model's window "
+                                        f"(block_size {block_size} + 1); shorten it or train with a longer "
+                                        f"`block_size`", "block_size"))
         if loss_on == "all":
             c_counts = [True] * len(c_ids)
         if len(ids) + len(c_ids) > T:

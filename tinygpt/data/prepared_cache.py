@@ -1,4 +1,4 @@
-"""Prepared data for `tinygpt train`: a prepared directory named by --data, or a large text prepared once into
+"""Prepared data for training runs: a prepared directory named as a run's data, or a large text prepared once into
 the cache (cache_dir("prepared")) and found there again at the next start without reading the text.
 
 Entries are keyed by the sha256 of the text, the tokenizer and val_fraction; an index keyed by each source
@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinygpt.cache import cache_dir
+from tinygpt.config import ConfigError, SettingText
+from tinygpt.data.corpora import resolve_data
 from tinygpt.data.prepare import (
     VERSION,
     Progress,
@@ -38,7 +41,7 @@ AUTO_PREPARE_BYTES = 16 << 20  # `tinygpt train --data` prepares (and caches) so
 
 @dataclass
 class Prepared:
-    """Prepared data a run trains on: the directory, its tokenizer and meta, and what --data named."""
+    """Prepared data a run trains on: the directory, its tokenizer and meta, and what the run's data named."""
 
     dir: Path
     tokenizer: Tokenizer
@@ -53,7 +56,7 @@ class Prepared:
         except DataError as e:
             if remedy is None:
                 raise
-            raise DataError(f"{e} (a copy in the cache: {remedy})") from None
+            raise DataError(e.args[0] + f" (a copy in the cache: {remedy})") from None  # keeps the settings it names
         if remedy is not None:  # a damaged id found later says the same
             data.remedy = remedy
         return data
@@ -70,23 +73,21 @@ def prepared_for_run(spec: str | Path, tokenizer: TokenizerChoice | None, vocab_
     AUTO_PREPARE_BYTES or more, prepared into cache_dir("prepared") (or found there). None for a smaller
     source, which a run reads into memory.
 
-    tokenizer: for a new run, what --tokenizer asked for (None: char); for a resumed run or one started from
+    tokenizer: for a new run, the tokenizer asked for (None: char); for a resumed run or one started from
     other weights, the run's Tokenizer, which a prepared directory must have been made with.
     expect: the fingerprint (prepare.fingerprint) the source's text must have; another text raises
     NotTheExpectedText before it is prepared.
     """
-    from tinygpt.cache import cache_dir
-    from tinygpt.config import ConfigError
-    from tinygpt.data.corpora import resolve_data
-
     path = resolve_data(str(spec))
     if is_prepared(path):
         if isinstance(tokenizer, str) or vocab_size is not None:
-            raise ConfigError(f"{path} is prepared data: it brings its own tokenizer; drop --tokenizer / --vocab_size")
+            raise ConfigError(SettingText(f"{path} is prepared data: it brings its own tokenizer; drop `tokenizer` / "
+                                          f"`vocab_size`", "tokenizer", "vocab_size"))
         tok = prepared_tokenizer(path)
         if isinstance(tokenizer, Tokenizer) and tok != tokenizer:
-            raise DataError(f"{path} was prepared with another tokenizer than the model's ({tok!r}, not "
-                            f"{tokenizer!r}); prepare the text again with --tokenizer set to the run's tokenizer.json")
+            raise DataError(SettingText(f"{path} was prepared with another tokenizer than the model's ({tok!r}, not "
+                                        f"{tokenizer!r}); prepare the text again with `tokenizer` set to the run's "
+                                        f"tokenizer.json", "tokenizer"))
         return Prepared(path, tok, read_meta(path), path, f"data: the prepared directory {path}")
     if not wants_preparing(path):
         return None
@@ -123,10 +124,10 @@ def prepare_cached(path: str | Path, cache: Path, tokenizer: TokenizerChoice = "
     index = cache / "index" / f"{_digest({**settings, 'files': stamps})}.json"
     entry = _indexed(cache, index)
     if entry is not None:
-        _check_text(path, fingerprint(read_meta(entry)), expect)
+        check_fingerprint(path, fingerprint(read_meta(entry)), expect)
         return entry, True
     info = scan(path, progress=progress)  # not indexed yet (or changed on disk): look by content
-    _check_text(path, short_digest(info["text_sha256"]), expect)
+    check_fingerprint(path, short_digest(info["text_sha256"]), expect)
     by_content = _digest({**settings, "text_sha256": info["text_sha256"]})
     # an entry made by another request that produced this very tokenizer (a run made from the text with
     # "char", resumed with the tokenizer it saved) is indexed under that tokenizer and the content
@@ -149,7 +150,8 @@ def prepare_cached(path: str | Path, cache: Path, tokenizer: TokenizerChoice = "
     return entry, reused
 
 
-def _check_text(path: str | Path, found: str, expect: str | None) -> None:
+def check_fingerprint(path: str | Path, found: str, expect: str | None) -> None:
+    """NotTheExpectedText when a fingerprint is expected (a resumed run's) and the source's text has another."""
     if expect is not None and found != expect:
         raise NotTheExpectedText(f"{path}: its text has fingerprint {found}, not {expect}")
 
@@ -186,5 +188,5 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()[:24]
 
 
-__all__ = ["AUTO_PREPARE_BYTES", "NotTheExpectedText", "Prepared", "prepare_cached", "prepared_for_run",
-           "wants_preparing"]
+__all__ = ["AUTO_PREPARE_BYTES", "NotTheExpectedText", "Prepared", "check_fingerprint", "prepare_cached",
+           "prepared_for_run", "wants_preparing"]

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from tinygpt.config import SettingText
 from tinygpt.tokenizers.bpe import well_formed
 
 KINDS = (".txt", ".jsonl", ".parquet")  # what a folder contributes; a single file of any other name is text
@@ -145,8 +146,9 @@ def _record_text(raw: bytes, path: Path, lineno: int, field: str) -> str:
     if not isinstance(record, dict):
         raise DataError(f"{where} is not a JSON object with a {field!r} field")
     if field not in record:
-        raise DataError(f"{where} has no {field!r} field (tinygpt prepare --text_field NAME reads another; "
-                        f"this record has {', '.join(map(repr, list(record)[:5])) or 'no fields'})")
+        fields = ", ".join(map(repr, list(record)[:5])) or "no fields"
+        raise DataError(SettingText(f"{where} has no {field!r} field (`text_field` names the field to read; this "
+                                    f"record has {fields})", "text_field"))
     text = record[field]
     if not isinstance(text, str):
         raise DataError(f"{where}: the {field!r} field is {type(text).__name__}, not a string")
@@ -166,8 +168,8 @@ def _parquet_blocks(path: Path, field: str) -> Iterator[str]:
         raise DataError(f"data file {path} is not a readable Parquet file ({str(e).splitlines()[0]})") from None
     schema = pf.schema_arrow
     if field not in schema.names:
-        raise DataError(f"data file {path} has no {field!r} column (tinygpt prepare --text_field NAME reads "
-                        f"another; its columns: {', '.join(schema.names[:8])})")
+        raise DataError(SettingText(f"data file {path} has no {field!r} column (`text_field` names the column to "
+                                    f"read; its columns: {', '.join(schema.names[:8])})", "text_field"))
     kind = schema.field(field).type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise DataError(f"data file {path}: the {field!r} column holds {kind}, not strings")

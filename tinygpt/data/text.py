@@ -6,6 +6,7 @@ prepare` (prepare.py) writes such files once, and training reads them mapped, no
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -13,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from tinygpt.config import SettingText
 from tinygpt.data.corpora import resolve_data
 from tinygpt.data.sources import DataError, read_text  # noqa: F401  (re-exported: the data's errors and its whole text)
 from tinygpt.models.loss import IGNORE_INDEX  # noqa: F401  (re-exported: targets equal to it do not count in the loss)
@@ -21,7 +23,7 @@ from tinygpt.tokenizers.base import id_dtype
 
 
 def load_text(spec: str | Path) -> tuple[Path, str]:
-    """What every command's --data accepts: a UTF-8 text file, a JSONL or Parquet file of records with a "text"
+    """What every command's data may be: a UTF-8 text file, a JSONL or Parquet file of records with a "text"
     field, a folder of such files, or a corpus name (see `tinygpt corpora`). Returns (the resolved path, its
     text: the documents joined by newlines, see sources.py)."""
     path = resolve_data(str(spec))
@@ -31,8 +33,6 @@ def load_text(spec: str | Path) -> tuple[Path, str]:
 def text_digest(text: str) -> str:
     """A short fingerprint of a text (sha256 of its UTF-8 bytes, 16 hex digits): a run records the one it
     trained on, so a resume on different data is noticed."""
-    import hashlib
-
     return short_digest(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
 
 
@@ -99,9 +99,9 @@ class TextData:
         for k in ("train", "val"):
             n = len(self.split(k))
             if n < self.block_size + 1:
-                raise DataError(
+                raise DataError(SettingText(
                     f"the {k} split has {n} tokens, fewer than block_size + 1 = {self.block_size + 1}; "
-                    f"give more text or a smaller --block_size")
+                    f"give more text or a smaller `block_size`", "block_size"))
 
     @classmethod
     def from_text(cls, text: str, tokenizer: Tokenizer, block_size: int, val_fraction: float = 0.1) -> "TextData":

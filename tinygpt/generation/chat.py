@@ -7,6 +7,7 @@ from typing import Iterator, Sequence
 
 import torch.nn as nn
 
+from tinygpt.config import SettingText
 from tinygpt.data.conversations import ChatError, Conversation, Message, render
 from tinygpt.generation.decoder import Decoder
 from tinygpt.generation.generate import generate, greedy_batch, text_pieces
@@ -103,9 +104,9 @@ class ChatSession:
 
     def __init__(self, model: nn.Module, tokenizer: Tokenizer, system: str | None = None, max_new_tokens: int = 100):
         if not isinstance(tokenizer, ChatTokenizer):
-            raise ChatError("this model has no chat template (it is a base model that continues text); "
-                            "fine-tune it into a chat model with tinygpt train --init_from RUN --data "
-                            "conversations.jsonl")
+            raise ChatError(SettingText("this model has no chat template (it is a base model that continues text); "
+                                        "fine-tune it into a chat model: train from its weights (`init_from`) on "
+                                        "conversations (`data` conversations.jsonl)", "init_from", "data"))
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.system = Message("system", system) if system else None
         self.history: list[Message] = []

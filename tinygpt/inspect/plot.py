@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from tinygpt.config import SettingText
 from tinygpt.files import atomic_path
 from tinygpt.training.run import read_metrics
 
@@ -26,7 +27,8 @@ def plot_runs(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str]
     if out.is_dir():  # checked before any work
         raise IsADirectoryError(21, "is a directory, not a file", str(out))
     if out.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ValueError(f"--out {out}: give an image file name ending in {', '.join(IMAGE_SUFFIXES)}")
+        raise ValueError(SettingText(f"`out` {out}: give an image file name ending in {', '.join(IMAGE_SUFFIXES)}",
+                                     "out"))
     try:  # the plot extra, imported where it is used
         import matplotlib
         matplotlib.use("Agg")

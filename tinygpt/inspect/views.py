@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinygpt.config import DEFAULT_TEMPERATURE
+from tinygpt.config import DEFAULT_TEMPERATURE, SettingText
 from tinygpt.files import write_text
 from tinygpt.generation.sampling import check_settings
 from tinygpt.inspect import interpret
@@ -93,7 +93,7 @@ def prompt_ids(subject: Subject, prompt: str) -> tuple[list[int], list[str]]:
     if subject.task is not None:
         return subject.task.prompt_ids(prompt), []
     if prompt == "":
-        raise interpret.InterpretError("the prompt is empty: give some text with --prompt")
+        raise interpret.InterpretError(SettingText("the prompt is empty: give some text with `prompt`", "prompt"))
     ids = subject.tokenizer.encode(prompt)
     kept, dropped = interpret.window(ids, subject.model.config.block_size)
     notices = [f"the prompt has {len(ids)} tokens; the model sees only the last {len(kept)}"] if dropped else []
@@ -129,11 +129,11 @@ def _check_layer_head(subject: Subject, layer: int | None, head: int | None) -> 
     if L == 0:
         raise interpret.no_attention_error(subject.model, "attention")
     if layer is not None and not -L <= layer < L:
-        raise interpret.InterpretError(f"--layer {layer} is out of range: the model has {L} layer(s), 0..{L - 1} "
-                                       f"(or -{L}..-1 from the last)")
+        raise interpret.InterpretError(SettingText(f"`layer` {layer} is out of range: the model has {L} layer(s), "
+                                                   f"0..{L - 1} (or -{L}..-1 from the last)", "layer"))
     if head is not None and not -H <= head < H:
-        raise interpret.InterpretError(f"--head {head} is out of range: the model has {H} head(s), 0..{H - 1} "
-                                       f"(or -{H}..-1 from the last)")
+        raise interpret.InterpretError(SettingText(f"`head` {head} is out of range: the model has {H} head(s), "
+                                                   f"0..{H - 1} (or -{H}..-1 from the last)", "head"))
 
 
 # --- drawing results into files (viz.py: optional matplotlib and Pillow) ---------------------------
@@ -236,8 +236,8 @@ def _target_id(subject: Subject, target: str | None) -> int | None:
         return None
     ids = subject.tokenizer.encode(target)
     if len(ids) != 1:
-        raise interpret.InterpretError(f"--target must be exactly one token; {target!r} is {len(ids)} tokens: "
-                                       f"{subject.labels(ids)}")
+        raise interpret.InterpretError(SettingText(f"`target` must be exactly one token; {target!r} is {len(ids)} "
+                                                   f"tokens: {subject.labels(ids)}", "target"))
     return ids[0]
 
 

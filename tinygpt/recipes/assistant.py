@@ -20,11 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tinygpt.config import build_configs
+from tinygpt.config import MODEL_KEYS, build_configs
 from tinygpt.data.conversations import Conversation, Message
+from tinygpt.data.text import TextData
+from tinygpt.files import write_text
+from tinygpt.generation.chat import ChatSession, answer_turns, reply_turns
+from tinygpt.generation.generate import generate_text
 from tinygpt.tasks.calculator import OPS, number_to_words
 from tinygpt.tasks.chat import ChatData
 from tinygpt.tokenizers import ByteBPETokenizer, ChatTokenizer
+from tinygpt.training.checkpoint import load_model
+from tinygpt.training.loop import Hooks, train
+from tinygpt.training.run import Run, read_metrics
 
 # --- the numbers -----------------------------------------------------------------------------------
 
@@ -170,7 +177,6 @@ def conversations(n: int, held: bool, seed: int) -> list[DemoConversation]:
 
 def write_jsonl(path: Path, convs: list[DemoConversation]) -> None:
     """The conversations in the JSONL chat format `tinygpt train` reads."""
-    from tinygpt.files import write_text
     lines = [json.dumps({"messages": [{"role": m.role, "content": m.content} for m in c.conversation.messages]})
              for c in convs]
     write_text(path, "\n".join(lines) + "\n")
@@ -228,7 +234,6 @@ def base_configs(overrides: dict[str, Any] | None = None):
 
 
 def sft_configs(base_cfg, overrides: dict[str, Any] | None = None):
-    from tinygpt.config import MODEL_KEYS
     train_keys = {k: v for k, v in {**SFT_DEFAULTS, **(overrides or {})}.items() if k not in MODEL_KEYS}
     _, train_cfg = build_configs(train_keys)
     return base_cfg.with_vocab(VOCAB_SIZE + 4), train_cfg
@@ -236,7 +241,6 @@ def sft_configs(base_cfg, overrides: dict[str, Any] | None = None):
 
 def heldout_report(model, tok: ChatTokenizer, convs: list[DemoConversation]) -> dict[str, Any]:
     """Exact match of greedy replies on every held-out assistant turn, by kind (first, followup) and by form."""
-    from tinygpt.generation.chat import answer_turns, reply_turns
     pairs = reply_turns([c.conversation for c in convs])
     labels = [t for c in convs for t in c.turns]
     got = answer_turns(model, tok, pairs)
@@ -258,11 +262,6 @@ def train_demo(out: str | Path, seed: int = 0, base_overrides: dict[str, Any] | 
                hooks: Callable[[str], Any] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Pretrain a base model into OUT/base, fine-tune it into OUT/assistant; write the data beside them.
     hooks(stage) -> a train.Hooks for that stage ("base" or "assistant"). Returns the held-out report."""
-    from tinygpt.data.text import TextData
-    from tinygpt.files import write_text
-    from tinygpt.training.checkpoint import load_model
-    from tinygpt.training.loop import Hooks, train
-
     out = Path(out)
     data = make_data(seed, N_TRAIN, N_HELDOUT)
     base_cfg, base_train = base_configs({"seed": seed, **(base_overrides or {})})
@@ -285,7 +284,6 @@ def train_demo(out: str | Path, seed: int = 0, base_overrides: dict[str, Any] | 
     if result.stopped_by:
         return {"base": base, "assistant": result, "stopped_by": result.stopped_by}
     model, tok, _ = load_model(result.out_dir / "best")
-    from tinygpt.training.run import read_metrics
     seconds = {stage: max((m.get("elapsed_s", 0.0) for m in read_metrics(out / stage)), default=0.0)
                for stage in ("base", "assistant")}
     return {"base": base, "assistant": result, "heldout": heldout_report(model, tok, data.heldout),
@@ -312,10 +310,6 @@ def compare(out: str | Path, questions: list[list[str]], max_new_tokens: int = 2
     """(question, the base model's continuation, the assistant's reply) for each list of user turns. The base
     model reads the turns as plain text, one per line, and writes what follows (one line at most); the
     assistant answers them as a conversation, and its last reply is shown."""
-    from tinygpt.generation.chat import ChatSession
-    from tinygpt.generation.generate import generate_text
-    from tinygpt.training.run import Run
-
     base, base_tok, _ = Run(Path(out) / "base").load("best")
     assistant, tok, _ = Run(Path(out) / "assistant").load("best")
     rows = []

@@ -10,6 +10,7 @@ from typing import Any
 
 from tinygpt.config import ConfigError, build_configs
 from tinygpt.tasks.calculator import CalculatorConfig, CalculatorTask
+from tinygpt.training.checkpoint import CheckpointError
 from tinygpt.training.loop import Hooks, RunResult, train
 from tinygpt.training.run import Run, kind_of, read_metrics, task_of
 
@@ -64,7 +65,7 @@ def train_calculator(out_dir: str | Path, overrides: dict[str, Any] | None = Non
 
     overrides: model/training config keys (nanoGPT names) replacing CALCULATOR_DEFAULTS.
     task: calculator settings (CalculatorConfig or its fields as a dict); stored in every checkpoint
-    under "task", so `report`, `sample` and `eval` rebuild the same task. resume=True continues the run
+    under "task", so `calculator_report`, `sample` and `eval` rebuild the same task. resume=True continues the run
     with the checkpoint's task and configs (training keys in overrides may change; the task may not).
     finish_early: stop before max_iters once the model has learned its training problems (see `learned`).
     """
@@ -86,18 +87,16 @@ def train_calculator(out_dir: str | Path, overrides: dict[str, Any] | None = Non
                  stop_when=learned(the_task) if finish_early else None)
 
 
-def report(run_dir: str | Path, which: str = "best", n_examples: int = 6, device: str = "cpu",
-           max_per_op: int | None = None) -> dict[str, Any]:
+def calculator_report(run_dir: str | Path, which: str = "best", n_examples: int = 6, device: str = "cpu",
+                      max_per_op: int | None = None) -> dict[str, Any]:
     """How a calculator run answers: exact-match accuracy per operation on held-out ("heldout") and
     training ("train") problems, a few held-out questions with the model's answers, and the training
     time and val-loss curve from metrics.jsonl.
 
     {"checkpoint": ..., "step": 3000, "heldout": {"plus": {"correct", "total", "accuracy"}, ...},
      "train": {...}, "examples": [{"question", "answer", "expected", "correct"}, ...],
-     "train_seconds": 61.2, "val_loss": [[0, 3.61], [250, 0.52], ...]}
+     "train_seconds": ..., "val_loss": [[0, ...], [250, ...], ...]}
     """
-    from tinygpt.training.checkpoint import CheckpointError
-
     model, tokenizer, cfg = Run(run_dir).load(which, device)
     task = task_of(cfg)
     if task is None:
@@ -125,4 +124,4 @@ def report(run_dir: str | Path, which: str = "best", n_examples: int = 6, device
     return out
 
 
-__all__ = ["CALCULATOR_DEFAULTS", "learned", "calculator_configs", "train_calculator", "report"]
+__all__ = ["CALCULATOR_DEFAULTS", "learned", "calculator_configs", "train_calculator", "calculator_report"]

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tinygpt.config import PRESETS, build_configs
+from tinygpt.config import PRESETS, SettingText, build_configs
 from tinygpt.data.text import TextData, split_text
 from tinygpt.generation.generate import generate_text
 from tinygpt.models import count_params
@@ -59,7 +59,7 @@ def run_ladder(text: str, out_dir: str | Path, overrides: dict[str, Any] | None 
     if unknown:
         raise ValueError(f"unknown rung {unknown[0]!r} (rungs: {', '.join(RUNGS)}; modern: {', '.join(MODERN_RUNGS)})")
     if not overwrite and any(Run(out / r).holds_run() for r in rungs):
-        raise RunError(f"{out} already holds a ladder; use --overwrite to train it again")
+        raise RunError(SettingText(f"{out} already holds a ladder; use `overwrite` to train it again", "overwrite"))
     _, probe = build_configs(settings)
     tok = CharTokenizer.train(split_text(text, probe.val_fraction)[0])
     rows = []

@@ -5,6 +5,7 @@ import hashlib
 from pathlib import Path
 from typing import Callable
 
+from tinygpt.config import SettingText
 from tinygpt.tokenizers.base import Tokenizer, TokenizerError, load_tokenizer
 from tinygpt.tokenizers.bpe import ByteBPETokenizer
 from tinygpt.tokenizers.char import CharTokenizer
@@ -20,22 +21,24 @@ def bpe_cache_key(text: str, vocab_size: int, pattern: str) -> str:
 
 
 def tokenizer_spec(spec: str, vocab_size: int | None = None) -> tuple[str, int | None]:
-    """Check what --tokenizer / --vocab_size ask for: ("char", None), ("bpe", its vocabulary size) or
+    """Check what `tokenizer` and `vocab_size` ask for: ("char", None), ("bpe", its vocabulary size) or
     ("file", None); a mistake is a one-line TokenizerError."""
     if spec == "char":
         if vocab_size:
-            raise TokenizerError("--vocab_size applies to BPE tokenizers only (a character vocabulary comes from the text)")
+            raise TokenizerError(SettingText("`vocab_size` applies to BPE tokenizers only (a character vocabulary "
+                                             "comes from the text)", "vocab_size"))
         return "char", None
     if spec == "bpe":
         vocab_size = vocab_size or DEFAULT_BPE_VOCAB
         if vocab_size <= 256:
-            raise TokenizerError(f"--vocab_size must be > 256 for a byte-level BPE (got {vocab_size})")
+            raise TokenizerError(SettingText(f"`vocab_size` must be > 256 for a byte-level BPE (got {vocab_size})",
+                                             "vocab_size"))
         return "bpe", vocab_size
     p = Path(spec)
     if p.suffix == ".json" or p.exists():
         if vocab_size:
-            raise TokenizerError(f"--vocab_size applies to a BPE tokenizer trained here; {spec} brings its own "
-                                 f"vocabulary")
+            raise TokenizerError(SettingText(f"`vocab_size` applies to a BPE tokenizer trained here; {spec} brings its "
+                                             f"own vocabulary", "vocab_size"))
         return "file", None
     raise TokenizerError(f"unknown tokenizer {spec!r}: use char, bpe or the path of a tokenizer .json file")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -104,7 +105,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, tokenizer: Tokenizer, me
 def _os_reason(e: BaseException) -> str | None:
     """The OS error inside a wrapped one: safetensors and torch.save report a full disk as text such as
     "Error while serializing: I/O error: No space left on device (os error 28)"."""
-    import re
     m = re.search(r"(?:os error|errno) (\d+)", str(e), re.IGNORECASE)
     return os.strerror(int(m.group(1))) if m else None
 

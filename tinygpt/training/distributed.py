@@ -8,6 +8,7 @@ block's weights are gathered whole only while it computes. Checkpoints stay whol
 gathers the shards onto rank 0 to save, and `load_optimizer_state` cuts a whole state back into shards."""
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+from tinygpt.config import SettingText
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,6 @@ def teardown(world: World) -> None:
     shutdown and abort the process after training succeeded ("terminate called without an active exception")."""
     global _joined
     if world.enabled and _joined and dist.is_initialized():
-        import gc
         gc.collect()  # models left over (FSDP's hold the group) go now, not during the interpreter's shutdown
         dist.destroy_process_group()
         _joined = False
@@ -73,7 +75,7 @@ def wrap(model: nn.Module, world: World, device: str) -> nn.Module:
     """DDP: the model, whose gradients are averaged over the processes in the backward pass."""
     if not world.enabled:
         return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.nn.parallel import DistributedDataParallel as DDP  # as shard()'s imports
     return DDP(model, device_ids=[world.local_rank] if device.startswith("cuda") else None)
 
 
@@ -87,8 +89,10 @@ def shard(model: nn.Module, world: World, device: str, dtype: torch.dtype) -> nn
     if not world.enabled:
         return model
     if dtype == torch.float16:
-        raise ValueError("--fsdp does not support float16 (its loss scaling is not shard-aware); "
-                         "use --dtype=bfloat16 or --dtype=float32")
+        raise ValueError(SettingText("`fsdp` does not support float16 (its loss scaling is not shard-aware); use "
+                                     "`dtype`=bfloat16 or `dtype`=float32", "fsdp", "dtype"))
+    # torch.distributed's pieces are imported where a run of several processes uses them: not every torch build
+    # has them, and a run of one process never needs them
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     mesh = init_device_mesh(device.split(":")[0], (world.size,))
@@ -101,7 +105,7 @@ def shard(model: nn.Module, world: World, device: str, dtype: torch.dtype) -> nn
 
 
 def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.fsdp import FSDPModule  # as shard()'s imports
     return isinstance(getattr(model, "_orig_mod", model), FSDPModule)  # _orig_mod: under torch.compile
 
 
@@ -121,7 +125,7 @@ def full_state_dict(obj: nn.Module | torch.optim.Optimizer, world: World) -> dic
     whole and moved to the CPU, one tensor at a time, on rank 0; None on the other ranks. Same keys, shapes and
     layout as an unsharded run's, so a checkpoint made from it is like any other. Under FSDP a collective: every
     rank calls it, in the same order."""
-    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor import DTensor  # as shard()'s imports
 
     def whole(v: Any) -> Any:
         if isinstance(v, DTensor):
@@ -141,7 +145,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]
     """Load a whole optimizer state (as every checkpoint holds, however it was trained) into `optimizer`; where
     its parameters are FSDP shards, each process keeps its own slice of every tensor (no communication: every
     process has read the whole state)."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
+    from torch.distributed.tensor import DTensor, distribute_tensor  # as shard()'s imports
 
     params = [p for group in optimizer.param_groups for p in group["params"]]  # the numbering of state_dict()
 

@@ -3,13 +3,16 @@ token stream (`tinygpt eval`), and bits per character / byte, which compare acro
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from tinygpt.data.text import BatchSource
+from tinygpt.config import SettingText
+from tinygpt.data.prepare import open_prepared, prepared_tokenizer
+from tinygpt.data.text import BatchSource, DataError, to_array
 from tinygpt.device import autocast
 from tinygpt.models import eval_mode
 
@@ -69,10 +72,6 @@ def evaluate_text(model: nn.Module, tokenizer: Any, text: str, batch_size: int =
                   device: str = "cpu") -> dict[str, Any]:
     """Exact loss of a model on a text, with perplexity and bits per character / byte of the predicted
     text (the first token is context, not predicted, so its characters are not counted)."""
-    import warnings
-
-    from tinygpt.data.text import to_array
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ids = to_array(tokenizer.encode(text), tokenizer.vocab_size)
@@ -96,12 +95,9 @@ def evaluate_prepared(model: nn.Module, tokenizer: Any, path: Any, split: str = 
                       device: str = "cpu") -> dict[str, Any]:
     """evaluate_text's figures on a split of prepared data (prepare.py), read memory-mapped: "train", "val", or
     "all" (the two splits' ids one after the other)."""
-    from tinygpt.data.prepare import open_prepared, prepared_tokenizer
-    from tinygpt.data.text import DataError
-
     if prepared_tokenizer(path) != tokenizer:
-        raise DataError(f"{path} was prepared with another tokenizer than the model's; prepare the text again with "
-                        f"--tokenizer set to the run's tokenizer.json")
+        raise DataError(SettingText(f"{path} was prepared with another tokenizer than the model's; prepare the text "
+                                    f"again with `tokenizer` set to the run's tokenizer.json", "tokenizer"))
     data = open_prepared(path, 1)
     parts = ("train", "val") if split == "all" else (split,)
     ids = np.concatenate([data.split(k) for k in parts]) if split == "all" else data.split(split)

@@ -17,14 +17,15 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from tinygpt.config import ModelConfig, TrainConfig
+from tinygpt.config import ModelConfig, SettingText, TrainConfig
 from tinygpt.data.text import BatchSource, ScoredSource
 from tinygpt.device import autocast, choose_device, choose_dtype
 from tinygpt.models import build_model, count_params
 from tinygpt.tokenizers import Tokenizer
 from tinygpt.training import distributed
-from tinygpt.training.checkpoint import load_model, read_config
+from tinygpt.training.checkpoint import load_model, read_config, save_checkpoint
 from tinygpt.training.evaluate import bits, evaluate
+from tinygpt.training.memory import check_fits
 from tinygpt.training.optim import configure_optimizer, lr_at
 from tinygpt.training.run import Run
 from tinygpt.training.signals import StopFlag
@@ -83,7 +84,6 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
     device = distributed.setup(world, choose_device(cfg.device))
     run = Run(out_dir)
     if world.master:
-        from tinygpt.training.memory import check_fits
         check_fits(model_cfg, cfg, device, shards=world.size if cfg.fsdp else 1)
         run.start(resume=resume, overwrite=overwrite)
     try:
@@ -93,7 +93,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
             loop = _Loop(run, world, device, dtype, model_cfg, cfg, source, tokenizer, meta or {},
                          hooks or Hooks(), stop_when, resume, init_from)
             loop.probe = probe
-            result = loop.run()
+            result = loop.go()
             del loop  # its model goes before the process group does (an FSDP model holds the group and its work)
         distributed.barrier(world)  # leave together: a rank tearing down while another still saves can abort
         return result
@@ -165,13 +165,13 @@ class _StepTimer:
 
 class _Loop:
     """The state of one training run (model, optimizer, step, RNGs) and its four moves: step, evaluate,
-    save, finish. `run()` is the loop."""
+    save, finish. `go()` is the loop; `run` is the run directory it writes (a `Run`)."""
 
     def __init__(self, run: Run, world: distributed.World, device: str, dtype: torch.dtype,
                  model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokenizer: Tokenizer,
                  meta: dict[str, Any], hooks: Hooks, stop_when: StopWhen | None, resume: bool,
                  init_from: str | Path | None = None):
-        self.run_dir, self.world, self.device, self.dtype = run, world, device, dtype
+        self.run, self.world, self.device, self.dtype = run, world, device, dtype
         self.cfg, self.source, self.tokenizer, self.hooks, self.stop_when = cfg, source, tokenizer, hooks, stop_when
         self.resumed = resume
         self.meta = {**meta, "train": asdict(cfg), "dtype": str(dtype).replace("torch.", "")}
@@ -209,7 +209,7 @@ class _Loop:
 
     # --- the loop ------------------------------------------------------------------------------------
 
-    def run(self) -> RunResult:
+    def go(self) -> RunResult:
         cfg = self.cfg
         if self.world.master:
             self.hooks.on_start({"device": self.device, "dtype": str(self.dtype).replace("torch.", ""),
@@ -247,7 +247,7 @@ class _Loop:
                     self.save(line.get("val_loss"))
                 if stop_now:
                     break
-        result = RunResult(self.run_dir.path, self.step, self.best_val, last_val, stop.signal, finished)
+        result = RunResult(self.run.path, self.step, self.best_val, last_val, stop.signal, finished)
         if self.world.master:
             self.hooks.on_end(result)
         return result
@@ -294,11 +294,12 @@ class _Loop:
         if not distributed.any_true(self.world, bad, self.device):
             return
         what = f"the {what} became {loss}" if not math.isfinite(loss) else f"the gradient norm became {grad_norm}"
-        kept = (f"the last good checkpoint (step {self.saved_step}) is kept in {self.run_dir.path}/latest"
+        kept = (f"the last good checkpoint (step {self.saved_step}) is kept in {self.run.path}/latest"
                 if self.saved_step is not None else "no checkpoint of this run was saved")
         step = self.step + 1 if step is None else step
-        raise TrainingDiverged(f"training diverged at step {step}: {what} (learning_rate {lr:.3g}); {kept}. "
-                               f"Try a lower --learning_rate, --grad_clip=1.0, or --dtype=float32")
+        raise TrainingDiverged(SettingText(f"training diverged at step {step}: {what} (learning_rate {lr:.3g}); "
+                                           f"{kept}. Try a lower `learning_rate`, `grad_clip`=1.0, or `dtype`=float32",
+                                           "learning_rate", "grad_clip", "dtype"))
 
     def evaluate(self) -> dict[str, float]:
         res = {}
@@ -363,7 +364,7 @@ class _Loop:
         self.best_val = min(self.best_val, val_loss) if val_loss is not None else self.best_val
         state = {"step": self.step, "best_val_loss": self.best_val, "elapsed_s": self.elapsed(),
                  "optimizer": optimizer_state, "rng": rngs, "world_size": self.world.size}
-        paths = self.run_dir.save(model, self.tokenizer, {**self.meta, "step": self.step, "val_loss": val_loss},
+        paths = self.run.save(model, self.tokenizer, {**self.meta, "step": self.step, "val_loss": val_loss},
                                   state, best)
         self.saved_step = self.step
         for path, kind in zip(paths, ("latest", "best")):
@@ -372,7 +373,7 @@ class _Loop:
     def log(self, line: dict[str, Any], evaluated: bool) -> None:
         if not self.world.master:
             return
-        self.run_dir.log(line)
+        self.run.log(line)
         if line["step"] > 0:
             self.hooks.on_step(line)
         if evaluated:
@@ -394,12 +395,11 @@ class _Loop:
             if self.device.startswith("cuda") and "cuda" in mine:
                 torch.cuda.set_rng_state(mine["cuda"], self.device)
         if self.world.master:
-            self.run_dir.truncate_metrics(self.step)
-            if self.run_dir.stale_best(state):  # a crash between saving latest/ and best/: finish that save
-                from tinygpt.training.checkpoint import save_checkpoint
-                meta = read_config(self.run_dir.resume_point())
-                model, _, _ = load_model(self.run_dir.resume_point())  # what raw_model started from, unsharded
-                save_checkpoint(self.run_dir.path / "best", model, self.tokenizer,
+            self.run.truncate_metrics(self.step)
+            if self.run.stale_best(state):  # a crash between saving latest/ and best/: finish that save
+                meta = read_config(self.run.resume_point())
+                model, _, _ = load_model(self.run.resume_point())  # what raw_model started from, unsharded
+                save_checkpoint(self.run.path / "best", model, self.tokenizer,
                                 {k: v for k, v in meta.items() if k not in ("tinygpt_version", "model", "tokenizer")})
 
 

@@ -6,7 +6,7 @@
       latest/         the newest complete checkpoint, with training state (checkpoint.py)
       best/           the weights with the lowest validation loss so far
       .old-latest/    only between the two renames of a checkpoint swap: picked up if a crash came there
-      .replaced/      only while --overwrite trains a new run: the old one, kept until the new one has a
+      .replaced/      only while an overwriting run starts: the old one, kept until the new one has a
                       checkpoint (then deleted), and put back if the new run stops before that
 
 Every command and the training loop go through `Run`: which checkpoint `best`/`latest` means (and the
@@ -29,11 +29,14 @@ import torch.nn as nn
 from tinygpt.config import (
     MODEL_KEYS,
     ModelConfig,
+    SettingText,
     TrainConfig,
     model_config_from_dict,
     parse_value,
     train_config_from_dict,
 )
+from tinygpt.files import write_text
+from tinygpt.tasks.calculator import task_from_dict
 from tinygpt.tokenizers import Tokenizer
 from tinygpt.training.checkpoint import (
     CONFIG,
@@ -49,7 +52,7 @@ from tinygpt.training.checkpoint import (
 METRICS = "metrics.jsonl"
 LOCK = "run.lock"
 REPLACED, REPLACING = ".replaced", ".replacing"
-# what belongs to a run (and moves aside on --overwrite); the lock stays with the directory
+# what belongs to a run (and moves aside when a new run overwrites it); the lock stays with the directory
 RUN_FILES = ("latest", "best", METRICS, "tensorboard", ".tmp-latest", ".tmp-best", ".old-latest", ".old-best")
 
 
@@ -170,10 +173,10 @@ class Run:
     def check_start(self, resume: bool = False, overwrite: bool = False) -> None:
         """Would `start` accept these options? Read-only, so a command can ask before doing any work."""
         if resume and overwrite:
-            raise RunError("--resume and --overwrite contradict each other: resume continues the run, "
-                           "overwrite replaces it")
+            raise RunError(SettingText("`resume` and `overwrite` contradict each other: resume continues the run, "
+                                       "overwrite replaces it", "resume", "overwrite"))
         if self.path.exists() and not self.path.is_dir():
-            raise RunError(f"--out {self.path} exists and is not a directory")
+            raise RunError(SettingText(f"`out` {self.path} exists and is not a directory", "out"))
         self._refuse_if_locked()  # another writer comes first: "nothing to resume" would mislead while it saves
         self._check_policy(resume, overwrite)
 
@@ -182,7 +185,8 @@ class Run:
             if not self._resumable():
                 raise RunError(f"nothing to resume: {self.path} holds no latest/ checkpoint")
         elif self.holds_run() and not overwrite:
-            raise RunError(f"{self.path} already holds a run; use --resume to continue it or --overwrite to replace it")
+            raise RunError(SettingText(f"{self.path} already holds a run; use `resume` to continue it or `overwrite` "
+                                       f"to replace it", "resume", "overwrite"))
 
     def _resumable(self) -> bool:
         return any((base / name / CONFIG).exists() for base in (self.path, self.path / REPLACING, self.path / REPLACED)
@@ -245,8 +249,8 @@ class Run:
         if self._lock_fd is None or self._owns_lock():
             return
         if self.path.is_dir() and any((self.path / f).exists() for f in ("latest", METRICS)):
-            raise RunError(f"{self.path / LOCK} was removed or replaced while training; stopping, so that two "
-                           f"writers never share the run (resume it with --resume)")
+            raise RunError(SettingText(f"{self.path / LOCK} was removed or replaced while training; stopping, so that "
+                                       f"two writers never share the run (resume it with `resume`)", "resume"))
         raise RunError(f"{self.path} was deleted or moved while training; nothing more can be saved there "
                        f"(the run is lost unless it was moved: then resume it from its new place)")
 
@@ -295,7 +299,7 @@ class Run:
             self._recover()
 
     def _move_aside(self) -> None:
-        """--overwrite: the old run goes into .replaced/ (through .replacing/, so an interruption is undone)."""
+        """Overwriting: the old run goes into .replaced/ (through .replacing/, so an interruption is undone)."""
         out = self.path
         tmp = out / REPLACING
         tmp.mkdir()
@@ -346,7 +350,6 @@ class Run:
                     kept.append(ln)
             except json.JSONDecodeError:
                 pass  # a line cut short by a crash
-        from tinygpt.files import write_text
         write_text(path, "".join(ln + "\n" for ln in kept))
 
     # --- what a resumed run continues with ---------------------------------------------------------
@@ -398,7 +401,6 @@ def task_of(cfg: dict[str, Any]) -> Any:
     """The task object of a task checkpoint's config, or None for a text checkpoint."""
     if kind_of(cfg) != "task":
         return None
-    from tinygpt.tasks.calculator import task_from_dict
     return task_from_dict(cfg["task"])
 
 
