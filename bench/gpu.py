@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         for b in gen_batches:
             gen_rates[b] = time_generation(gen_model, cfg.vocab_size, b, gen_tokens, 16, device)
         if on_gpu:  # SDPA may pick cuDNN attention for bf16, which builds a plan per new key length; the library
-            # leaves it out of cached attention (models/attention.py), so this row checks that: it should agree
+            # leaves it out of cached attention (models/attention_kernels.py), so this row checks that: it should agree
             from torch.nn.attention import SDPBackend, sdpa_kernel
             with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
                 for b in gen_batches:
