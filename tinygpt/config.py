@@ -232,7 +232,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         optimizer="muon",
     ),
 }
-# The CPU speedrun (README, "The CPU speedrun"; every attempt in docs/LOG.md): the modern GPT, small enough for 2
+# The CPU speedrun (README, "The CPU speedrun"): the modern GPT, small enough for 2
 # cores, no dropout (0.2 only slowed it), high learning rates, short context, cheap evaluations, and 800 steps: past
 # about step 800 the model learns tinyshakespeare by heart and its validation loss rises. `--preset speedrun_cpu`.
 PRESETS["speedrun_cpu"] = dict(

@@ -27,7 +27,7 @@ def choose_device(name: str = "auto") -> str:
 
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX). Without either, PyTorch
-    emulates bf16 matrix products and they run ~20x slower than fp32 (measured: docs/LOG.md)."""
+    emulates bf16 matrix products, many times slower than fp32."""
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(cpu, c, lambda: False)() for c in checks)
@@ -36,7 +36,7 @@ def cpu_has_fast_bf16() -> bool:
 def choose_dtype(name: str, device: str, time_step: Callable[[torch.dtype], float] | None = None) -> torch.dtype:
     """'auto': bf16 autocast on CUDA GPUs that support it (else fp16); fp32 on MPS and on CPUs without native
     bf16 matrix units. On CPUs with them (AVX512-BF16 or AMX), bf16 wins for large matrices but can lose for
-    small ones, where the casts cost more than the products save (measured: docs/LOG.md); so when the caller
+    small ones, where the casts cost more than the products save; so when the caller
     can time a real training step (`time_step(dtype) -> seconds`), the faster of fp32 and bf16 is taken
     (`fastest`), and bf16 without a probe."""
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tinygpt.config import ModelConfig, TrainConfig
+from tinygpt.config import ModelConfig, SettingText, TrainConfig
 from tinygpt.device import choose_dtype
 from tinygpt.models import build_model, count_params
 from tinygpt.models.ablations import switches
@@ -192,12 +192,13 @@ def check_fits(model_cfg: ModelConfig, train_cfg: TrainConfig, device: str, shar
     est = estimate_training_memory(model_cfg, train_cfg, shards, device)
     free = available_memory(device)
     if free is not None and est.total > free:
-        raise MemoryError(f"this model ({est.params:,} parameters) needs {est.describe()} to train with batch "
-                          f"{train_cfg.batch_size} x {model_cfg.block_size}, but only {free / GB:.1f} GB is "
-                          f"available on {device}; make it smaller (n_layer, n_embd, block_size) or the batch "
-                          f"smaller (batch_size, with gradient_accumulation_steps to keep the tokens per step)"
-                          + (", or shard it over several GPUs (torchrun with --fsdp)"
-                             if shards == 1 and device.startswith("cuda") else ""))
+        message = (f"this model ({est.params:,} parameters) needs {est.describe()} to train with batch "
+                   f"{train_cfg.batch_size} x {model_cfg.block_size}, but only {free / GB:.1f} GB is available on "
+                   f"{device}; make it smaller (n_layer, n_embd, block_size) or the batch smaller (batch_size, with "
+                   f"gradient_accumulation_steps to keep the tokens per step)")
+        if shards == 1 and device.startswith("cuda"):
+            raise MemoryError(SettingText(f"{message}, or shard it over several GPUs (torchrun with `fsdp`)", "fsdp"))
+        raise MemoryError(message)
     return est
 
 
