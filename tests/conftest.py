@@ -82,11 +82,13 @@ def train_tiny(root: Path, name: str, max_iters: int, *flags: str) -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(monkeypatch, tmp_path_factory):
-    """Nothing a test makes lands in the user's cache (~/.cache/tinygpt): a test that looks at the cache sets its
-    own TINYGPT_CACHE on top of this one."""
-    monkeypatch.setenv("TINYGPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """Nothing the suite makes lands in the user's cache (~/.cache/tinygpt), session fixtures' runs included: a
+    test that looks at the cache sets its own TINYGPT_CACHE on top of this one."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TINYGPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
 
 
 @pytest.fixture(autouse=True)
