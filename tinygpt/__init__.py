@@ -10,8 +10,8 @@ The public API, for use from Python:
     cfg = tinygpt.ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=65)
     gpt = tinygpt.GPT(cfg)                                                  # logits, loss = gpt(ids, targets)
 
-Everything else (tokenizers, data, the loop's pieces, interpretability) lives in the submodules named in
-the README's "What is inside" table.
+Everything else lives in subpackages by role (models, tokenizers, data, generation, tasks, training, inspect,
+interop, serve, recipes, cli); the README's "What is inside" maps them.
 """
 import os as _os
 import signal as _signal

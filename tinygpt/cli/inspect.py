@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-import tinygpt.inspect.views as inspector
+from tinygpt.inspect import views
 from tinygpt.device import choose_device
 from tinygpt.files import write_text
 from tinygpt.inspect.interpret import SALIENCY_METHODS
@@ -32,10 +32,10 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "inspect", help="look inside a trained model: attention, animation, steps, logit lens, saliency, report",
         description="Look inside a trained run. Each subcommand takes RUN_DIR and --prompt; task runs (the "
                     "calculator) take a question such as 'seven times eight'.")
-    views = parser.add_subparsers(dest="view", metavar="VIEW")
-    views.required = True
+    view_parsers = parser.add_subparsers(dest="view", metavar="VIEW")
+    view_parsers.required = True
     for name, (help_text, default_out, _) in VIEWS.items():
-        p = views.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        p = view_parsers.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (uses best/, else latest/) or a checkpoint")
         p.add_argument("--prompt", required=True, help="the text (or calculator question) to look at")
         p.add_argument("--out", default=None,
@@ -115,23 +115,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if not 0.1 <= getattr(args, "fps", 2.0) <= 50:  # also refuses NaN
         raise ValueError("--fps must be between 0.1 and 50")
     out, js = _outputs(args)
-    subject = inspector.open_run(args.run_dir, args.checkpoint, choose_device(args.device))
+    subject = views.open_run(args.run_dir, args.checkpoint, choose_device(args.device))
     sampling = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed")
                 if hasattr(args, k)}
     if args.view == "attention":
-        view = inspector.attention(subject, args.prompt, out, layer=args.layer, head=args.head)
+        view = views.attention(subject, args.prompt, out, layer=args.layer, head=args.head)
     elif args.view == "animate":
-        view = inspector.animate(subject, args.prompt, out, layer=args.layer, head=args.head, fps=args.fps,
+        view = views.animate(subject, args.prompt, out, layer=args.layer, head=args.head, fps=args.fps,
                                  **sampling)
     elif args.view == "steps":
-        view = inspector.steps(subject, args.prompt, out, k=args.top, **sampling)
+        view = views.steps(subject, args.prompt, out, k=args.top, **sampling)
     elif args.view == "logit-lens":
-        view = inspector.logit_lens(subject, args.prompt, out, k=args.top)
+        view = views.logit_lens(subject, args.prompt, out, k=args.top)
     elif args.view == "saliency":
-        view = inspector.saliency(subject, args.prompt, out, target=args.target, method=args.method,
+        view = views.saliency(subject, args.prompt, out, target=args.target, method=args.method,
                                   steps=args.ig_steps, color=not args.no_color and sys.stdout.isatty())
     else:
-        view = inspector.report(subject, args.prompt, out, layer=args.layer, **sampling)
+        view = views.report(subject, args.prompt, out, layer=args.layer, **sampling)
     for note in view.notices:
         print(f"note: {note}", file=sys.stderr)
     if args.json == "-":

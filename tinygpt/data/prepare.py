@@ -1,5 +1,5 @@
 """Prepared data: a source tokenized once, in parallel and in bounded memory, into a directory that training
-reads memory-mapped (prepare_cache.py prepares large texts for `tinygpt train` by itself).
+reads memory-mapped (prepared_cache.py prepares large texts for `tinygpt train` by itself).
 
     DATA_DIR/train.bin  val.bin    the ids of each split, uint16 (or uint32 for vocabularies over 65,536),
                                    as TextData holds them in memory

@@ -18,19 +18,8 @@ from typing import Any
 from tinygpt.cache import cache_dir
 from tinygpt.config import ConfigError, SettingText
 from tinygpt.data.corpora import resolve_data
-from tinygpt.data.prepare import (
-    VERSION,
-    Progress,
-    TokenizerChoice,
-    fingerprint,
-    is_prepared,
-    open_prepared,
-    prepare,
-    prepared_tokenizer,
-    read_meta,
-    scan,
-    tokenizer_choice,
-)
+from tinygpt.data.prepare import (VERSION, Progress, TokenizerChoice, fingerprint, is_prepared, open_prepared, prepare,
+                                  prepared_tokenizer, read_meta, scan, tokenizer_choice)
 from tinygpt.data.sources import DataError, TextStream
 from tinygpt.data.text import TextData, short_digest
 from tinygpt.files import write_text

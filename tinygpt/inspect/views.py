@@ -24,27 +24,10 @@ from tinygpt.files import write_text
 from tinygpt.generation.sampling import check_settings
 from tinygpt.inspect import interpret
 from tinygpt.inspect.interpret import AnimationResult, AttentionResult, LensResult, Trace
-from tinygpt.inspect.report import (
-    animation_json,
-    animation_text,
-    attention_json,
-    attention_text,
-    html_page,
-    image_html,
-    lens_html,
-    lens_json,
-    lens_table,
-    pieces,
-    prompt_html,
-    saliency_html,
-    saliency_json,
-    saliency_text,
-    step_candidates,
-    steps_html,
-    steps_json,
-    steps_table,
-    visible,
-)
+from tinygpt.inspect.report import (animation_json, animation_text, attention_json, attention_text, html_page,
+                                    image_html, lens_html, lens_json, lens_table, pieces, prompt_html, saliency_html,
+                                    saliency_json, saliency_text, step_candidates, steps_html, steps_json, steps_table,
+                                    visible)
 from tinygpt.inspect.viz import attention_animation, attention_grid, logit_lens_grid, steps_chart
 from tinygpt.models.base import LanguageModel
 from tinygpt.tokenizers import Tokenizer

@@ -49,7 +49,7 @@ def _pil():
     return Image
 
 
-def _cmap():
+def _cmap():  # matplotlib: the viz extra, as _figure
     import matplotlib
     return matplotlib.colormaps[CMAP].with_extremes(bad="white")
 

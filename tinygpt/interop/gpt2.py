@@ -21,16 +21,8 @@ import torch
 from tinygpt.config import ConfigError, ModelConfig
 from tinygpt.files import atomic_dir
 from tinygpt.generation.generate import end_of_text_id
-from tinygpt.interop.common import (
-    ExportResult,
-    HFError,
-    ImportResult,
-    all_finite,
-    check_out,
-    hf_tokenizer_files,
-    read_hf_tokenizer,
-    read_json,
-)
+from tinygpt.interop.common import (ExportResult, HFError, ImportResult, all_finite, check_out, hf_tokenizer_files,
+                                    read_hf_tokenizer, read_json)
 from tinygpt.interop.tensorfiles import TensorReader, write_safetensors
 from tinygpt.models import build_model
 from tinygpt.tokenizers import Tokenizer

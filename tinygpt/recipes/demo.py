@@ -1,7 +1,7 @@
 """The calculator demo: train the first LLM (a 4-layer, 64-dim GPT that answers "two plus three" with
 "five") with tuned defaults, and report how well it answers questions it has and has not seen.
 
-Library only: progress reaches the caller through `Hooks` (see train.py); nothing here prints.
+Library only: progress reaches the caller through `Hooks` (see training/loop.py); nothing here prints.
 """
 from __future__ import annotations
 

@@ -26,28 +26,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from tinygpt.config import (
-    MODEL_KEYS,
-    ModelConfig,
-    SettingText,
-    TrainConfig,
-    model_config_from_dict,
-    parse_value,
-    train_config_from_dict,
-)
+from tinygpt.config import (MODEL_KEYS, ModelConfig, SettingText, TrainConfig, model_config_from_dict, parse_value,
+                            train_config_from_dict)
 from tinygpt.files import write_text
 from tinygpt.tasks.calculator import task_from_dict
 from tinygpt.tokenizers import Tokenizer
-from tinygpt.training.checkpoint import (
-    CONFIG,
-    WEIGHTS,
-    CheckpointError,
-    load_model,
-    load_state,
-    read_config,
-    read_tokenizer,
-    save_checkpoint,
-)
+from tinygpt.training.checkpoint import (CONFIG, WEIGHTS, CheckpointError, load_model, load_state, read_config,
+                                         read_tokenizer, save_checkpoint)
 
 METRICS = "metrics.jsonl"
 LOCK = "run.lock"
@@ -198,7 +183,7 @@ class Run:
         path = self.path / LOCK
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            import fcntl
+            import fcntl  # POSIX only: imported where the lock is taken
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except ImportError:  # pragma: no cover - no flock (Windows): single-writer is not enforced
             pass
@@ -218,7 +203,7 @@ class Run:
         except OSError:  # no lock file (a new run) or unreadable: start() decides
             return
         try:
-            import fcntl
+            import fcntl  # POSIX only: imported where the lock is taken
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except ImportError:  # pragma: no cover - no flock (Windows)
             pass
