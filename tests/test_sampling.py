@@ -51,3 +51,46 @@ def test_bad_arguments():
         filter_logits(torch.zeros(1, 3), temperature=0)
     with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
         filter_logits(torch.zeros(1, 3), top_p=0)
+
+
+# --- penalties: the vectorised code against the rule written out token by token ---------------------
+
+def _penalize_by_hand(logits, seen, generated, r, f, p):
+    out = [list(map(float, row)) for row in logits.tolist()]
+    for b, row in enumerate(out):
+        for t in {int(i) for i in seen[b]}:
+            row[t] = row[t] / r if row[t] > 0 else row[t] * r
+        for t in {int(i) for i in generated[b]}:
+            c = sum(1 for i in generated[b] if int(i) == t)
+            row[t] -= f * c + p
+    return torch.tensor(out)
+
+
+def test_penalties_match_the_rule_written_out():
+    from tinygpt.generation.sampling import penalize
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 11, generator=g) * 3
+    seen = [[1, 2, 2, 5], [0], []]
+    generated = [[2, 2, 5], [], []]
+    for r, f, p in [(1.3, 0.0, 0.0), (1.0, 0.7, 0.0), (1.0, 0.0, -0.4), (0.8, 1.5, 0.5), (1.0, 0.0, 0.0)]:
+        got = penalize(logits, seen, generated, r, f, p)
+        assert torch.allclose(got, _penalize_by_hand(logits, seen, generated, r, f, p), atol=1e-6), (r, f, p)
+
+
+def test_a_repetition_penalty_above_one_always_lowers_a_seen_token():
+    from tinygpt.generation.sampling import penalize
+    logits = torch.tensor([[2.0, -2.0, 0.5]])
+    got = penalize(logits, [[0, 1]], [[]], repetition_penalty=2.0)
+    assert got.tolist() == [[1.0, -4.0, 0.5]]
+    assert torch.equal(penalize(logits, [[0, 1]], [[0]]), logits)  # all off: unchanged
+
+
+def test_penalty_settings_are_checked():
+    from tinygpt.generation.sampling import check_settings
+    for kwargs, words in [(dict(repetition_penalty=0.0), "repetition_penalty"),
+                          (dict(repetition_penalty=float("nan")), "repetition_penalty"),
+                          (dict(frequency_penalty=2.5), "frequency_penalty"),
+                          (dict(presence_penalty=-3.0), "presence_penalty")]:
+        with pytest.raises(ValueError, match=words):
+            check_settings(1.0, **kwargs)
+    check_settings(1.0, repetition_penalty=1.2, frequency_penalty=-2.0, presence_penalty=2.0)
