@@ -11,8 +11,8 @@ def scaled(recipe: dict[str, Any], max_iters: int | None) -> dict[str, Any]:
     """The recipe's settings for a run of max_iters steps (None: the recipe as it is). Each of SCALED_KEYS keeps
     its share of the run, rounded, at least 1 (0 stays 0: "no warm-up", "decay over the whole run").
 
-    scaled({"max_iters": 3000, "warmup_iters": 100, "eval_interval": 250}, 300)
-    == {"max_iters": 300, "warmup_iters": 10, "eval_interval": 25}
+    >>> scaled({"max_iters": 3000, "warmup_iters": 100, "eval_interval": 250}, 300)
+    {'max_iters': 300, 'warmup_iters': 10, 'eval_interval': 25}
     """
     if max_iters is None or max_iters == recipe["max_iters"]:
         return dict(recipe)
@@ -25,7 +25,11 @@ def scaled(recipe: dict[str, Any], max_iters: int | None) -> dict[str, Any]:
 
 def split_steps(max_iters: int, shares: tuple[int, ...]) -> tuple[int, ...]:
     """max_iters steps shared among stages in proportion to `shares` (each at least 1), adding up to max_iters
-    (or to one per stage when there are fewer steps than stages): split_steps(100, (800, 1200)) == (40, 60)."""
+    (or to one per stage when there are fewer steps than stages).
+
+    >>> split_steps(100, (800, 1200))
+    (40, 60)
+    """
     total = sum(shares)
     parts = [max(1, round(max_iters * s / total)) for s in shares[:-1]]
     return (*parts, max(1, max_iters - sum(parts)))

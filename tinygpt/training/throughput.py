@@ -76,8 +76,11 @@ class Throughput:
 
 
 def duration_text(seconds: float) -> str:
-    """A duration as a person says it, rounded: duration_text(42) == "42 s", duration_text(200) == "3 min",
-    duration_text(4000) == "1 h 7 min"."""
+    """A duration as a person says it, rounded.
+
+    >>> duration_text(42), duration_text(200), duration_text(4000)
+    ('42 s', '3 min', '1 h 7 min')
+    """
     if seconds < 59.5:
         return f"{max(seconds, 1):.0f} s"
     minutes = round(seconds / 60)
