@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tinygpt.cli.progress import StageProgress
-from tinygpt.config import build_configs
+from tinygpt.config import ConfigError, build_configs
 from tinygpt.data.text import TextData
 from tinygpt.recipes.budget import scaled, split_steps
 from tinygpt.tokenizers import CharTokenizer
@@ -250,6 +250,8 @@ def test_the_chat_demo_shares_a_budget_between_its_stages():
     from tinygpt.recipes import assistant
 
     assert assistant.stage_steps() == (800, 1200) and assistant.stage_steps(100) == (40, 60)
+    with pytest.raises(ConfigError, match="needs at least 2 steps"):
+        assistant.stage_steps(1)
     base_cfg, base = assistant.base_configs({"max_iters": 40})
     _, sft = assistant.sft_configs(base_cfg, {"max_iters": 60})
     assert (base.eval_interval, base.warmup_iters, sft.eval_interval, sft.warmup_iters) == (25, 5, 20, 2)

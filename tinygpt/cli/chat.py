@@ -107,6 +107,7 @@ def _stream(pieces: Iterator[str], out: TextIO) -> None:
 # --- demo chat --------------------------------------------------------------------------------------
 
 def cmd_demo_chat(args: argparse.Namespace, seed: int = 0, max_iters: int | None = None) -> int:
+    sft_steps = stage_steps(max_iters)[1]  # a budget too small for both trainings is refused before any work
     out = Path(args.out) if args.out else Path("runs/chat")
     if args.out is None and not args.overwrite:  # rerunning the default demo never clobbers an earlier one
         n = 2
@@ -119,8 +120,6 @@ def cmd_demo_chat(args: argparse.Namespace, seed: int = 0, max_iters: int | None
           f"Then both answer the same questions, and the assistant is scored on problems it never saw. In {out}",
           file=sys.stderr)
     stages = {"base": "1. pretraining", "assistant": "2. fine-tuning on conversations"}
-
-    sft_steps = stage_steps(max_iters)[1]
 
     def hooks(stage: str) -> Any:  # the pretraining's time estimate covers the fine-tuning too: the demo's cost
         print(f"\n{stages[stage]}", file=sys.stderr)

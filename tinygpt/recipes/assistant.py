@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tinygpt.config import MODEL_KEYS, build_configs
+from tinygpt.config import MODEL_KEYS, ConfigError, SettingText, build_configs
 from tinygpt.data.conversations import Conversation, Message
 from tinygpt.data.text import TextData
 from tinygpt.files import write_text
@@ -234,6 +234,9 @@ def stage_steps(max_iters: int | None = None) -> tuple[int, int]:
     (None: the recipe's own): stage_steps(100) == (40, 60)."""
     if max_iters is None:
         return BASE_DEFAULTS["max_iters"], SFT_DEFAULTS["max_iters"]
+    if max_iters < 2:
+        raise ConfigError(SettingText(f"`max_iters` {max_iters}: the chat demo needs at least 2 steps (one for each "
+                                      f"of its two trainings)", "max_iters"))
     base, sft = split_steps(max_iters, (BASE_DEFAULTS["max_iters"], SFT_DEFAULTS["max_iters"]))
     return base, sft
 

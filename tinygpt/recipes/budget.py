@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from tinygpt.config import parse_value
+
 SCALED_KEYS = ("warmup_iters", "lr_decay_iters", "eval_interval")  # step counts that are a share of max_iters
 
 
-def scaled(recipe: dict[str, Any], max_iters: int | None) -> dict[str, Any]:
-    """The recipe's settings for a run of max_iters steps (None: the recipe as it is). Each of SCALED_KEYS keeps
+def scaled(recipe: dict[str, Any], max_iters: int | str | None) -> dict[str, Any]:
+    """The recipe's settings for a run of max_iters steps (None: the recipe as it is; a string is read as the
+    command line's value would be). Each of SCALED_KEYS keeps
     its share of the run, rounded, at least 1 (0 stays 0: "no warm-up", "decay over the whole run").
 
     >>> scaled({"max_iters": 3000, "warmup_iters": 100, "eval_interval": 250}, 300)
     {'max_iters': 300, 'warmup_iters': 10, 'eval_interval': 25}
     """
+    if max_iters is not None:
+        max_iters = parse_value("max_iters", max_iters)
     if max_iters is None or max_iters == recipe["max_iters"]:
         return dict(recipe)
     out = {**recipe, "max_iters": max_iters}
