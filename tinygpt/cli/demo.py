@@ -30,7 +30,8 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         description="calculator (default): train a 4-layer GPT to answer arithmetic questions in English words, "
                     "score it on questions it never saw, and save the run. chat: pretrain a GPT on text about "
                     "arithmetic, fine-tune it on conversations into an assistant, and compare the two on the same "
-                    "questions.")
+                    "questions. Either demo prints a time estimate once its first steps are timed; --max_iters N "
+                    "cuts it to N steps in all (its warm-up and evaluations scale with it).")
     d.add_argument("which", nargs="?", choices=("calculator", "chat"), default="calculator",
                    help="which demo (default calculator)")
     d.add_argument("--out", default=None, type=path_arg,
