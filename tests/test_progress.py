@@ -92,6 +92,7 @@ def test_a_budget_keeps_the_recipes_shape():
                                    "batch_size": 7}
     assert scaled(recipe, None) == recipe and scaled(recipe, 3000) == recipe
     assert scaled(recipe, 2)["eval_interval"] == 1 and scaled(recipe, 2)["warmup_iters"] == 1  # at least 1
+    assert scaled(recipe, 300, keys=("eval_interval",))["warmup_iters"] == 100
     assert split_steps(100, (800, 1200)) == (40, 60) and split_steps(1, (800, 1200)) == (1, 1)
     assert sum(split_steps(2001, (800, 1200))) == 2001
 

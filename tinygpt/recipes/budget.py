@@ -9,9 +9,10 @@ from tinygpt.config import parse_value
 SCALED_KEYS = ("warmup_iters", "lr_decay_iters", "eval_interval")  # step counts that are a share of max_iters
 
 
-def scaled(recipe: dict[str, Any], max_iters: int | str | None) -> dict[str, Any]:
+def scaled(recipe: dict[str, Any], max_iters: int | str | None,
+           keys: tuple[str, ...] = SCALED_KEYS) -> dict[str, Any]:
     """The recipe's settings for a run of max_iters steps (None: the recipe as it is; a string is read as the
-    command line's value would be). Each of SCALED_KEYS keeps
+    command line's value would be). Each of `keys` (default SCALED_KEYS) keeps
     its share of the run, rounded, at least 1 (0 stays 0: "no warm-up", "decay over the whole run").
 
     >>> scaled({"max_iters": 3000, "warmup_iters": 100, "eval_interval": 250}, 300)
@@ -22,7 +23,7 @@ def scaled(recipe: dict[str, Any], max_iters: int | str | None) -> dict[str, Any
     if max_iters is None or max_iters == recipe["max_iters"]:
         return dict(recipe)
     out = {**recipe, "max_iters": max_iters}
-    for key in SCALED_KEYS:
+    for key in keys:
         if recipe.get(key):
             out[key] = max(1, round(recipe[key] * max_iters / recipe["max_iters"]))
     return out
