@@ -70,10 +70,19 @@ def test_demo_chat_end_to_end_with_a_tiny_recipe(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(chat_demo, "BASE_DEFAULTS", {**chat_demo.BASE_DEFAULTS, **tiny})
     monkeypatch.setattr(chat_demo, "SFT_DEFAULTS", {**chat_demo.SFT_DEFAULTS,
                                                     **{k: v for k, v in tiny.items() if not k.startswith("n_")}})
-    code, out, err = cli("demo", "chat", "--out", tmp_path / "chat", "--quiet")
+    code, out, err = cli("demo", "chat", "--out", tmp_path / "chat", "--max_iters=4")
     assert code == 0, err
     assert out.count("question:") == len(chat_demo.COMPARE_QUESTIONS) and "all first turns" in out
     assert "1. pretraining" in err and "2. fine-tuning on conversations" in err
+    from tinygpt.training.run import read_metrics
+    # a budget of 4 steps, shared 3:3 as the (tiny) recipe shares its stages
+    assert [max(m["step"] for m in read_metrics(tmp_path / "chat" / s)) for s in ("base", "assistant")] == [2, 2]
+    n = len(chat_demo.COMPARE_QUESTIONS)  # the scoring and the comparison say they are under way (stderr, no bar)
+    assert f"asking both models the same questions: 0 of {n}" in err and f"same questions: {n} of {n}" in err
+    assert "scoring the assistant's held-out replies: 0 of" in err
+    from test_demo_suggestions import assert_parses, suggested
+    commands = suggested(out)
+    assert len(commands) == 4 and all(assert_parses(c) is None for c in commands)
     for name in ("pretraining.txt", "train.jsonl", "heldout.jsonl", "base/best", "assistant/best"):
         assert (tmp_path / "chat" / name).exists()
     from tinygpt.training.run import Run
@@ -87,7 +96,8 @@ def test_demo_chat_end_to_end_with_a_tiny_recipe(cli, tmp_path, monkeypatch):
 
 
 def test_demo_chat_refuses_the_calculators_settings(cli, tmp_path):
-    code, _, err = cli("demo", "chat", "--out", tmp_path / "c", "--learning_rate=0.1")
-    assert code == 2 and "demo chat has its own recipe; drop --learning_rate" in err
+    code, _, err = cli("demo", "chat", "--out", tmp_path / "c", "--learning_rate=0.1", "--max_iters=100")
+    assert code == 2 and "demo chat has its own recipe; drop --learning_rate (it takes" in err
+    assert "--max_iters" not in err.split("(")[0]  # a budget is accepted
     code, _, err = cli("demo", "--out", tmp_path / "c", "--chat_loss=all")
     assert code == 2 and "--chat_loss applies to tinygpt demo chat" in err

@@ -10,6 +10,9 @@ The public API, for use from Python:
     cfg = tinygpt.ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=65)
     gpt = tinygpt.GPT(cfg)                                                  # logits, loss = gpt(ids, targets)
 
+    tinygpt.train(...) shows a progress bar on a terminal (quiet=True: none; hooks=tinygpt.TrainingProgress():
+    its lines in a log or a notebook too).
+
 Everything else lives in subpackages by role (models, tokenizers, data, generation, tasks, training, inspect,
 interop, serve, recipes, cli); the README's "What is inside" maps them.
 """
@@ -36,6 +39,7 @@ try:
     from tinygpt.models import GPT, LanguageModel, build_model  # noqa: E402
     from tinygpt.tokenizers import load_tokenizer  # noqa: E402
     from tinygpt.training.loop import Hooks, RunResult, train  # noqa: E402
+    from tinygpt.training.progress import TrainingProgress  # noqa: E402
     from tinygpt.training.run import Run, load_checkpoint  # noqa: E402
 finally:
     if _hold:
@@ -47,3 +51,4 @@ if _held:
 __all__ = ["__version__", "ModelConfig", "TrainConfig", "build_configs", "TextData", "Decoder", "generate",
            "generate_text", "GPT", "LanguageModel", "build_model", "Run", "load_checkpoint", "load_tokenizer",
            "Hooks", "RunResult", "train"]
+__all__ += ["TrainingProgress"]

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 from tinygpt.cli.args import CLIError, error_text, finite_float, positive_int, seed_int
-from tinygpt.cli.progress import ProgressHooks
+from tinygpt.cli.progress import ProgressHooks, StageProgress
 from tinygpt.data.conversations import ChatError
 from tinygpt.device import choose_device
 from tinygpt.generation.chat import ChatSession
 from tinygpt.generation.sampling import check_settings
-from tinygpt.recipes.assistant import COMPARE_QUESTIONS, compare, train_demo
+from tinygpt.recipes.assistant import COMPARE_QUESTIONS, compare, stage_steps, train_demo
 from tinygpt.training.run import Run, load_checkpoint
 
 COMMANDS = "/reset starts the conversation over; /quit (or Ctrl-D) ends it"
@@ -106,7 +106,8 @@ def _stream(pieces: Iterator[str], out: TextIO) -> None:
 
 # --- demo chat --------------------------------------------------------------------------------------
 
-def cmd_demo_chat(args: argparse.Namespace, seed: int = 0) -> int:
+def cmd_demo_chat(args: argparse.Namespace, seed: int = 0, max_iters: int | None = None) -> int:
+    sft_steps = stage_steps(max_iters)[1]  # a budget too small for both trainings is refused before any work
     out = Path(args.out) if args.out else Path("runs/chat")
     if args.out is None and not args.overwrite:  # rerunning the default demo never clobbers an earlier one
         n = 2
@@ -120,16 +121,21 @@ def cmd_demo_chat(args: argparse.Namespace, seed: int = 0) -> int:
           file=sys.stderr)
     stages = {"base": "1. pretraining", "assistant": "2. fine-tuning on conversations"}
 
-    def hooks(stage: str) -> Any:
+    def hooks(stage: str) -> Any:  # the pretraining's time estimate covers the fine-tuning too: the demo's cost
         print(f"\n{stages[stage]}", file=sys.stderr)
-        return ProgressHooks(quiet=args.quiet)
+        return ProgressHooks(quiet=args.quiet, estimate_over=0,
+                             then=(sft_steps, "fine-tuning") if stage == "base" else None)
 
-    rep = train_demo(out, seed=seed, loss_on=args.chat_loss or "assistant", hooks=hooks, overwrite=args.overwrite)
+    progress = StageProgress(quiet=args.quiet)
+    rep = train_demo(out, seed=seed, loss_on=args.chat_loss or "assistant", hooks=hooks, overwrite=args.overwrite,
+                     max_iters=max_iters, progress=progress)
     if rep.get("stopped_by"):
         print(f"stopped by {rep['stopped_by']}; the runs so far are in {out}", file=sys.stderr)
         return 130 if rep["stopped_by"] == "SIGINT" else 143
-    print("\nThe same questions, to the base model (it continues the text) and to the assistant:")
-    for q, base, assistant in compare(out, COMPARE_QUESTIONS):
+    print("\nThe same questions, to the base model (it continues the text) and to the assistant:", flush=True)
+    rows = compare(out, COMPARE_QUESTIONS, progress=progress)
+    progress.close()
+    for q, base, assistant in rows:
         print(f"\n  question:  {q}\n  base:      {base}\n  assistant: {assistant}")
     print("\nThe assistant's exact-match accuracy on held-out questions (problems and topics it never saw):")
     for key, cell in rep["heldout"]["form"].items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from tinygpt.cli.args import CLIError, add_config_flags, config_overrides, path_arg
 from tinygpt.cli.chat import cmd_demo_chat
 from tinygpt.cli.eval import accuracy_table
-from tinygpt.cli.progress import ProgressHooks
+from tinygpt.cli.progress import ProgressHooks, say
 from tinygpt.config import parse_value
 from tinygpt.data.corpora import resolve_data
 from tinygpt.data.text import read_text
@@ -29,7 +30,8 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         description="calculator (default): train a 4-layer GPT to answer arithmetic questions in English words, "
                     "score it on questions it never saw, and save the run. chat: pretrain a GPT on text about "
                     "arithmetic, fine-tune it on conversations into an assistant, and compare the two on the same "
-                    "questions.")
+                    "questions. Either demo prints a time estimate once its first steps are timed; --max_iters N "
+                    "cuts it to N steps in all (its warm-up and evaluations scale with it).")
     d.add_argument("which", nargs="?", choices=("calculator", "chat"), default="calculator",
                    help="which demo (default calculator)")
     d.add_argument("--out", default=None, type=path_arg,
@@ -70,11 +72,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.which == "chat":
         overrides = config_overrides(args)
         seed = parse_value("seed", overrides.pop("seed", 0))
+        budget = overrides.pop("max_iters", None)  # the steps of both stages together; the recipe scales with it
         given = [f"--{k}" for k in overrides] + (["--no_early_stop"] if args.no_early_stop else [])
         if given:
             raise CLIError(f"tinygpt demo chat has its own recipe; drop {', '.join(given)} (it takes --out, --seed, "
-                           f"--chat_loss, --overwrite and --quiet)")
-        return cmd_demo_chat(args, seed)
+                           f"--max_iters, --chat_loss, --overwrite and --quiet)")
+        return cmd_demo_chat(args, seed, None if budget is None else parse_value("max_iters", budget))
     if args.chat_loss is not None:
         raise CLIError("--chat_loss applies to tinygpt demo chat")
 
@@ -87,7 +90,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     overrides = config_overrides(args)
     print(f"tinygpt demo: a GPT learns arithmetic in English words (\"seven times eight\" -> \"fifty six\"),\n"
           f"trained from scratch; it is then tested on questions it never saw. Run directory: {out}", file=sys.stderr)
-    hooks = ProgressHooks(quiet=args.quiet)
+    hooks = ProgressHooks(quiet=args.quiet, estimate_over=0)  # its cost, as soon as the first steps are timed
     result = train_calculator(out, overrides, hooks=hooks, overwrite=args.overwrite,
                               finish_early=not args.no_early_stop)
     if result.stopped_by:
@@ -109,24 +112,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     secs = rep.get("train_seconds")
     if secs:
         print(f"\ntraining took {secs:.0f} s; the run is saved in {out}")
-    print(f"""
-Next, try:
-  tinygpt sample {out} --prompt "two plus three"          # ask it anything in its range
-  tinygpt eval {out}                                      # the accuracy table again
-  tinygpt plot {out} --out calculator.png                  # its loss curves
-  tinygpt train --data shakespeare --out runs/shakespeare   # a character model of Shakespeare""")
+    print("\nNext, try:\n" + "\n".join(f"  {command:<62} # {what}" for command, what in next_steps(out)))
     return 0
 
 
+# The README's tour trains its Shakespeare model with this command; the demo suggests the same one.
+SHAKESPEARE_TOUR = "tinygpt train --data shakespeare --preset tiny_char --out runs/shakespeare"
+
+
+def next_steps(out: Path) -> list[tuple[str, str]]:
+    """The calculator demo's suggestions: (command, what it does), each one that works with the demo's set-up;
+    a step that needs an extra says which (plotting needs matplotlib, the `plot` extra)."""
+    plot = "its loss curves"
+    if importlib.util.find_spec("matplotlib") is None:
+        plot += " (first: pip install 'tinygpt[plot]')"
+    return [(f'tinygpt sample {out} --prompt "two plus three"', "ask it anything in its range"),
+            (f"tinygpt eval {out}", "the accuracy table again"),
+            (f"tinygpt plot {out} --out calculator.png", plot),
+            (SHAKESPEARE_TOUR, "a character model of Shakespeare (the README's tour)")]
+
+
 def cmd_ladder(args: argparse.Namespace) -> int:
-    text = read_text(resolve_data(args.data))
+    text = read_text(resolve_data(args.data, progress=say))  # a corpus downloaded now says so
     rungs = args.rungs.split(",") if args.rungs else list(MODERN_RUNGS if args.modern else RUNGS)
     overrides = config_overrides(args)
     out = Path(args.out or ("runs/ladder-modern" if args.modern else "runs/ladder"))
 
     def hooks(rung: str) -> ProgressHooks:
         print(f"\n== {rung} ==", file=sys.stderr)
-        return ProgressHooks(quiet=args.quiet)
+        return ProgressHooks(quiet=args.quiet, estimate_over=0 if rung == rungs[0] else 10.0)
 
     rows = run_ladder(text, out, overrides, rungs, overwrite=args.overwrite, hooks=hooks)
     print()

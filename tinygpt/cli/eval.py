@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from tinygpt.cli.args import CLIError, positive_int
+from tinygpt.cli.progress import StageProgress
 from tinygpt.data.conversations import read_conversations, split_conversations
 from tinygpt.data.prepare import is_prepared
 from tinygpt.data.text import load_text, split_text
@@ -46,15 +47,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CLIError("--data is required (the checkpoint does not record its data)")
     args.split = args.split or "val"
     prepared = data_path if is_prepared(data_path) else None if args.data else cfg.get("prepared")
+    bars = StageProgress()  # a large text takes minutes: a bar on a terminal, a line now and then elsewhere
+
+    def progress(done: int, total: int) -> None:
+        bars(f"evaluating the {args.split} split (windows)", done, total)
+
     if prepared and is_prepared(prepared):  # prepared data (the run's own copy of a large text, or --data DIR)
-        scores = evaluate_prepared(model, tokenizer, prepared, args.split, args.batch_size, device)
+        scores = evaluate_prepared(model, tokenizer, prepared, args.split, args.batch_size, device, progress)
     else:
         _, text = load_text(data_path)
         train_part, val_part = split_text(text, cfg.get("train", {}).get("val_fraction", 0.1))
         part = {"val": val_part, "train": train_part, "all": text}[args.split]
         if len(part) < 2:
             raise CLIError(f"the {args.split} split of {data_path} is too short to evaluate")
-        scores = evaluate_text(model, tokenizer, part, args.batch_size, device)
+        scores = evaluate_text(model, tokenizer, part, args.batch_size, device, progress)
+    bars.close()
     res = {"checkpoint": cfg["path"], "data": str(data_path), "split": args.split, **scores}
     if args.json:
         print(json.dumps(res))

@@ -9,6 +9,7 @@ from typing import Any
 from tqdm import tqdm
 
 from tinygpt.cli.args import finite_float, path_arg, positive_int
+from tinygpt.cli.progress import say
 from tinygpt.data.corpora import resolve_data
 from tinygpt.data.prepare import BPE_SAMPLE_CHARS, prepare, unknown_note
 from tinygpt.data.prepared_cache import AUTO_PREPARE_BYTES
@@ -48,7 +49,7 @@ def add_prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    path = resolve_data(args.data)
+    path = resolve_data(args.data, progress=say)  # a corpus downloaded now says so
     start = time.perf_counter()
     with ProgressBars(args.quiet) as bars:
         meta = prepare(path, args.out, args.tokenizer, args.vocab_size, text_field=args.text_field,

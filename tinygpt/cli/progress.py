@@ -1,15 +1,18 @@
-"""What a training run shows on the terminal: the progress bar, evaluations, and TensorBoard scalars.
+"""What long commands show on the terminal: a training run (its bar, evaluations, time estimate and TensorBoard
+scalars), other long steps (evaluating, scoring), and a library's messages. All of it goes to stderr; off a
+terminal, lines now and then instead of a redrawn bar.
 """
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TextIO
 
 from tqdm import tqdm
 
 from tinygpt.cli.args import CLIError
-from tinygpt.training.evaluate import bits
+from tinygpt.training.progress import TrainingProgress
 
 
 def tensorboard_writer(out: Path) -> Any:
@@ -22,11 +25,13 @@ def tensorboard_writer(out: Path) -> Any:
     return lambda: SummaryWriter(str(out / "tensorboard"))
 
 
-class ProgressHooks:
-    """Draws the progress bar (loss, lr, tokens/s, ETA) and prints evaluations."""
+class ProgressHooks(TrainingProgress):
+    """A training run on the terminal (training/progress.py: the bar, or lines in a log; the evaluations; a time
+    estimate), with the CLI's notes on precision and FSDP, and TensorBoard scalars when asked."""
 
-    def __init__(self, quiet: bool = False, writer_factory: Any = None):
-        self.quiet, self.bar, self.tps = quiet, None, None
+    def __init__(self, quiet: bool = False, writer_factory: Any = None, estimate_over: float = 10.0,
+                 then: tuple[int, str] | None = None):
+        super().__init__(quiet=quiet, estimate_over=estimate_over, then=then)
         self.writer_factory, self.writer = writer_factory, None  # TensorBoard, made when training starts
 
     def on_start(self, info: dict[str, Any]) -> None:
@@ -38,45 +43,76 @@ class ProgressHooks:
         if info.get("fsdp") is False:
             print("note: FSDP shards over the processes torchrun starts; with one process this run trains unsharded",
                   file=sys.stderr)
-        print(f"training on {info['device']} ({info['dtype']}), {info['params'] / 1e6:.2f}M parameters, "
-              f"{info['tokens_per_step']:,} tokens per step"
-              + (f", sharded over {info['world_size']} processes (FSDP)" if info.get("fsdp") else "")
-              + (f", resuming at step {info['step']}" if info["resumed"] else ""), file=sys.stderr)
-        self.bar = tqdm(total=info["max_iters"], initial=info["step"], unit="step", dynamic_ncols=True,
-                        disable=self.quiet, file=sys.stderr)
+        super().on_start(info)
 
     def on_step(self, m: dict[str, Any]) -> None:
-        if self.bar is None:
-            return
-        self.tps = m["tokens_per_sec"] if self.tps is None else 0.9 * self.tps + 0.1 * m["tokens_per_sec"]
-        self.bar.set_postfix_str(f"loss {m['train_loss']:.4f}, lr {m['lr']:.2e}, {self.tps:,.0f} tok/s", refresh=False)
-        self.bar.update(m["step"] - self.bar.n)
+        super().on_step(m)
         if self.writer is not None:
             for k in ("train_loss", "lr", "tokens_per_sec"):
                 self.writer.add_scalar(k, m[k], m["step"])
 
     def on_eval(self, m: dict[str, Any]) -> None:
-        unit = f"{m['val_bits_per_byte']:.3f} bits/byte" if "val_bits_per_byte" in m \
-            else f"{bits(m['val_loss'], 1.0):.3f} bits/token"
-        msg = f"step {m['step']}: train loss {m['eval_train_loss']:.4f}, val loss {m['val_loss']:.4f} ({unit})"
-        exact = [f"{k[10:]} {m[k]:.1%}" for k in ("val_exact_first", "val_exact_followup") if k in m]
-        if exact:
-            msg += f"; held-out replies exactly right: {', '.join(exact)}"
         if self.writer is not None:
             for k in ("val_loss", "eval_train_loss", "val_bits_per_char", "val_bits_per_byte"):
                 if k in m:
                     self.writer.add_scalar(k, m[k], m["step"])
-        if self.bar is not None and not self.quiet:
-            self.bar.write(msg, file=sys.stderr)
-        else:
-            print(msg, file=sys.stderr)
-
-    def on_checkpoint(self, path: Path, kind: str) -> None: ...
+        super().on_eval(m)
 
     def on_end(self, result: Any) -> None:
-        if self.bar is not None:
-            self.bar.close()
         if self.writer is not None:
             self.writer.close()
-        best = f", best val loss {result.best_val_loss:.4f}" if result.best_val_loss < float("inf") else ""
-        print(f"done: step {result.step}{best}; run saved in {result.out_dir}", file=sys.stderr)
+        super().on_end(result)
+
+
+class StageProgress:
+    """progress(stage, done, total) for a long step with no training bar (an evaluation, scoring, a comparison):
+    on a terminal a bar per stage (drawn once the stage has lasted half a second); elsewhere, so that a log shows
+    the work is alive without filling with carriage returns, a line when a stage is announced (done == 0), one
+    every `every` seconds, and one at its end when any was printed. Nothing when quiet."""
+
+    def __init__(self, quiet: bool = False, every: float = 30.0, stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.quiet, self.every, self.stream, self.clock = quiet, every, stream, clock
+        self.stage: str | None = None
+        self.bar: Any = None
+        self.last, self.printed = 0.0, False
+
+    @property
+    def out(self) -> TextIO:
+        return self.stream or sys.stderr
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if stage != self.stage:
+            self.close()
+            self.stage, self.last, self.printed = stage, self.clock(), False
+            if getattr(self.out, "isatty", lambda: False)():
+                self.bar = tqdm(total=total, desc=stage, dynamic_ncols=True, file=self.out, leave=False, delay=0.5)
+            elif done == 0:
+                self.line(stage, done, total)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+        elif self.clock() - self.last >= self.every or (done == total and self.printed and done > 0):
+            self.line(stage, done, total)
+
+    def line(self, stage: str, done: int, total: int) -> None:
+        print(f"{stage}: {done:,} of {total:,}", file=self.out, flush=True)
+        self.last, self.printed = self.clock(), True
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self.stage = None
+
+    def __enter__(self) -> "StageProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def say(message: str) -> None:
+    """A library's progress message (a download, a build), on stderr."""
+    print(message, file=sys.stderr, flush=True)

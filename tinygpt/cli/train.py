@@ -10,8 +10,9 @@ from typing import Any
 from tinygpt.cache import cache_dir
 from tinygpt.cli.args import CLIError, add_config_flags, config_overrides, path_arg, positive_int
 from tinygpt.cli.prepare import ProgressBars
-from tinygpt.cli.progress import ProgressHooks, tensorboard_writer
+from tinygpt.cli.progress import ProgressHooks, say, tensorboard_writer
 from tinygpt.config import ALL_KEYS, PRESETS, ConfigError, load_toml, unknown_key_message
+from tinygpt.data.corpora import CORPORA, resolve_data
 from tinygpt.data.prepare import Progress
 from tinygpt.inspect.plot import plot_runs
 from tinygpt.training.distributed import detect
@@ -75,6 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     master = detect().master
     if master:  # before any work: is --out usable as asked? (under torchrun rank 0's question: it takes the lock,
         Run(out).check_start(args.resume, args.overwrite)  # and another rank asking later would find it taken)
+    if args.data in CORPORA:  # a named corpus downloaded now says what it fetches (the plan then finds it cached)
+        resolve_data(args.data, progress=say)
     with ProgressBars(quiet=args.quiet) as bars:  # shown only while a large text is prepared (prepare.py)
         plan = _plan(args, out, overrides, preset, bars)
     if master:  # under torchrun every process plans the same run: one copy of its notes

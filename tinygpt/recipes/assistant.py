@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tinygpt.config import MODEL_KEYS, build_configs
+from tinygpt.config import MODEL_KEYS, ConfigError, SettingText, build_configs
 from tinygpt.data.conversations import Conversation, Message
 from tinygpt.data.text import TextData
 from tinygpt.files import write_text
 from tinygpt.generation.chat import ChatSession, answer_turns, reply_turns
 from tinygpt.generation.generate import generate_text
+from tinygpt.recipes.budget import scaled, split_steps
 from tinygpt.tasks.calculator import OPS, number_to_words
 from tinygpt.tasks.chat import ChatData
 from tinygpt.tokenizers import ByteBPETokenizer, ChatTokenizer
@@ -228,12 +229,28 @@ def sft_source(data: DemoData, block_size: int, loss_on: str = "assistant", seed
                     loss_on, seed=seed, score_turns=300)
 
 
+def stage_steps(max_iters: int | None = None) -> tuple[int, int]:
+    """(pretraining steps, fine-tuning steps) of a demo of max_iters steps in all, in the recipe's proportion
+    (None: the recipe's own): stage_steps(100) == (40, 60)."""
+    if max_iters is None:
+        return BASE_DEFAULTS["max_iters"], SFT_DEFAULTS["max_iters"]
+    if max_iters < 2:
+        raise ConfigError(SettingText(f"`max_iters` {max_iters}: the chat demo needs at least 2 steps (one for each "
+                                      f"of its two trainings)", "max_iters"))
+    base, sft = split_steps(max_iters, (BASE_DEFAULTS["max_iters"], SFT_DEFAULTS["max_iters"]))
+    return base, sft
+
+
 def base_configs(overrides: dict[str, Any] | None = None):
-    return build_configs({**BASE_DEFAULTS, **(overrides or {})}, vocab_size=VOCAB_SIZE)
+    overrides = overrides or {}
+    recipe = scaled(BASE_DEFAULTS, overrides.get("max_iters"))  # a shorter stage keeps the recipe's shape
+    return build_configs({**recipe, **overrides}, vocab_size=VOCAB_SIZE)
 
 
 def sft_configs(base_cfg, overrides: dict[str, Any] | None = None):
-    train_keys = {k: v for k, v in {**SFT_DEFAULTS, **(overrides or {})}.items() if k not in MODEL_KEYS}
+    overrides = overrides or {}
+    recipe = scaled(SFT_DEFAULTS, overrides.get("max_iters"))
+    train_keys = {k: v for k, v in {**recipe, **overrides}.items() if k not in MODEL_KEYS}
     _, train_cfg = build_configs(train_keys)
     return base_cfg.with_vocab(VOCAB_SIZE + 4), train_cfg
 
@@ -258,12 +275,18 @@ def heldout_report(model, tok: ChatTokenizer, convs: list[DemoConversation]) -> 
 
 def train_demo(out: str | Path, seed: int = 0, base_overrides: dict[str, Any] | None = None,
                sft_overrides: dict[str, Any] | None = None, loss_on: str = "assistant",
-               hooks: Callable[[str], Any] | None = None, overwrite: bool = False) -> dict[str, Any]:
+               hooks: Callable[[str], Any] | None = None, overwrite: bool = False, max_iters: int | None = None,
+               progress: Progress | None = None) -> dict[str, Any]:
     """Pretrain a base model into OUT/base, fine-tune it into OUT/assistant; write the data beside them.
-    hooks(stage) -> a train.Hooks for that stage ("base" or "assistant"). Returns the held-out report."""
+    hooks(stage) -> a train.Hooks for that stage ("base" or "assistant"). max_iters: the steps of both stages
+    together, shared as the recipe shares them (stage_steps), each stage's warm-up and evaluations scaled with
+    it (None: the recipe's 800 + 1200). progress(stage, done, total) follows the scoring after training.
+    Returns the held-out report."""
     out = Path(out)
     data = make_data(seed, N_TRAIN, N_HELDOUT)
-    base_cfg, base_train = base_configs({"seed": seed, **(base_overrides or {})})
+    budget = dict(zip(("base", "sft"), stage_steps(max_iters))) if max_iters is not None else {}
+    base_cfg, base_train = base_configs({"seed": seed, **({"max_iters": budget["base"]} if budget else {}),
+                                         **(base_overrides or {})})
     text_source = TextData.from_text(data.text, data.tokenizer, base_cfg.block_size, base_train.val_fraction)
     make_hooks = hooks or (lambda stage: Hooks())
     base = train(base_cfg, base_train, text_source, data.tokenizer, out / "base", overwrite=overwrite,
@@ -274,7 +297,8 @@ def train_demo(out: str | Path, seed: int = 0, base_overrides: dict[str, Any] | 
     write_text(out / "pretraining.txt", data.text)
     write_jsonl(out / "train.jsonl", data.train)
     write_jsonl(out / "heldout.jsonl", data.heldout)
-    model_cfg, sft_train = sft_configs(base_cfg, {"seed": seed, **(sft_overrides or {})})
+    model_cfg, sft_train = sft_configs(base_cfg, {"seed": seed, **({"max_iters": budget["sft"]} if budget else {}),
+                                                  **(sft_overrides or {})})
     source = sft_source(data, model_cfg.block_size, loss_on, seed)
     result = train(model_cfg, sft_train, source, source.tokenizer, out / "assistant", overwrite=overwrite,
                    meta={"demo": "chat", "stage": "assistant", "data": str((out / "train.jsonl").resolve()),
@@ -285,8 +309,21 @@ def train_demo(out: str | Path, seed: int = 0, base_overrides: dict[str, Any] | 
     model, tok, _ = load_model(result.out_dir / "best")
     seconds = {stage: max((m.get("elapsed_s", 0.0) for m in read_metrics(out / stage)), default=0.0)
                for stage in ("base", "assistant")}
-    return {"base": base, "assistant": result, "heldout": heldout_report(model, tok, data.heldout),
-            "train_seconds": seconds}
+    say = progress or _silent
+    n_turns = sum(len(c.turns) for c in data.heldout)
+    say(SCORING, 0, n_turns)
+    report = heldout_report(model, tok, data.heldout)
+    say(SCORING, n_turns, n_turns)
+    return {"base": base, "assistant": result, "heldout": report, "train_seconds": seconds}
+
+
+SCORING = "scoring the assistant's held-out replies"
+COMPARING = "asking both models the same questions"
+Progress = Callable[[str, int, int], None]  # progress(stage, done, total)
+
+
+def _silent(stage: str, done: int, total: int) -> None:
+    pass
 
 
 def _first_heldout(op: str) -> str:
@@ -305,21 +342,26 @@ COMPARE_QUESTIONS: list[list[str]] = [
 ]
 
 
-def compare(out: str | Path, questions: list[list[str]], max_new_tokens: int = 24) -> list[tuple[str, str, str]]:
+def compare(out: str | Path, questions: list[list[str]], max_new_tokens: int = 24,
+            progress: Progress | None = None) -> list[tuple[str, str, str]]:
     """(question, the base model's continuation, the assistant's reply) for each list of user turns. The base
     model reads the turns as plain text, one per line, and writes what follows (one line at most); the
-    assistant answers them as a conversation, and its last reply is shown."""
+    assistant answers them as a conversation, and its last reply is shown. progress(stage, done, total) hears
+    of each question answered."""
+    say = progress or _silent
+    say(COMPARING, 0, len(questions))
     base, base_tok, _ = Run(Path(out) / "base").load("best")
     assistant, tok, _ = Run(Path(out) / "assistant").load("best")
     rows = []
-    for turns in questions:
+    for i, turns in enumerate(questions):
         prompt = "\n".join(turns) + "\n"
         text = "".join(generate_text(base, base_tok, prompt, max_new_tokens, temperature=0))
         session = ChatSession(assistant, tok, max_new_tokens=max_new_tokens)
         replies = ["".join(session.reply(t)) for t in turns]
         rows.append((" / ".join(turns), text.split("\n")[0], replies[-1]))
+        say(COMPARING, i + 1, len(questions))
     return rows
 
 
-__all__ = ["COMPARE_QUESTIONS", "compare", "heldout", "pretraining_text", "conversation", "conversations", "make_data", "train_demo",
+__all__ = ["COMPARE_QUESTIONS", "compare", "stage_steps", "heldout", "pretraining_text", "conversation", "conversations", "make_data", "train_demo",
            "heldout_report", "fact", "REFUSAL"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tinygpt.config import ConfigError, build_configs
+from tinygpt.recipes.budget import scaled
 from tinygpt.tasks.calculator import CalculatorConfig, CalculatorTask
 from tinygpt.training.checkpoint import CheckpointError
 from tinygpt.training.loop import Hooks, RunResult, train
@@ -49,8 +50,11 @@ def learned(task: CalculatorTask):
 
 def calculator_configs(task: CalculatorTask, overrides: dict[str, Any] | None = None):
     """(ModelConfig, TrainConfig) for the calculator: CALCULATOR_DEFAULTS < overrides; vocab and block
-    size from the task."""
-    merged = {**CALCULATOR_DEFAULTS, "block_size": task.block_size, **(overrides or {})}
+    size from the task. A max_iters override scales the recipe's warm-up and evaluation interval with it
+    (budget.py), unless they are overridden too."""
+    overrides = overrides or {}
+    recipe = scaled(CALCULATOR_DEFAULTS, overrides.get("max_iters"))  # a shorter run keeps the recipe's shape
+    merged = {**recipe, "block_size": task.block_size, **overrides}
     model_cfg, train_cfg = build_configs(merged, vocab_size=task.tokenizer.vocab_size)
     if model_cfg.block_size < task.block_size:
         raise ConfigError(f"block_size must be at least {task.block_size} (the longest calculator problem)")

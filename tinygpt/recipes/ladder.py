@@ -11,6 +11,7 @@ from tinygpt.config import PRESETS, SettingText, build_configs
 from tinygpt.data.text import TextData, split_text
 from tinygpt.generation.generate import generate_text
 from tinygpt.models import count_params
+from tinygpt.recipes.budget import scaled
 from tinygpt.tokenizers import CharTokenizer
 from tinygpt.training.evaluate import bits, evaluate_stream
 from tinygpt.training.loop import Hooks, train
@@ -52,9 +53,13 @@ def run_ladder(text: str, out_dir: str | Path, overrides: dict[str, Any] | None 
                rungs: Sequence[str] = RUNGS, overwrite: bool = False,
                hooks: Callable[[str], Hooks] | None = None, sample_chars: int = 80) -> list[dict[str, Any]]:
     """Train each rung into out_dir/<rung>; return one row per rung: params, seconds, exact val loss,
-    bits per character and a short sample (seeded, temperature 0.8)."""
+    bits per character and a short sample (seeded, temperature 0.8). A max_iters override scales the ladder's
+    evaluation interval with it (budget.py), so every curve keeps its points."""
     out = Path(out_dir)
-    settings = {**LADDER_DEFAULTS, **(overrides or {})}
+    overrides = overrides or {}
+    # a shorter budget keeps as many points on each curve; the warm-up stays (the README's ladder table is measured
+    # with it, and evaluations never change what is trained: their batches come from a generator of their own)
+    settings = {**scaled(LADDER_DEFAULTS, overrides.get("max_iters"), keys=("eval_interval",)), **overrides}
     unknown = [r for r in rungs if r not in RUNG_SETTINGS]
     if unknown:
         raise ValueError(f"unknown rung {unknown[0]!r} (rungs: {', '.join(RUNGS)}; modern: {', '.join(MODERN_RUNGS)})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -15,6 +15,8 @@ from tinygpt.data.prepare import open_prepared, prepared_tokenizer
 from tinygpt.data.text import BatchSource, DataError, to_array
 from tinygpt.device import autocast
 from tinygpt.models import eval_mode
+
+Progress = Callable[[int, int], None]  # progress(windows done, windows in all)
 
 
 def bits(loss: float, tokens_per_unit: float) -> float:
@@ -41,9 +43,10 @@ def evaluate(model: nn.Module, source: BatchSource, split: str, iters: int, batc
 
 @torch.no_grad()
 def evaluate_stream(model: nn.Module, ids: Any, block_size: int, batch_size: int = 32,
-                    device: str = "cpu") -> tuple[float, int]:
+                    device: str = "cpu", progress: Progress | None = None) -> tuple[float, int]:
     """Exact mean loss over a whole token stream, cut into consecutive windows of block_size + 1 ids
-    that overlap by one (every token but the first is predicted exactly once). Returns (loss, n_predicted)."""
+    that overlap by one (every token but the first is predicted exactly once). Returns (loss, n_predicted).
+    progress(done, total) hears of the windows evaluated after each batch."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
     data = np.asarray(ids)  # windows become int64 one batch at a time: a memory-mapped stream stays on disk
@@ -65,25 +68,27 @@ def evaluate_stream(model: nn.Module, ids: Any, block_size: int, batch_size: int
                 _, loss = model(block[:, :-1], block[:, 1:])
                 total += loss.item() * block[:, 1:].numel()
                 count += block[:, 1:].numel()
+            if progress is not None:
+                progress(i + len(chunk), len(starts))
     return total / count, count
 
 
 def evaluate_text(model: nn.Module, tokenizer: Any, text: str, batch_size: int = 32,
-                  device: str = "cpu") -> dict[str, Any]:
+                  device: str = "cpu", progress: Progress | None = None) -> dict[str, Any]:
     """Exact loss of a model on a text, with perplexity and bits per character / byte of the predicted
     text (the first token is context, not predicted, so its characters are not counted)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ids = to_array(tokenizer.encode(text), tokenizer.vocab_size)
-    return {**evaluate_ids(model, tokenizer, ids, len(text), len(text.encode("utf-8")), batch_size, device),
-            "unknown_chars": bool(caught)}
+    return {**evaluate_ids(model, tokenizer, ids, len(text), len(text.encode("utf-8")), batch_size, device,
+                           progress), "unknown_chars": bool(caught)}
 
 
 def evaluate_ids(model: nn.Module, tokenizer: Any, ids: Any, n_chars: int, n_bytes: int, batch_size: int = 32,
-                 device: str = "cpu") -> dict[str, Any]:
+                 device: str = "cpu", progress: Progress | None = None) -> dict[str, Any]:
     """evaluate_text's figures for a text already encoded: `ids`, of a text of n_chars characters and n_bytes
     UTF-8 bytes (the first token's are not counted: it is context, not predicted)."""
-    loss, n_tokens = evaluate_stream(model, ids, model.config.block_size, batch_size, device)
+    loss, n_tokens = evaluate_stream(model, ids, model.config.block_size, batch_size, device, progress)
     first = tokenizer.decode([int(ids[0])])
     n_chars -= len(first)
     n_bytes -= len(first.encode("utf-8"))
@@ -92,7 +97,7 @@ def evaluate_ids(model: nn.Module, tokenizer: Any, ids: Any, n_chars: int, n_byt
 
 
 def evaluate_prepared(model: nn.Module, tokenizer: Any, path: Any, split: str = "val", batch_size: int = 32,
-                      device: str = "cpu") -> dict[str, Any]:
+                      device: str = "cpu", progress: Progress | None = None) -> dict[str, Any]:
     """evaluate_text's figures on a split of prepared data (prepare.py), read memory-mapped: "train", "val", or
     "all" (the two splits' ids one after the other)."""
     if prepared_tokenizer(path) != tokenizer:
@@ -107,7 +112,7 @@ def evaluate_prepared(model: nn.Module, tokenizer: Any, path: Any, split: str = 
         data.check_ids(data.split(k), k)
     unk = getattr(tokenizer, "unk_id", None)  # characters a character vocabulary had not seen
     return {**evaluate_ids(model, tokenizer, ids, sum(data.chars[k] for k in parts),
-                           sum(data.bytes[k] for k in parts), batch_size, device),
+                           sum(data.bytes[k] for k in parts), batch_size, device, progress),
             "unknown_chars": unk is not None and bool(np.any(ids == unk))}
 
 

@@ -3,12 +3,15 @@ precision, periodic evaluation and checkpoints, exact resume, early finishing, a
 
 Around it, each in its own module: the run directory and its checkpoints (run.py), the optimizer and
 schedule (optim.py), evaluation (evaluate.py), several processes (distributed.py), Ctrl-C (signals.py).
-The library never prints: progress reaches the caller through a `Hooks` object (the CLI draws a bar).
+The library never prints unless asked: progress reaches the caller through a `Hooks` object (the CLI draws a bar;
+from Python, train() draws one on a terminal: progress.py). How fast the steps go is measured by throughput.py,
+evaluations apart.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,9 +30,11 @@ from tinygpt.training.checkpoint import load_model, read_config, save_checkpoint
 from tinygpt.training.evaluate import bits, evaluate
 from tinygpt.training.memory import check_fits
 from tinygpt.training.optim import configure_optimizer, lr_at
+from tinygpt.training.progress import TrainingProgress
 from tinygpt.training.run import Run
 from tinygpt.training.signals import StopFlag
 from tinygpt.training.steady_heap import steady_heap
+from tinygpt.training.throughput import Throughput
 
 
 class TrainingDiverged(RuntimeError):
@@ -62,7 +67,7 @@ StopWhen = Callable[[nn.Module, dict[str, Any]], "str | None"]
 def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokenizer: Tokenizer,
           out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
           meta: dict[str, Any] | None = None, hooks: Hooks | None = None,
-          stop_when: StopWhen | None = None, init_from: str | Path | None = None) -> RunResult:
+          stop_when: StopWhen | None = None, init_from: str | Path | None = None, quiet: bool = False) -> RunResult:
     """Train `model_cfg` on `source` with `cfg`, writing checkpoints and metrics.jsonl into out_dir.
 
     resume=True continues the run in out_dir from latest/ exactly where it stopped (weights, optimizer,
@@ -75,8 +80,13 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
     init_from: a checkpoint directory whose weights a new run starts from instead of random ones (fine-tuning;
     a fresh optimizer and schedule); model_cfg must be its config, except dropout and a shorter block_size
     (the position embeddings are cropped to it).
+    hooks: what hears of the run's progress (see Hooks). None: on a terminal (stderr is one) a progress bar with
+    the time left, the evaluations and a time estimate (TrainingProgress); elsewhere, or with quiet=True, nothing.
+    Pass hooks=TrainingProgress() for its lines in a log or a notebook too.
     Raises TrainingDiverged (after keeping the last good checkpoint) when the loss stops being finite.
     """
+    if hooks is None:
+        hooks = TrainingProgress() if not quiet and sys.stderr.isatty() else Hooks()
     if model_cfg.vocab_size != tokenizer.vocab_size:
         raise ValueError(f"the model config has vocab_size {model_cfg.vocab_size} but the tokenizer has "
                          f"{tokenizer.vocab_size} tokens")
@@ -91,7 +101,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, source: BatchSource, tokeniz
         with steady_heap(device):  # each step reuses the last one's memory instead of faulting it in anew
             dtype, probe = _training_dtype(cfg, model_cfg, source, device, run, resume, world)
             loop = _Loop(run, world, device, dtype, model_cfg, cfg, source, tokenizer, meta or {},
-                         hooks or Hooks(), stop_when, resume, init_from)
+                         hooks, stop_when, resume, init_from)
             loop.probe = probe
             result = loop.go()
             del loop  # its model goes before the process group does (an FSDP model holds the group and its work)
@@ -205,6 +215,7 @@ class _Loop:
         self.model = model if self.sharded else distributed.wrap(model, world, device)
         self.tokens_per_step = cfg.batch_size * model_cfg.block_size * cfg.gradient_accumulation_steps * world.size
         self.eval_seed = cfg.seed + 10_000  # fixed evaluation batches, separate from the training stream
+        self.pace = Throughput(cfg.max_iters, self.step, self.tokens_per_step, cfg.eval_interval)
         self.t_start = time.perf_counter()
 
     # --- the loop ------------------------------------------------------------------------------------
@@ -216,20 +227,24 @@ class _Loop:
                                  "dtype_probe": self.probe,
                                  "step": self.step, "max_iters": cfg.max_iters, "params": count_params(self.raw_model),
                                  "tokens_per_step": self.tokens_per_step, "world_size": self.world.size,
-                                 "resumed": self.resumed, "fsdp": self.sharded if cfg.fsdp else None})
+                                 "resumed": self.resumed, "fsdp": self.sharded if cfg.fsdp else None,
+                                 "pace": self.pace, "may_finish_early": self.stop_when is not None})
         self.t_start = time.perf_counter()
         last_val: float | None = None
         finished: str | None = None
         self.model.train()
         if self.step == 0:
+            t0 = time.perf_counter()
             ev = self.evaluate()
             last_val = ev["val"]
             line = {"step": 0, "train_loss": ev["train"], "lr": lr_at(0, cfg), "tokens_per_sec": 0.0,
                     "elapsed_s": 0.0, "val_loss": ev.pop("val"), "eval_train_loss": ev.pop("train"), **ev}
             self.log(line, evaluated=True)
+            self.pace.add_evaluation(time.perf_counter() - t0)
         with StopFlag() as stop:
             while self.step < cfg.max_iters:
                 line = self.train_step()
+                t0 = time.perf_counter()  # what follows the step (evaluation, checkpoint) is timed apart
                 stop_now = distributed.any_true(self.world, stop.signal is not None, self.device)
                 is_eval = self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters
                 if is_eval:
@@ -245,6 +260,8 @@ class _Loop:
                     self.log(line, evaluated=is_eval)
                 if is_eval or stop_now:
                     self.save(line.get("val_loss"))
+                if is_eval:
+                    self.pace.add_evaluation(time.perf_counter() - t0)
                 if stop_now:
                     break
         result = RunResult(self.run.path, self.step, self.best_val, last_val, stop.signal, finished)
@@ -279,6 +296,7 @@ class _Loop:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         dt = time.perf_counter() - t0
+        self.pace.add_step(dt)
         return {"step": self.step, "train_loss": loss_sum, "lr": lr, "tokens_per_sec": self.tokens_per_step / dt,
                 "elapsed_s": self.elapsed(), "dt_ms": dt * 1000}
 
