@@ -6,7 +6,8 @@ Every model is a `LanguageModel`:
 
 Callers never probe a model with `hasattr` or by its name; they read its declared abilities:
 
-    can_cache           new_cache() and forward(..., cache=cache) (the KV cache for generation)
+    can_cache           new_cache() and forward(..., cache=cache) (the KV cache for generation), and
+                        new_row_cache() (the batched engine's: a slot per row, each row at its own position)
     can_capture         forward(..., capture=dict) fills named internals ("embed", "attn.{i}", "resid.{i}", ...)
     attention_layers    how many layers of attention weights `capture` returns (0: none)
     attention_heads     heads per such layer
@@ -64,7 +65,10 @@ class LanguageModel(nn.Module):
         raise Unsupported(f"the {self.name} model has no hidden states to read out")
 
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None):
+                  dtype: torch.dtype | None = None, max_len: int | None = None):
+        raise Unsupported(f"the {self.name} model has no KV cache")
+
+    def new_row_cache(self, slots: int):
         raise Unsupported(f"the {self.name} model has no KV cache")
 
     def _check_abilities(self, cache: object, capture: object) -> None:
