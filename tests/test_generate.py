@@ -45,7 +45,7 @@ class MockRowCache:
     def slots(self):
         return len(self.tokens)
 
-    def point(self, write_at):
+    def point(self, write_at, keys=None):
         self.write_at = write_at.tolist()
 
     def first(self, n):

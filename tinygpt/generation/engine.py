@@ -245,7 +245,9 @@ class Engine:
         last = [0] * n
         for r in rows:
             write_at[r.slot], last[r.slot] = r.filled, r.tokens[-1]
-        cache.point(torch.tensor(write_at, device=self.device))
+        # eager: read keys only up to the furthest position written (the rest of the window is empty for all)
+        keys = None if self.compiled else max(r.filled for r in rows) + 1
+        cache.point(torch.tensor(write_at, device=self.device), keys)
         idx = torch.tensor(last, device=self.device)[:, None]  # (n, 1)
         if self.compiled:
             logits = compiled_decoding(self.model)(self.model, idx, cache).clone()  # CUDA graphs reuse their output

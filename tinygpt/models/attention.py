@@ -84,19 +84,23 @@ class RowKVCache:
     def slots(self) -> int:
         return self.k[0].size(0)
 
-    def point(self, write_at: torch.Tensor) -> None:
-        """Set where each slot's next token goes (slots,): its position, or max_len to sit the step out."""
+    def point(self, write_at: torch.Tensor, keys: int | None = None) -> None:
+        """Set where each slot's next token goes (slots,): its position, or max_len to sit the step out.
+        keys: read only the first `keys` positions (more than any position written this step; the eager engine
+        skips the empty end of the window), or all max_len + 1 (one shape for every step: compiled)."""
         self.write_at = write_at
+        self.keys = self.max_len + 1 if keys is None else keys
         self.positions = write_at.clamp(max=self.max_len - 1)  # a slot that sits out reads position max_len - 1
-        keys = torch.arange(self.max_len + 1, device=write_at.device)
-        self.mask = (keys[None, :] <= write_at[:, None])[:, None, None, :]  # (slots, 1, 1, max_len + 1)
+        key_pos = torch.arange(self.keys, device=write_at.device)
+        self.mask = (key_pos[None, :] <= write_at[:, None])[:, None, None, :]  # (slots, 1, 1, keys)
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write each slot's new k, v (slots, nh, 1, hs) at its position; return every slot's keys and values."""
+        """Write each slot's new k, v (slots, nh, 1, hs) at its position; return every slot's keys and values
+        (slots, nh, keys, hs)."""
         index = self.write_at.view(-1, 1, 1, 1).expand_as(k)
         self.k[layer].scatter_(2, index, k)
         self.v[layer].scatter_(2, index, v)
-        return self.k[layer], self.v[layer]
+        return self.k[layer][:, :, :self.keys], self.v[layer][:, :, :self.keys]
 
     def first(self, n: int) -> RowKVCache:
         """The same cache seen through its first n slots (views: writes land in this cache)."""
