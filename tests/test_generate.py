@@ -72,6 +72,7 @@ class WindowSum(LanguageModel):
     is shown changes the answer. Records the length of every input it was given."""
 
     can_cache = True
+    can_cache_rows = True
 
     def __init__(self, vocab=7, block=4):
         super().__init__()
@@ -114,6 +115,7 @@ class WindowSum(LanguageModel):
 
 class NoCacheWindowSum(WindowSum):
     can_cache = False
+    can_cache_rows = False
 
 
 def test_window_policy_known_answers():

@@ -27,8 +27,8 @@ its end, slide its window). `step` runs the three. Newcomers are prefilled in th
 decode, once each, so nobody waits longer than one prefill (splitting a long prompt over several steps,
 "chunked prefill", would shorten that wait only for prompts far longer than these models' windows).
 
-`use_cache=False`, or a model without a cache, recomputes every row's whole window at every step: the slow,
-obvious reference path (rows with windows of one length share a pass). The `Decoder` (decoder.py) stays beside
+`use_cache=False`, or a model without the engine's cache (`can_cache_rows`), recomputes every row's whole window
+at every step: the slow, obvious reference path (rows with windows of one length share a pass). The `Decoder` (decoder.py) stays beside
 the engine as the older reference; tests check the three agree token for token.
 
 Compiling (`compile=True`): the decoding pass has the same shapes at every step (all the cache's slots, one
@@ -142,7 +142,7 @@ class Engine:
         self.model = model
         self.device = next(model.parameters()).device
         self.block_size = model.config.block_size
-        self.cached = use_cache and model.can_cache
+        self.cached = use_cache and model.can_cache_rows
         self.compiled = compile and self.cached
         self.rows: list[Row] = []
         self.cache: RowKVCache | None = None

@@ -6,8 +6,9 @@ Every model is a `LanguageModel`:
 
 Callers never probe a model with `hasattr` or by its name; they read its declared abilities:
 
-    can_cache           new_cache() and forward(..., cache=cache) (the KV cache for generation), and
-                        new_row_cache() (the batched engine's: a slot per row, each row at its own position)
+    can_cache           new_cache() and forward(..., cache=cache) (the KV cache for generation)
+    can_cache_rows      new_row_cache() and forward(..., cache=row_cache) (the batched engine's cache: a slot
+                        per row, each row at its own position); without it the engine recomputes each window
     can_capture         forward(..., capture=dict) fills named internals ("embed", "attn.{i}", "resid.{i}", ...)
     attention_layers    how many layers of attention weights `capture` returns (0: none)
     attention_heads     heads per such layer
@@ -36,6 +37,7 @@ class LanguageModel(nn.Module):
     """Base class of every model in the zoo. Subclasses set the class flags and override what they support."""
 
     can_cache: ClassVar[bool] = False
+    can_cache_rows: ClassVar[bool] = False
     can_capture: ClassVar[bool] = False
     config: ModelConfig
 

@@ -93,6 +93,7 @@ class GPT(LanguageModel):
     """
 
     can_cache = True
+    can_cache_rows = True
     can_capture = True
     model_types: tuple[str, ...] = ("gpt",)  # the cfg.model it builds (the ablations are AblatedGPT's)
 
