@@ -193,6 +193,9 @@ class Engine:
     def _grow(self, slots: int) -> None:
         had = self.cache.slots if self.cache is not None else 0
         self.cache = self.model.new_row_cache(slots) if self.cache is None else self.cache.grown(slots)
+        if self.compiled and self.device.type == "cuda":  # CUDA graphs may then write the cache in place
+            for t in self.cache.k + self.cache.v:
+                torch._dynamo.mark_static_address(t)
         for s in range(had, slots):
             heapq.heappush(self._free, s)
 
