@@ -153,3 +153,15 @@ def test_the_compiled_decoding_step_gives_the_eager_tokens():
         eager = torch.stack(list(generate_tokens(m, prompts, 12, seed=1, **settings)), 1).tolist()
         compiled = torch.stack(list(generate_tokens(m, prompts, 12, seed=1, compile=True, **settings)), 1).tolist()
         assert compiled == eager
+
+
+def test_num_samples_run_as_one_batch_and_each_is_its_seed_alone():
+    from tinygpt.generation.generate import generate_text, generate_texts
+    from tinygpt.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.train("abcdefghijkl")
+    m = model(vocab=tok.vocab_size)
+    texts = generate_texts(m, tok, "abc", 20, 3, stop=["ka"], seed=7, temperature=1.0, **PENALTIES)
+    assert texts == ["".join(generate_text(m, tok, "abc", 20, stop=["ka"], seed=7 + i, temperature=1.0, **PENALTIES))
+                     for i in range(3)]
+    assert len(set(texts)) == 3

@@ -232,3 +232,25 @@ def test_a_batched_generation_with_a_bad_setting_fails_alone():
     assert isinstance(bad, ValueError) and "top_p" in str(bad)
     assert _shape(a)[0] == _shape(list(complete(served, **good[0])))[0]
     assert _shape(b)[0] == _shape(list(complete(served, **good[1])))[0]
+
+
+def test_penalties_change_the_tokens_not_the_reported_logprobs():
+    import torch
+
+    from tinygpt.serve.completions import complete
+
+    served = _toy_served()
+    model = served.subject.model
+    ids = served.subject.tokenizer.encode("abcab")
+    plain = list(complete(served, ids, 8, temperature=0.0, logprobs=1))
+    items = list(complete(served, ids, 8, temperature=0.0, logprobs=1, repetition_penalty=3.0,
+                          frequency_penalty=2.0, presence_penalty=2.0))
+    chosen = [t for x in items if hasattr(x, "text") for t, _, _ in x.tokens]
+    assert chosen != [t for x in plain if hasattr(x, "text") for t, _, _ in x.tokens]
+    context = list(ids)
+    for x in items:
+        for t, lp, _ in getattr(x, "tokens", []):
+            with torch.no_grad():
+                raw = torch.log_softmax(model(torch.tensor([context]))[0][0, -1], -1)  # the model's own
+            assert lp == pytest.approx(float(raw[t]), abs=1e-5)
+            context.append(t)
