@@ -175,7 +175,8 @@ def _shape(items):
 
     exact = [("finish", x.reason, x.completion_tokens) if isinstance(x, Finish) else
              (x.text, [(t, [c for c, _ in top]) for t, _, top in x.tokens]) for x in items]
-    logprobs = [lp for x in items if not isinstance(x, Finish) for _, lp, top in x.tokens for lp in [lp] + [v for _, v in top]]
+    logprobs = [v for x in items if not isinstance(x, Finish) for _, lp, top in x.tokens
+                for v in [lp] + [v for _, v in top]]
     return exact, logprobs
 
 

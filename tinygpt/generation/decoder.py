@@ -147,7 +147,8 @@ class Decoder:
         seed + i (as the batched engine's rows do)."""
         generators = None
         if seed is not None:
-            generators = [torch.Generator(device=self.seq.device).manual_seed(seed + i) for i in range(self.seq.size(0))]
+            generators = [torch.Generator(device=self.seq.device).manual_seed(seed + i)
+                          for i in range(self.seq.size(0))]
         for _ in range(max_new_tokens):
             if self.all_finished:
                 return

@@ -28,8 +28,8 @@ decode, once each, so nobody waits longer than one prefill (splitting a long pro
 "chunked prefill", would shorten that wait only for prompts far longer than these models' windows).
 
 `use_cache=False`, or a model without the engine's cache (`can_cache_rows`), recomputes every row's whole window
-at every step: the slow, obvious reference path (rows with windows of one length share a pass). The `Decoder` (decoder.py) stays beside
-the engine as the older reference; tests check the three agree token for token.
+at every step: the slow, obvious reference path (rows with windows of one length share a pass). The `Decoder`
+(decoder.py) stays beside the engine as the older reference; tests check the three agree token for token.
 
 Compiling (`compile=True`): the decoding pass has the same shapes at every step (all the cache's slots, one
 token each), so torch.compile captures it once per model and number of slots (inductor on CPU; CUDA graphs,

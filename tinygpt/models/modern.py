@@ -45,7 +45,8 @@ def rotary_cos_sin_at(positions: torch.Tensor, head_size: int, theta: float) -> 
     """rotary_cos_sin for positions given one by one (the batched engine's rows each sit at their own): cos and
     sin of shape positions.shape + (head_size / 2,), equal entry for entry to rotary_cos_sin's for the same
     positions (the same product, position times frequency, in float32)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float32) / head_size))
+    steps = torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float32)
+    inv_freq = 1.0 / (theta ** (steps / head_size))
     angles = positions.to(torch.float32)[..., None] * inv_freq
     return angles.cos(), angles.sin()
 
@@ -104,5 +105,5 @@ class SwiGLU(nn.Module):
         return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))
 
 
-__all__ = ["RMS_EPS", "RMSNorm", "rotary_cos_sin", "rotary_cos_sin_at", "apply_rotary", "rotation_matrix", "ReluSquared", "swiglu_hidden",
-           "SwiGLU"]
+__all__ = ["RMS_EPS", "RMSNorm", "rotary_cos_sin", "rotary_cos_sin_at", "apply_rotary", "rotation_matrix",
+           "ReluSquared", "swiglu_hidden", "SwiGLU"]

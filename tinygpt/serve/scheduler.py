@@ -2,15 +2,16 @@
 
 A job is an iterator; each `next()` is one step of work (a generated piece of text, a whole inspection).
 The worker takes up to `max_running` jobs at a time and advances them round-robin, one step each per turn,
-so sixteen streaming clients each see their first token after about sixteen steps, not after fifteen whole
-generations.
+so sixteen streaming clients are served side by side, not one after the other.
 
 Generations are batched ("continuous batching"): a job whose iterator is `Batched` (completions.py's
 Completion) is a row of an engine shared by every running generation of the same model (its `batch_key`).
 Each turn, the worker runs one forward pass per model for all of its rows that need a token (newcomers are
 prefilled in that same pass's step), then lets each generation `advance` on the token it got: a Piece to
 post, the Finish, or nothing yet (text held back until the next token). Sixteen requests to one model cost
-one batched pass a turn, not sixteen. Other jobs (the inspect views) still take one `next()` each a turn. Jobs beyond that wait in arrival order, at most `max_waiting` of them; one more is refused
+one batched pass a turn, not sixteen. Other jobs (the inspect views) still take one `next()` each a turn.
+
+Jobs beyond `max_running` wait in arrival order, at most `max_waiting` of them; one more is refused
 (`Busy`, the server's 503). Cancelling a job (its client went away) closes its iterator at the worker's next
 turn, so a generation nobody reads stops within one step.
 
@@ -37,9 +38,9 @@ _DONE = object()
 @runtime_checkable
 class Batched(Protocol):
     """A job that is a row of a shared batch (completions.Completion): jobs with equal `batch_key` share the
-    engine `new_batch()` made for the first of them; `join` takes a row in it (`row`, None until then); `wants_step` says whether the
-    next pass should give the row a token; `advance` returns the next item to post, or None for nothing yet,
-    and raises StopIteration once done; `close` leaves the batch."""
+    engine `new_batch()` made for the first of them; `join` takes a row in it (`row`, None until then);
+    `wants_step` says whether the next pass should give the row a token; `advance` returns the next item to
+    post, or None for nothing yet, and raises StopIteration once done; `close` leaves the batch."""
 
     batch_key: Hashable
     wants_step: bool
