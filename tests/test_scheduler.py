@@ -255,3 +255,27 @@ def test_penalties_change_the_tokens_not_the_reported_logprobs():
                 raw = torch.log_softmax(model(torch.tensor([context]))[0][0, -1], -1)  # the model's own
             assert lp == pytest.approx(float(raw[t]), abs=1e-5)
             context.append(t)
+
+
+def test_a_cancelled_generation_leaves_the_batch_and_the_others_go_on():
+    from tinygpt.serve.completions import complete
+
+    served = _toy_served()
+    reqs = _requests(served, 3)
+
+    async def main():
+        sched = Scheduler(max_running=4, max_waiting=0)
+        jobs = [sched.submit(complete(served, **r)) for r in reqs]
+        async for _ in jobs[1]:
+            break  # its reader goes away after the first piece: the job is cancelled
+        results = [await jobs[0].result(), await jobs[2].result()]
+        engine = next(iter(sched._batches.values()))
+        stats = sched.stats()
+        sched.close()
+        return results, stats, engine
+
+    (a, c), stats, engine = asyncio.run(main())
+    assert stats["cancelled"] == 1 and stats["completed"] == 2
+    assert engine.rows == []  # every row left its slot
+    assert _shape(a)[0] == _shape(list(complete(served, **reqs[0])))[0]
+    assert _shape(c)[0] == _shape(list(complete(served, **reqs[2])))[0]
