@@ -24,18 +24,20 @@ A step is three phases: `logits(rows)` (prefill the rows new to the cache, group
 decoding pass for every other row), `choose` (each row's logits through its penalties, temperature, top-k,
 top-p and its own generator; greedy rows take one argmax together), and `append` (add each row's token, mark
 its end, slide its window). `step` runs the three. Newcomers are prefilled in the same step as the others
-decode, once each, so nobody waits longer than one prefill (splitting a long prompt over several steps,
-"chunked prefill", would shorten that wait only for prompts far longer than these models' windows).
+decode, so the others wait at most one prefill of at most one window per step (a newcomer's prompt is cut to
+the window; splitting it over several steps, "chunked prefill", is not done).
 
 `use_cache=False`, or a model without the engine's cache (`can_cache_rows`), recomputes every row's whole window
 at every step: the slow, obvious reference path (rows with windows of one length share a pass). The `Decoder`
 (decoder.py) stays beside the engine as the older reference; tests check the three agree token for token.
 
-Compiling (`compile=True`): the decoding pass has the same shapes at every step (all the cache's slots, one
-token each), so torch.compile captures it once per model and number of slots (inductor on CPU; CUDA graphs,
-mode "reduce-overhead", on CUDA). Prefill stays eager. Compiling costs seconds to tens of seconds, paid once
-per model and batch shape in a process: ask for it only for long generations (`worth_compiling`: at least
-COMPILE_MIN_TOKENS tokens), never for a 20-token sample.
+Eager decoding reads only the slots up to the highest in use and the keys up to the furthest position any row
+has reached. Compiling (`compile=True`): the decoding pass then reads every slot and the whole window, the same
+shapes at every step, so torch.compile captures it once per model and number of slots (inductor on CPU; CUDA
+graphs, mode "reduce-overhead", on CUDA). Prefill stays eager. Compiling costs tens of seconds on a CPU, paid
+once per model and batch shape in a process, and reading the whole window costs more than eager decoding
+reads while the rows are short: ask for it only for long generations (`worth_compiling`: at least
+COMPILE_MIN_TOKENS tokens), never for a 20-token sample, and measure that it pays on the hardware at hand.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ from tinygpt.generation.sampling import check_settings, penalize, penalized, sam
 from tinygpt.models.attention import RowKVCache
 from tinygpt.models.base import LanguageModel
 
-COMPILE_MIN_TOKENS = 256  # below this many tokens decoded with one batch shape, compiling costs more than it saves
+COMPILE_MIN_TOKENS = 256  # a rule of thumb: fewer tokens than this cannot win back tens of seconds of compiling
 
 
 def worth_compiling(tokens: int) -> bool:
