@@ -141,7 +141,7 @@ def random_runs(shape: str, root: Path) -> tuple[Path, Path]:
 
     s = SHAPES[shape]
     ascii_chars = [chr(c) for c in range(32, 127)] + ["\n"]
-    extra = (chr(c) for c in range(0x4E00, 0x4E00 + s["vocab"]))  # CJK characters fill a large vocabulary
+    extra = (chr(c) for c in range(0x10000, 0x10000 + s["vocab"]))  # characters past the first plane fill it
 
     def chars(n: int) -> list[str]:  # n characters, the ASCII ones first
         return (ascii_chars + list(extra))[:n] if n > len(ascii_chars) else ascii_chars[:n]
