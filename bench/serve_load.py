@@ -197,9 +197,8 @@ def main() -> int:
     if args.tiny:
         args.shapes, args.tokens, args.streams, args.check = ["tiny"], 8, [1, 2], True
 
+    import torch  # imported here: --help and argument errors need neither torch nor the library
     from machine import cpu_name
-
-    import torch
     print(f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; weights: "
           f"{'trained baby runs' if args.baby else 'random'} (speed does not depend on them)", file=sys.stderr)
     results = []
