@@ -51,6 +51,7 @@ import torch
 from tinygpt.generation.decoder import prompt_start, slide
 from tinygpt.generation.sampling import check_settings, penalize, penalized, sample_next
 from tinygpt.models.attention import RowKVCache
+from tinygpt.models.attention_kernels import cached_attention_kernels
 from tinygpt.models.base import LanguageModel
 
 COMPILE_MIN_TOKENS = 256  # a rule of thumb: fewer tokens than this cannot win back tens of seconds of compiling
@@ -257,7 +258,8 @@ class Engine:
         if self.compiled:
             logits = compiled_decoding(self.model)(self.model, idx, cache).clone()  # CUDA graphs reuse their output
         else:
-            logits = _forward_rows(self.model, idx, cache)
+            with cached_attention_kernels(self.device):  # the number of keys changes from step to step
+                logits = _forward_rows(self.model, idx, cache)
         for r in rows:
             r.logits = logits[r.slot]
             r.filled += 1

@@ -17,7 +17,8 @@ which is what lets torch.compile capture the step). A worked example, block_size
 
 Each row's new key and value are written at its position (`write_at`), and its query sees the keys up to and
 including that position. A row that takes no part in a step writes to the spare position, which no real row's
-mask ever lets through, so every step has the same shapes whoever takes part.
+mask ever lets through, so a step's shapes need not depend on who takes part (the compiled step reads every
+slot and every position; the eager one only as many as are in use).
 """
 from __future__ import annotations
 
@@ -232,7 +233,7 @@ class CausalSelfAttention(nn.Module):
         """One new token per row x (S, 1, C), row i's at position cache.positions[i]: its key and value are
         written into the row's slot, and it attends to its own row's keys up to itself (cache.mask)."""
         q, k, v = self.qkv(x, positions=cache.positions)  # (S, nh, 1, hs)
-        k, v = cache.append(layer, k, v)  # (S, nh, max_len + 1, hs): every slot's keys, the mask picks
+        k, v = cache.append(layer, k, v)  # (S, nh, cache.keys, hs): every slot's keys; the mask picks each row's
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask)
         return self.project(y)
 
