@@ -105,6 +105,11 @@ class Row:
         return self.tokens[self.prompt_len:]
 
     @property
+    def n_new(self) -> int:
+        """len(new_tokens), without the copy."""
+        return len(self.tokens) - self.prompt_len
+
+    @property
     def window(self) -> tuple[int, int]:
         """The (start, end) slice of tokens the model reads for the next token."""
         return self.start, len(self.tokens)

@@ -232,7 +232,7 @@ class Completion:
     @property
     def wants_step(self) -> bool:
         """Whether the next forward pass should give this generation a token."""
-        return (self.row is not None and not self.done and not self.text.ended and self.used == len(self.row.new_tokens)
+        return (self.row is not None and not self.done and not self.text.ended and self.used == self.row.n_new
                 and self.used < self.max_tokens and not self.row.finished)
 
     def advance(self) -> Piece | Finish | None:
@@ -241,8 +241,8 @@ class Completion:
         if self.done:
             raise StopIteration
         row = self.row
-        while not self.text.ended and self.used < len(row.new_tokens):
-            t = row.new_tokens[self.used]
+        while not self.text.ended and self.used < row.n_new:
+            t = row.tokens[row.prompt_len + self.used]
             self.used += 1
             if self.logprobs is not None and t not in self.eos_ids:  # an end-of-text token is not part of the text
                 lp = torch.log_softmax(row.drawn_from.float(), dim=-1)  # (V,) it is the row's newest token

@@ -68,6 +68,7 @@ class Job:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
         self.closed = False  # set by the worker once the iterator is finished or closed
+        self.batched = isinstance(steps, Batched)  # a row of a shared batch (checked once: the check is slow)
 
     def cancel(self) -> None:
         """Stop this job at the worker's next turn (its iterator is closed: its `finally` blocks run)."""
@@ -162,9 +163,9 @@ class Scheduler:
                     self._running.append(self._waiting.popleft())
                 turn = list(self._running)
             # outside the lock: submit() never waits on a model
-            self._step_batches([j for j in turn if isinstance(j.steps, Batched)])
+            self._step_batches([j for j in turn if j.batched])
             for job in turn:  # the other jobs: one step each
-                if not isinstance(job.steps, Batched):
+                if not job.batched:
                     self._step(job)
             with self._cond:
                 self._running = [j for j in self._running if not j.closed]
