@@ -49,7 +49,7 @@ from typing import Callable, Sequence
 import torch
 
 from tinygpt.generation.decoder import prompt_start, slide
-from tinygpt.generation.sampling import check_settings, penalize, penalized, sample_next
+from tinygpt.generation.sampling import check_settings, filter_logits, penalize, penalized, sample_next
 from tinygpt.models.attention import RowKVCache
 from tinygpt.models.attention_kernels import cached_attention_kernels
 from tinygpt.models.base import LanguageModel
@@ -277,14 +277,20 @@ class Engine:
             picked = torch.argmax(logits[plain_greedy], dim=-1).tolist()
             for i, t in zip(plain_greedy, picked):
                 tokens[i] = t
+        alike: dict[Sampling, list[int]] = {}  # sampled rows without penalties, by their settings
         for i, r in enumerate(rows):
             if tokens[i] is not None:
                 continue
             s, x = r.sampling, logits[i:i + 1]
-            if s.penalized:
-                x = penalize(x, [r.tokens], [r.new_tokens], s.repetition_penalty, s.frequency_penalty,
-                             s.presence_penalty)
+            if not s.penalized:
+                alike.setdefault(s, []).append(i)
+                continue
+            x = penalize(x, [r.tokens], [r.new_tokens], s.repetition_penalty, s.frequency_penalty, s.presence_penalty)
             tokens[i] = int(sample_next(x, s.temperature, s.top_k, s.top_p, r.generator))
+        for s, members in alike.items():  # sample_next's filtering for all of them at once, row by row the same;
+            probs = torch.softmax(filter_logits(logits[members], s.temperature, s.top_k, s.top_p), dim=-1)
+            for j, i in enumerate(members):  # then each row draws with its own generator
+                tokens[i] = int(torch.multinomial(probs[j:j + 1], num_samples=1, generator=rows[i].generator))
         return tokens
 
     def append(self, row: Row, token: int) -> None:
