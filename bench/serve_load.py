@@ -1,15 +1,24 @@
-"""Load on `tinygpt serve`: N concurrent streaming clients on loopback; aggregate tokens/s, time to first token.
+"""Load on `tinygpt serve`: 1, 4 and 16 concurrent streaming clients, completions and chat, on the baby model and
+on a GPT-2 124M-shaped model; total tokens/s and time to first token, and each level's speed over one stream's.
 
-    python bench/serve_load.py RUN [--clients 16] [--tokens 200] [--url http://127.0.0.1:8000]
+    python bench/serve_load.py                        # both shapes, random weights, streams 1 4 16
+    python bench/serve_load.py --baby runs/baby --baby_chat runs/baby_chat   # trained baby runs instead
+    python bench/serve_load.py --tiny                 # a 2-layer toy, a few tokens: checks that the bench runs
 
-Starts `tinygpt serve RUN --port 0` in its own process (or uses --url), then N client threads, released
-together, each stream one completion with `logprobs: 0` (so every token is counted exactly). A text run
-gets one prompt sampled with seeds 1..N; a task run (the calculator) gets N different held-out questions.
-Every reply is then checked against the library in this process: the same text as `generate_text` with that
-seed, or as `task.answer` (and, for the calculator, how many answers are right).
+The shapes: "baby" is the shakespeare_char preset (6 layers, 6 heads, 384 wide, a 256-token window, a 65-character
+vocabulary); "124M" is GPT-2 small (12 layers, 12 heads, 768 wide, a 1024-token window, 50,257 tokens). Unless
+runs are given, each shape gets random weights (speed does not depend on what the weights know; say so when
+quoting the figures), saved as a text run and a chat run (the same shape with the chat tokens), both served by
+one `tinygpt serve` process. Every client streams one reply of --tokens tokens (temperature 0.8, seed = its
+number), counting tokens through the log-probabilities, so each token is counted exactly. A trained run's reply
+may end early at an end token (the figures count the tokens that were made); a random chat model is kept from
+ending its replies (its end tokens' scores are pushed down), so that every stream makes --tokens tokens.
 
-Reported: clients, errors, tokens, wall time, aggregate tokens/s (all tokens / wall time from release to the
-last [DONE]), and p50 / p95 time to first token (nearest rank: with 16 clients p95 is the slowest).
+Reported per shape, endpoint and number of streams: tokens, wall time, total tokens/s (all tokens / wall time
+from the release of all clients to the last [DONE]), p50 / p95 time to first token (nearest rank: with 16
+clients p95 is the slowest), and the speed-up over one stream. The replies of the busiest level are checked
+against the same requests sent one at a time (--check, on by default with --tiny): the server batches every
+running generation of a model into one forward pass, and a reply must not depend on its neighbours.
 """
 from __future__ import annotations
 
@@ -19,12 +28,21 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SHAPES = {
+    "baby": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab=65),
+    "124M": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab=50257),
+    "tiny": dict(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab=65),
+}
+PROMPT = "ROMEO:\nWhat light through yonder window breaks?\n"
 
 
 @dataclass
@@ -33,18 +51,17 @@ class Reply:
     tokens: int = 0
     ttft: float | None = None  # seconds from sending the request to the first token
     seconds: float = 0.0
-    finish_reason: str | None = None
     done: bool = False  # the stream ended with [DONE]
     error: str | None = None
-    events: list[str] = field(default_factory=list)
+    chunks: list[str] = field(default_factory=list)
 
 
-def stream_one(client, url: str, body: dict) -> Reply:
-    """One streaming completion, read event by event."""
+def stream_one(client, url: str, path: str, body: dict) -> Reply:
+    """One streaming request (a completion or a chat reply), read event by event."""
     reply = Reply()
     t0 = time.perf_counter()
     try:
-        with client.stream("POST", f"{url}/v1/completions", json={**body, "stream": True, "logprobs": 0}) as r:
+        with client.stream("POST", f"{url}{path}", json={**body, "stream": True}) as r:
             if r.status_code != 200:
                 r.read()
                 reply.error = f"{r.status_code}: {r.text}"
@@ -61,13 +78,12 @@ def stream_one(client, url: str, body: dict) -> Reply:
                     reply.error = chunk["error"]["message"]
                     continue
                 for choice in chunk["choices"]:
-                    lp = choice.get("logprobs")
-                    n = len(lp["token_ids"]) if lp else 0
+                    lp = choice.get("logprobs") or {}
+                    n = len(lp.get("token_ids") or lp.get("content") or [])
                     if n and reply.ttft is None:
                         reply.ttft = time.perf_counter() - t0
                     reply.tokens += n
-                    reply.text += choice["text"]
-                    reply.finish_reason = choice["finish_reason"] or reply.finish_reason
+                    reply.text += choice.get("text") or (choice.get("delta") or {}).get("content") or ""
     except Exception as e:  # a bench reports every failure instead of stopping at the first
         reply.error = f"{type(e).__name__}: {e}"
     reply.seconds = time.perf_counter() - t0
@@ -76,7 +92,7 @@ def stream_one(client, url: str, body: dict) -> Reply:
     return reply
 
 
-def run_clients(url: str, bodies: list[dict], timeout: float = 300.0) -> tuple[list[Reply], float]:
+def run_clients(url: str, path: str, bodies: list[dict], timeout: float = 1800.0) -> tuple[list[Reply], float]:
     """Send every body at once, one thread each; (replies in order, wall seconds from release to the last)."""
     import httpx
 
@@ -86,7 +102,7 @@ def run_clients(url: str, bodies: list[dict], timeout: float = 300.0) -> tuple[l
     def client(i: int) -> None:
         with httpx.Client(timeout=timeout) as c:
             start.wait()
-            replies[i] = stream_one(c, url, bodies[i])
+            replies[i] = stream_one(c, url, path, bodies[i])
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(len(bodies))]
     for t in threads:
@@ -107,70 +123,125 @@ def percentile(values: list[float], q: float) -> float:
 def summarize(replies: list[Reply], wall: float) -> dict:
     ttfts = [r.ttft for r in replies if r.ttft is not None]
     tokens = sum(r.tokens for r in replies)
-    return {"clients": len(replies), "errors": sum(r.error is not None for r in replies), "tokens": tokens,
+    return {"streams": len(replies), "errors": sum(r.error is not None for r in replies), "tokens": tokens,
             "wall_s": round(wall, 3), "tokens_per_s": round(tokens / wall, 1) if wall else None,
             "ttft_p50_ms": round(1000 * percentile(ttfts, 50), 1) if ttfts else None,
             "ttft_p95_ms": round(1000 * percentile(ttfts, 95), 1) if ttfts else None}
 
 
-def requests_for(run_dir: str, clients: int, tokens: int, prompt: str) -> tuple[list[dict], list[str], list]:
-    """The request bodies, the library's reply to each, and for a task run the true answers."""
-    from tinygpt.serve.completions import load_models
-    from tinygpt.generation.generate import generate_text
-    from tinygpt.tasks.calculator import number_to_words
+def random_runs(shape: str, root: Path) -> tuple[Path, Path]:
+    """A text run and a chat run of `shape` with random weights (seeded), written as checkpoints."""
+    import torch
 
-    (served,) = load_models([run_dir]).values()
-    model, tok, task = served.subject.model, served.subject.tokenizer, served.subject.task
-    if task is not None:
-        problems = [p for ps in task.splits["val"].values() for p in ps]
-        chosen = [problems[i * len(problems) // clients] for i in range(clients)]
-        bodies = [{"model": served.name, "prompt": p.question} for p in chosen]
-        expected = [task.answer(model, p.question) for p in chosen]
-        return bodies, expected, [number_to_words(p.answer) for p in chosen]
-    bodies = [{"model": served.name, "prompt": prompt, "max_tokens": tokens, "seed": i + 1, "temperature": 0.8}
-              for i in range(clients)]
-    expected = ["".join(generate_text(model, tok, prompt, tokens, eos_ids=served.eos_ids, temperature=0.8, seed=i + 1))
-                for i in range(clients)]
-    return bodies, expected, []
+    from tinygpt.config import ModelConfig
+    from tinygpt.models import build_model
+    from tinygpt.tokenizers import CharTokenizer
+    from tinygpt.tokenizers.chat import SPECIALS, ChatTokenizer
+    from tinygpt.training.checkpoint import save_checkpoint
+
+    s = SHAPES[shape]
+    ascii_chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    extra = (chr(c) for c in range(0x10000, 0x10000 + s["vocab"]))  # characters past the first plane fill it
+
+    def chars(n: int) -> list[str]:  # n characters, the ASCII ones first
+        return (ascii_chars + list(extra))[:n] if n > len(ascii_chars) else ascii_chars[:n]
+
+    runs = []
+    for name, tok in (("text", CharTokenizer(chars(s["vocab"] - 1))),
+                      ("chat", ChatTokenizer(CharTokenizer(chars(s["vocab"] - 1 - len(SPECIALS)))))):
+        torch.manual_seed(0)
+        cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=s["block_size"], n_layer=s["n_layer"],
+                          n_head=s["n_head"], n_embd=s["n_embd"])
+        model = build_model(cfg).eval()
+        if isinstance(tok, ChatTokenizer):  # keep a random chat model from ending its reply at once:
+            with torch.no_grad():  # the final norm's output is zero-mean plus its bias, so with a bias of ones
+                model.transformer.ln_f.bias.fill_(1.0)  # and all -1 output rows, an end token scores -n_embd
+                model.lm_head.weight[list(tok.special_ids.values())] = -1.0
+        run = root / f"{shape}_{name}"
+        save_checkpoint(run / "best", model, tok, {"step": 0})
+        runs.append(run)
+    return runs[0], runs[1]
 
 
-def start_server(run_dir: str) -> tuple[subprocess.Popen, str]:
-    """`tinygpt serve RUN --port 0` in its own process; (process, URL) once it listens."""
-    proc = subprocess.Popen([sys.executable, "-m", "tinygpt", "serve", run_dir, "--port", "0"],
+def start_server(runs: list[Path], streams: int) -> tuple[subprocess.Popen, str]:
+    """`tinygpt serve RUNS --port 0` in its own process; (process, URL) once it listens."""
+    proc = subprocess.Popen([sys.executable, "-m", "tinygpt", "serve", *map(str, runs), "--port", "0",
+                             "--parallel", str(max(streams, 1)), "--max_tokens", "100000"],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for line in proc.stderr:
         if line.startswith("open http"):
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe from filling
             return proc, line.split()[1]
     proc.wait()
     raise SystemExit(f"the server did not start (exit code {proc.returncode})")
 
 
+def bodies(endpoint: str, model: str, n: int, tokens: int) -> list[dict]:
+    common = {"model": model, "max_tokens": tokens, "temperature": 0.8}
+    if endpoint == "completions":
+        return [{**common, "prompt": PROMPT, "seed": i + 1, "logprobs": 0} for i in range(n)]
+    return [{**common, "messages": [{"role": "user", "content": PROMPT}], "seed": i + 1, "logprobs": True}
+            for i in range(n)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", help="the run directory to serve and load")
-    ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--tokens", type=int, default=200, help="new tokens per client (text runs)")
-    ap.add_argument("--prompt", default="ROMEO:")
-    ap.add_argument("--url", help="an already running server (default: start one)")
+    ap.add_argument("--shapes", nargs="+", default=["baby", "124M"], choices=sorted(SHAPES))
+    ap.add_argument("--baby", help="a trained text run to use for the baby shape (default: random weights)")
+    ap.add_argument("--baby_chat", help="a trained chat run to use for the baby shape (default: random weights)")
+    ap.add_argument("--streams", nargs="+", type=int, default=[1, 4, 16])
+    ap.add_argument("--tokens", type=int, default=128, help="new tokens per stream")
+    ap.add_argument("--check", action="store_true", help="check the busiest level's replies against one at a time")
+    ap.add_argument("--tiny", action="store_true", help="the tiny shape, 8 tokens, streams 1 2: a quick check")
     args = ap.parse_args()
+    if args.tiny:
+        args.shapes, args.tokens, args.streams, args.check = ["tiny"], 8, [1, 2], True
 
-    bodies, expected, truth = requests_for(args.run, args.clients, args.tokens, args.prompt)
-    proc, url = (None, args.url) if args.url else start_server(args.run)
-    try:
-        replies, wall = run_clients(url, bodies)
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
-    summary = summarize(replies, wall)
-    summary["equal_to_library"] = sum(r.error is None and r.text == e for r, e in zip(replies, expected))
-    if truth:
-        summary["right_answers"] = sum(r.text == t for r, t in zip(replies, truth))
-    for r in replies:
-        if r.error:
-            print(f"error: {r.error}", file=sys.stderr)
-    print(json.dumps(summary))
-    return 0 if summary["errors"] == 0 and summary["equal_to_library"] == len(replies) else 1
+    import torch  # imported here: --help and argument errors need neither torch nor the library
+    from machine import cpu_name
+    print(f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; weights: "
+          f"{'trained baby runs' if args.baby else 'random'} (speed does not depend on them)", file=sys.stderr)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape in args.shapes:
+            if shape == "baby" and args.baby and args.baby_chat:
+                text_run, chat_run = Path(args.baby), Path(args.baby_chat)
+            else:
+                text_run, chat_run = random_runs(shape, Path(tmp))
+            proc, url = start_server([text_run, chat_run], max(args.streams))
+            try:
+                for endpoint, run, path in (("completions", text_run, "/v1/completions"),
+                                            ("chat", chat_run, "/v1/chat/completions")):
+                    name = run.resolve().name if run.resolve().name not in ("best", "latest") else run.parent.name
+                    run_clients(url, path, bodies(endpoint, name, 1, 4))  # warm-up: first-call costs
+                    base = None
+                    for n in args.streams:
+                        sent = bodies(endpoint, name, n, args.tokens)
+                        replies, wall = run_clients(url, path, sent)
+                        row = {"shape": shape, "endpoint": endpoint, **summarize(replies, wall)}
+                        base = base or row["tokens_per_s"]
+                        row["speedup"] = round(row["tokens_per_s"] / base, 2) if base and row["tokens_per_s"] else None
+                        if args.check and n == max(args.streams):
+                            alone = [run_clients(url, path, [b])[0][0] for b in sent]
+                            row["equal_to_alone"] = sum(a.error is None and a.text == r.text
+                                                        for a, r in zip(alone, replies))
+                        for r in replies:
+                            if r.error:
+                                print(f"error: {r.error}", file=sys.stderr)
+                        results.append(row)
+                        print(json.dumps(row), flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    print("\nshape  endpoint     streams  tokens/s  ×1 stream  ttft p50 ms  ttft p95 ms")
+    for r in results:
+        cells = [str(r[k]) if r[k] is not None else "-" for k in ("tokens_per_s", "speedup", "ttft_p50_ms",
+                                                                     "ttft_p95_ms")]
+        print(f"{r['shape']:<6} {r['endpoint']:<12} {r['streams']:>7}  {cells[0]:>8}  {cells[1]:>9}  "
+              f"{cells[2]:>11}  {cells[3]:>11}")
+    failed = any(r["errors"] for r in results) or any(r.get("equal_to_alone", r["streams"]) != r["streams"]
+                                                      for r in results)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -34,11 +34,45 @@ class MockCache:
         self.tokens = self.tokens[index]
 
 
+class MockRowCache:
+    """The batched engine's cache for WindowSum, like RowKVCache: a slot per row holding the tokens fed so far;
+    point(write_at) says where each slot's next token goes (max_len: it sits the step out)."""
+
+    def __init__(self, slots, max_len):
+        self.tokens, self.max_len = [[] for _ in range(slots)], max_len
+
+    @property
+    def slots(self):
+        return len(self.tokens)
+
+    def point(self, write_at, keys=None):
+        self.write_at = write_at.tolist()
+
+    def first(self, n):
+        view = MockRowCache(0, self.max_len)
+        view.tokens = self.tokens[:n]  # the same lists: writes land in this cache
+        return view
+
+    def store(self, slots, cache):
+        for s, row in zip(slots.tolist(), cache.tokens.tolist()):
+            self.tokens[s][:] = row
+
+    def copy_slot(self, src, dst):
+        self.tokens[dst][:] = self.tokens[src]
+
+    def grown(self, slots):
+        bigger = MockRowCache(slots, self.max_len)
+        for mine, theirs in zip(bigger.tokens, self.tokens):
+            mine[:] = theirs
+        return bigger
+
+
 class WindowSum(LanguageModel):
     """Predicts (sum of the tokens it can see + how many) mod V, with certainty: any mistake in what the model
     is shown changes the answer. Records the length of every input it was given."""
 
     can_cache = True
+    can_cache_rows = True
 
     def __init__(self, vocab=7, block=4):
         super().__init__()
@@ -50,12 +84,24 @@ class WindowSum(LanguageModel):
     def answer(context, vocab=7):
         return (sum(context) + len(context)) % vocab
 
-    def new_cache(self, batch_size, device=None, dtype=None):
+    def new_cache(self, batch_size, device=None, dtype=None, max_len=None):
         return MockCache(batch_size)
+
+    def new_row_cache(self, slots):
+        return MockRowCache(slots, self.config.block_size)
 
     def forward(self, idx, targets=None, *, cache=None, capture=None):
         self._check_abilities(cache, capture)
         self.calls.append(idx.size(1))
+        V = self.config.vocab_size
+        if isinstance(cache, MockRowCache):  # one token per slot, each at its own position
+            logits = torch.zeros(idx.size(0), 1, V)
+            for i, (at, tok) in enumerate(zip(cache.write_at, idx[:, 0].tolist())):
+                if at < cache.max_len:
+                    assert len(cache.tokens[i]) >= at, "a slot was asked to skip a position"
+                    cache.tokens[i][:] = cache.tokens[i][:at] + [tok]
+                    logits[i, 0, self.answer(cache.tokens[i], V)] = 10.0
+            return logits, None
         if cache is not None:
             cache.tokens = torch.cat([cache.tokens, idx], dim=1)
             idx = cache.tokens
@@ -69,6 +115,7 @@ class WindowSum(LanguageModel):
 
 class NoCacheWindowSum(WindowSum):
     can_cache = False
+    can_cache_rows = False
 
 
 def test_window_policy_known_answers():
@@ -169,9 +216,10 @@ def test_generation_stops_once_every_row_has_an_eos():
     assert free[:3] == [2, 5, 4]
     assert generate(m, [1], 10, temperature=0, eos_ids=[5]) == [2, 5]
     assert generate(m, [2], 4, temperature=0) == [3, 0, 1, 3]
-    # two rows: the first ends at step 2, the second at step 3; generation goes on until both have
+    # two rows: the first ends at step 2, the second at step 3; generation goes on until both have, and a row
+    # that has ended repeats its end id (it takes no more room in the batch)
     rows = torch.stack(list(generate_tokens(m, torch.tensor([[1], [2]]), 10, temperature=0, eos_ids=[5, 1])), 1)
-    assert rows.tolist() == [[2, 5, 4], [3, 0, 1]]
+    assert rows.tolist() == [[2, 5, 5], [3, 0, 1]]
 
 
 class Repeat(LanguageModel):

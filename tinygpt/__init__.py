@@ -35,6 +35,7 @@ try:
     from tinygpt.config import ModelConfig, TrainConfig, build_configs  # noqa: E402
     from tinygpt.data.text import TextData  # noqa: E402
     from tinygpt.generation.decoder import Decoder  # noqa: E402
+    from tinygpt.generation.engine import Engine, Sampling  # noqa: E402
     from tinygpt.generation.generate import generate, generate_text  # noqa: E402
     from tinygpt.models import GPT, LanguageModel, build_model  # noqa: E402
     from tinygpt.tokenizers import load_tokenizer  # noqa: E402
@@ -50,5 +51,4 @@ if _held:
 
 __all__ = ["__version__", "ModelConfig", "TrainConfig", "build_configs", "TextData", "Decoder", "generate",
            "generate_text", "GPT", "LanguageModel", "build_model", "Run", "load_checkpoint", "load_tokenizer",
-           "Hooks", "RunResult", "train"]
-__all__ += ["TrainingProgress"]
+           "Hooks", "RunResult", "train", "TrainingProgress", "Engine", "Sampling"]

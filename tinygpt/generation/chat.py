@@ -9,8 +9,7 @@ import torch.nn as nn
 
 from tinygpt.config import SettingText
 from tinygpt.data.conversations import ChatError, Conversation, Message, render
-from tinygpt.generation.decoder import Decoder
-from tinygpt.generation.generate import generate, greedy_batch, text_pieces
+from tinygpt.generation.generate import generate, generate_tokens, greedy_batch, text_pieces
 from tinygpt.models import eval_mode
 from tinygpt.tokenizers import Tokenizer
 from tinygpt.tokenizers.chat import ChatTokenizer
@@ -25,7 +24,8 @@ def answer_turns(model: nn.Module, tok: ChatTokenizer, turns: Sequence[tuple[Con
                  slow: bool = False) -> list[str | None]:
     """The model's greedy reply to each (conversation, k): given messages[:k], what does it say as the assistant?
     The reply's text, or None when it did not end its reply with <|end|> in time (as long as the expected reply
-    and one more token) or the history alone fills the window. slow=True answers one turn at a time through
+    and one more token) or the history alone fills the window. The turns run together on the batched engine
+    (greedy_batch; histories of any lengths share a batch); slow=True answers one turn at a time through
     generate(), the reference for the batched path."""
     block = model.config.block_size
     prompts = [render(tok, conv.messages[:k], reply=True)[0] for conv, k in turns]
@@ -124,14 +124,17 @@ class ChatSession:
         return ids
 
     def reply(self, user: str, *, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
-              seed: int | None = None) -> Iterator[str]:
+              seed: int | None = None, repetition_penalty: float = 1.0, frequency_penalty: float = 0.0,
+              presence_penalty: float = 0.0) -> Iterator[str]:
         """Stream the reply to `user`; the history is updated once the reply is complete."""
         ids = self.prompt(user)
         block = self.model.config.block_size
         n = reply_budget(len(ids), block, self.max_new_tokens)
         ends = list(self.tokenizer.special_ids.values())  # <|end|>, or a turn the model should not write
-        dec = Decoder(self.model, ids, eos_ids=ends)
-        tokens = (int(t[0]) for _, t in dec.generate(n, temperature, top_k, top_p, seed))
+        tokens = (int(t[0]) for t in generate_tokens(self.model, ids, n, temperature, top_k, top_p, seed, eos_ids=ends,
+                                                     repetition_penalty=repetition_penalty,
+                                                     frequency_penalty=frequency_penalty,
+                                                     presence_penalty=presence_penalty))
         text = []
         with eval_mode(self.model):
             for piece in text_pieces(self.tokenizer, tokens, eos_ids=ends):

@@ -1,10 +1,11 @@
-"""The generation engine: token ids in, token ids out. It knows nothing about text.
+"""The first generation engine, rows of one length: token ids in, token ids out. It knows nothing about text.
 
-A `Decoder` holds every row's tokens so far and owns what all generation shares: the context window, the
-KV cache, the end-of-sequence ids and the order of the rows (beam search reorders them). Sampling,
-beam search, the calculator's batched answers, generation traces and the inspect views all run on it.
+The batched `Engine` (engine.py) runs generation now, rows of any lengths in one pass; the Decoder stays as
+its reference (tests check they agree token for token) and as the record of what the model read at each step
+(`windows`), which the inspect views draw. A `Decoder` holds every row's tokens so far and owns the context
+window, the KV cache, the end-of-sequence ids and the order of the rows.
 
-Context-window policy (the one copy; both paths follow it, so they choose identical tokens): the model
+Context-window policy (the one copy; every path follows it, so they choose identical tokens): the model
 sees at most `block_size` tokens. A prompt longer than that is cut to its last `block_size` tokens. When
 generation fills the window, it slides: the model keeps the last `keep = 3/4 * block_size` tokens and
 goes on (the cached path refills its cache from them once, then adds one token at a time again).
@@ -22,7 +23,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from tinygpt.generation.sampling import sample_next
+from tinygpt.generation.sampling import penalize, penalized, sample_next
 from tinygpt.models.base import LanguageModel
 
 
@@ -137,18 +138,30 @@ class Decoder:
 
     # --- sampling -----------------------------------------------------------------------------------
     def generate(self, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, seed: int | None = None
+                 top_p: float | None = None, seed: int | None = None, repetition_penalty: float = 1.0,
+                 frequency_penalty: float = 0.0, presence_penalty: float = 0.0
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Sample up to max_new_tokens tokens per row; yield (raw logits (B, V) it was drawn from, token (B,))
-        per step. Stops early once every row has produced an eos id. temperature=0 is greedy."""
-        generator = None
+        per step. Stops early once every row has produced an eos id. temperature=0 is greedy. The penalties
+        (sampling.py) apply first, greedy included. With a seed, row i draws from its own generator seeded
+        seed + i (as the batched engine's rows do)."""
+        generators = None
         if seed is not None:
-            generator = torch.Generator(device=self.seq.device).manual_seed(seed)
+            generators = [torch.Generator(device=self.seq.device).manual_seed(seed + i)
+                          for i in range(self.seq.size(0))]
         for _ in range(max_new_tokens):
             if self.all_finished:
                 return
             logits = self.next_logits()
-            nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            chosen = logits
+            if penalized(repetition_penalty, frequency_penalty, presence_penalty):
+                chosen = penalize(logits, self.seq, self.new_tokens, repetition_penalty, frequency_penalty,
+                                  presence_penalty)
+            if generators is None:
+                nxt = sample_next(chosen, temperature, top_k, top_p)  # (B,)
+            else:
+                nxt = torch.cat([sample_next(chosen[i:i + 1], temperature, top_k, top_p, g)
+                                 for i, g in enumerate(generators)])
             self.append(nxt)
             yield logits, nxt
 

@@ -1,18 +1,26 @@
-"""Generation on the `Decoder` engine: sampled tokens, beam search, and the text layer above them (stop
-strings, end-of-text, UTF-8 pieces held back until complete).
+"""Generation on the batched `Engine` (engine.py): sampled tokens, greedy answers to many prompts, beam search,
+and the text layer above them (stop strings, end-of-text, UTF-8 pieces held back until complete).
 
-Everything here is a thin loop over decoder.py, which owns the context window (see its docstring: a long
-prompt keeps its last block_size tokens; a full window slides to keep its last 3/4), the KV cache, the
-end-of-sequence ids and the row order. `use_cache=False` selects the uncached reference path everywhere.
+Everything here is a thin loop over the engine, which owns the context window (decoder.py's policy: a long
+prompt keeps its last block_size tokens; a full window slides to keep its last 3/4), the KV cache, the end ids
+and each row's sampling. Rows of a batch may have different lengths. `use_cache=False` selects the uncached
+reference path everywhere. Row i of a batch sampled with `seed` draws from its own generator, seeded seed + i,
+so row 0 of a batch is the text generated alone with that seed.
+
+The sampling settings every entry point takes: temperature (0 is greedy), top_k, top_p, seed, and the three
+penalties (repetition_penalty, frequency_penalty, presence_penalty; sampling.py), applied before the others,
+to greedy decoding too. `compile=True` compiles the decoding step (engine.py: worth it for long generations
+only, see worth_compiling).
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from tinygpt.generation.decoder import Decoder
+from tinygpt.generation.engine import GREEDY, Engine, Row, Sampling
 from tinygpt.models.base import LanguageModel
 from tinygpt.tokenizers import ByteBPETokenizer, CharTokenizer, Tokenizer, WordTokenizer
 
@@ -21,16 +29,36 @@ END_OF_TEXT = ("<|endoftext|>", "<eos>")  # special tokens that end a text, in o
 
 # --- tokens --------------------------------------------------------------------------------------
 
+def _prompt_rows(prompt: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor) -> list[list[int]]:
+    """Prompt ids (T,) or rows of them (B, T) as lists (rows may differ in length)."""
+    if isinstance(prompt, torch.Tensor):
+        prompt = prompt.tolist()
+    prompt = list(prompt)
+    if prompt and isinstance(prompt[0], (list, tuple)):
+        return [list(map(int, p)) for p in prompt]
+    return [list(map(int, prompt))]
+
+
 def generate_tokens(model: LanguageModel, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int,
                     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                    seed: int | None = None, use_cache: bool = True, eos_ids: Sequence[int] = ()
-                    ) -> Iterator[torch.Tensor]:
-    """Yield up to max_new_tokens new tokens, one (B,) tensor per step, after prompt ids (T,) or (B, T), T >= 1.
-    temperature=0 is greedy; every row stops at one of eos_ids (that token included). use_cache=False takes the
-    uncached reference path (the whole window recomputed every step), which the KV-cache path must agree with."""
-    dec = Decoder(model, prompt, use_cache=use_cache, eos_ids=eos_ids)
-    for _, nxt in dec.generate(max_new_tokens, temperature, top_k, top_p, seed):
-        yield nxt
+                    seed: int | None = None, use_cache: bool = True, eos_ids: Sequence[int] = (),
+                    repetition_penalty: float = 1.0, frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                    compile: bool = False) -> Iterator[torch.Tensor]:
+    """Yield up to max_new_tokens new tokens, one (B,) tensor per step, after prompt ids (T,), or (B, T), or B
+    lists of any lengths, each at least one token. temperature=0 is greedy; every row stops at one of eos_ids
+    (that token included; a row that has ended repeats it until every row has). Row i samples with seed + i.
+    use_cache=False takes the uncached reference path (the whole window recomputed every step), which the
+    KV-cache path must agree with. compile: the compiled decoding step (engine.py)."""
+    rows = _prompt_rows(prompt)
+    sampling = Sampling(temperature, top_k, top_p, repetition_penalty, frequency_penalty, presence_penalty)
+    engine = Engine(model, use_cache=use_cache, compile=compile, slots=len(rows))
+    live = [engine.add(p, sampling, None if seed is None else seed + i, eos_ids) for i, p in enumerate(rows)]
+    for _ in range(max_new_tokens):
+        going = [r for r in live if not r.finished]
+        if not going:
+            return
+        engine.step(going)
+        yield torch.tensor([r.tokens[-1] for r in live], device=engine.device)
 
 
 def generate(model: LanguageModel, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int, **kwargs) -> list[int]:
@@ -39,26 +67,29 @@ def generate(model: LanguageModel, prompt: Sequence[int] | torch.Tensor, max_new
 
 
 def greedy_batch(model: LanguageModel, prompts: Sequence[Sequence[int]], max_new_tokens: int | Callable[[int], int],
-                 eos_ids: Sequence[int], batch_size: int = 2048) -> list[list[int]]:
+                 eos_ids: Sequence[int], batch_size: int = 2048, use_cache: bool = True) -> list[list[int]]:
     """Greedy continuations of many prompts (what exact-match scoring reads), each up to and including its first
-    eos id. max_new_tokens: a number, or a function of the prompt length. Prompts of equal length run together
-    as one batch on one Decoder (prefilled once into the KV cache, then a token per step), which stops as soon
-    as every row has ended. The reference is generate(temperature=0) one prompt at a time; they agree."""
-    by_len: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        by_len.setdefault(len(p), []).append(i)
-    eos = {int(e) for e in eos_ids}
+    eos id. max_new_tokens: a number, or a function of the prompt length. Up to batch_size prompts, of any
+    lengths, run together on one Engine; a prompt that ends (its eos id or its budget) leaves and the next one
+    joins. The reference is generate(temperature=0) one prompt at a time; they agree."""
+    engine = Engine(model, use_cache=use_cache, slots=min(batch_size, len(prompts)))
     out: list[list[int]] = [[] for _ in prompts]
-    for length, members in by_len.items():
-        steps = max_new_tokens(length) if callable(max_new_tokens) else max_new_tokens
-        for s in range(0, len(members), batch_size):
-            chunk = members[s:s + batch_size]
-            dec = Decoder(model, [list(prompts[i]) for i in chunk], eos_ids=list(eos))
-            for _ in dec.generate(steps, temperature=0):  # greedy: lowest id on ties
-                pass
-            for i, row in zip(chunk, dec.new_tokens.tolist()):
-                end = next((k for k, t in enumerate(row) if t in eos), None)
-                out[i] = row if end is None else row[:end + 1]
+    waiting = deque(range(len(prompts)))
+    live: dict[Row, tuple[int, int]] = {}  # row -> (prompt index, its budget)
+    while waiting or live:
+        while waiting and len(live) < batch_size:
+            i = waiting.popleft()
+            steps = max_new_tokens(len(prompts[i])) if callable(max_new_tokens) else max_new_tokens
+            if steps > 0:
+                live[engine.add(prompts[i], GREEDY, eos_ids=eos_ids)] = (i, steps)
+        rows = list(live)
+        engine.step(rows)
+        for row in rows:
+            i, steps = live[row]
+            if row.finished or len(row.new_tokens) >= steps:
+                out[i] = row.new_tokens
+                engine.remove(row)
+                del live[row]
     return out
 
 
@@ -80,27 +111,29 @@ def beam_search(model: LanguageModel, prompt: Sequence[int], max_new_tokens: int
     says so (the text layer's stop strings); the search stops once `num_beams` beams have finished
     (Hugging Face's early_stopping=True) or after max_new_tokens. Beams are ranked by
     logprob / (new length ** length_penalty): 1.0 is a per-token average, 0 the raw sum (favours short).
+    The beams are the engine's rows: a beam chosen twice forks (its slot is copied), one not chosen leaves.
     """
     if num_beams < 1:
         raise ValueError("num_beams must be >= 1")
-    dec = Decoder(model, list(prompt), use_cache=use_cache, eos_ids=eos_ids)
-    device = dec.seq.device
-    scores = torch.zeros(1, device=device)  # (beams,) summed log-probs
+    engine = Engine(model, use_cache=use_cache, slots=num_beams)
+    eos = {int(i) for i in eos_ids}
+    beams = [engine.add(list(prompt), GREEDY, eos_ids=eos_ids)]
+    scores = torch.zeros(1, device=engine.device)  # (beams,) summed log-probs
     finished: list[Beam] = []
 
     def rank(logprob: float, length: int) -> float:
         return logprob / (max(length, 1) ** length_penalty)
 
     for _ in range(max_new_tokens):
-        logp = torch.log_softmax(dec.next_logits().float(), dim=-1)  # (beams, V)
+        logp = torch.log_softmax(engine.logits(beams).float(), dim=-1)  # (beams, V)
         V = logp.size(-1)
         total = (scores[:, None] + logp).view(-1)  # (beams * V,)
         top, flat = torch.topk(total, min(2 * num_beams, total.numel()))  # spare candidates replace ended ones
         rows, toks, kept = [], [], []
         for s, f in zip(top.tolist(), flat.tolist()):
             row, tok = divmod(f, V)
-            if tok in dec.eos_ids or (ends is not None and ends(dec.new_tokens[row].tolist() + [tok])):
-                tokens = dec.new_tokens[row].tolist() + [tok]  # this candidate ends its beam
+            if tok in eos or (ends is not None and ends(beams[row].new_tokens + [tok])):
+                tokens = beams[row].new_tokens + [tok]  # this candidate ends its beam
                 finished.append(Beam(tokens, s, rank(s, len(tokens))))
                 continue
             rows.append(row)
@@ -110,15 +143,21 @@ def beam_search(model: LanguageModel, prompt: Sequence[int], max_new_tokens: int
                 break
         if len(finished) >= num_beams or not rows:
             break  # like Hugging Face's early_stopping=True: enough beams have ended
-        dec.reorder(torch.tensor(rows, device=device))
-        dec.append(torch.tensor(toks, device=device))
-        scores = torch.tensor(kept, device=device)
-    n = dec.new_tokens.size(1)
-    live = [Beam(dec.new_tokens[i].tolist(), float(scores[i]), rank(float(scores[i]), n))
-            for i in range(dec.seq.size(0))]
+        chosen, taken = [], set()
+        for row in rows:  # every fork is made before any beam takes its next token
+            chosen.append(engine.fork(beams[row]) if row in taken else beams[row])
+            taken.add(row)
+        for row, beam in enumerate(beams):
+            if row not in taken:
+                engine.remove(beam)
+        for beam, tok in zip(chosen, toks):
+            engine.append(beam, tok)
+        beams, scores = chosen, torch.tensor(kept, device=engine.device)
+    live = [Beam(b.new_tokens, float(scores[i]), rank(float(scores[i]), len(b.new_tokens)))
+            for i, b in enumerate(beams)]
     # once num_beams beams have ended, the unfinished ones are not candidates (they stopped mid-way)
-    beams = sorted(finished if len(finished) >= num_beams else finished + live, key=lambda b: b.score, reverse=True)
-    return beams[:num_beams]
+    best = sorted(finished if len(finished) >= num_beams else finished + live, key=lambda b: b.score, reverse=True)
+    return best[:num_beams]
 
 
 # --- text ----------------------------------------------------------------------------------------
@@ -143,53 +182,99 @@ def _before_stop(text: str, stop: Sequence[str]) -> str:
 def generate_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, max_new_tokens: int,
                   stop: Sequence[str] = (), eos_ids: Sequence[int] = (), **kwargs) -> Iterator[str]:
     """Stream the text of one generation piece by piece, stopping before the first stop string or at an
-    end-of-text token (eos_ids, not printed). kwargs: the sampling settings of generate_tokens. The text
-    layer is `text_pieces`."""
+    end-of-text token (eos_ids, not printed). kwargs: the sampling settings of generate_tokens (penalties and
+    compile included). The text layer is `text_pieces`."""
     tokens = (int(t[0]) for t in generate_tokens(model, tokenizer.encode(prompt), max_new_tokens, eos_ids=eos_ids,
                                                  **kwargs))
     yield from text_pieces(tokenizer, tokens, stop, eos_ids)
 
 
-def text_pieces(tokenizer: Tokenizer, tokens: Iterable[int], stop: Sequence[str] = (),
-                eos_ids: Sequence[int] = ()) -> Iterator[str]:
-    """The text layer: new token ids in, one at a time, text pieces out, stopping before the first stop string
-    or at an end-of-text token (eos_ids, not printed). It pulls a token only when it needs one, so whoever
-    feeds it knows which tokens a piece came from (the server's per-token log-probabilities).
+def generate_texts(model: LanguageModel, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, num_samples: int,
+                   stop: Sequence[str] = (), eos_ids: Sequence[int] = (), seed: int | None = None,
+                   **kwargs) -> list[str]:
+    """num_samples texts from one prompt, generated together as one batch: sample i is the text generate_text
+    gives with seed + i (so the first is the one generated alone with `seed`). kwargs: generate_tokens'."""
+    ids = tokenizer.encode(prompt)
+    streams = [TextStream(tokenizer, stop, eos_ids) for _ in range(num_samples)]
+    texts = [[] for _ in range(num_samples)]
+    for step in generate_tokens(model, [ids] * num_samples, max_new_tokens, eos_ids=eos_ids, seed=seed, **kwargs):
+        for stream, text, t in zip(streams, texts, step.tolist()):
+            if not stream.ended:
+                text.append(stream.push(t))
+    for stream, text in zip(streams, texts):
+        text.append(stream.finish())
+    return ["".join(t) for t in texts]
 
-    Text that could be the beginning of a stop string is held back until it is clear it is not one, so
-    the caller never sees any part of a stop string; so is a trailing U+FFFD, possibly half of a
-    multi-byte character from a byte-level tokenizer.
+
+class TextStream:
+    """The text layer, fed one token at a time: `push(token)` returns the text that token releases (maybe ""),
+    `finish()` the rest once the tokens run out; `ended` is set by an end-of-text token or a stop string, after
+    which nothing more comes. text_pieces drives it from an iterator; the server feeds it as tokens come.
+
+    Text is cut before the first stop string, and never shows any part of one: text that could be the
+    beginning of a stop string is held back until it is clear it is not one; so is a trailing U+FFFD,
+    possibly half of a multi-byte character from a byte-level tokenizer. An end-of-text id (eos_ids) is not
+    text: it releases what was held back and ends the stream.
     """
-    stop = [s for s in stop if s]
-    eos = {int(i) for i in eos_ids}
-    new: list[int] = []
-    emitted = 0  # characters of the decoded new text already yielded
-    for tok in tokens:
-        if int(tok) in eos:
-            break
-        new.append(int(tok))
-        text = tokenizer.decode(new)
-        hits = [text.find(s, max(0, emitted - len(s))) for s in stop]
+
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = (), eos_ids: Sequence[int] = ()):
+        self.tokenizer = tokenizer
+        self.stop = [s for s in stop if s]
+        self.eos = {int(i) for i in eos_ids}
+        self.new: list[int] = []
+        self.emitted = 0  # characters of the decoded new text already released
+        self.ended = False
+
+    def push(self, token: int) -> str:
+        if self.ended:
+            return ""
+        if int(token) in self.eos:
+            return self.finish()
+        self.new.append(int(token))
+        text = self.tokenizer.decode(self.new)
+        hits = [text.find(s, max(0, self.emitted - len(s))) for s in self.stop]
         hits = [h for h in hits if h >= 0]
         if hits:
+            self.ended = True
             cut = min(hits)
-            if cut > emitted:
-                yield text[emitted:cut]
-            return
+            return text[self.emitted:cut] if cut > self.emitted else ""
         safe = len(text)
         if text.endswith("\N{REPLACEMENT CHARACTER}"):
             safe -= 1  # possibly half of a multi-byte character (byte-level tokenizers): wait for the rest
-        for s in stop:  # hold back a suffix that is a proper prefix of a stop string
+        for s in self.stop:  # hold back a suffix that is a proper prefix of a stop string
             for n in range(min(len(s) - 1, len(text)), 0, -1):
                 if text.endswith(s[:n]):
                     safe = min(safe, len(text) - n)
                     break
-        if safe > emitted:
-            yield text[emitted:safe]
-            emitted = safe
-    text = tokenizer.decode(new)
-    if len(text) > emitted:
-        yield text[emitted:]
+        if safe <= self.emitted:
+            return ""
+        piece, self.emitted = text[self.emitted:safe], safe
+        return piece
+
+    def finish(self) -> str:
+        """What is still held back, once no more tokens come (nothing after a stop string)."""
+        if self.ended:
+            return ""
+        self.ended = True
+        text = self.tokenizer.decode(self.new)
+        return text[self.emitted:]
+
+
+def text_pieces(tokenizer: Tokenizer, tokens: Iterable[int], stop: Sequence[str] = (),
+                eos_ids: Sequence[int] = ()) -> Iterator[str]:
+    """The text layer (TextStream) over an iterator: new token ids in, one at a time, text pieces out, stopping
+    before the first stop string or at an end-of-text token (eos_ids, not printed). It pulls a token only when
+    it needs one, so whoever feeds it knows which tokens a piece came from."""
+    stream = TextStream(tokenizer, stop, eos_ids)
+    for tok in tokens:
+        piece = stream.push(tok)
+        if piece:
+            yield piece
+        if stream.ended:
+            return
+    tail = stream.finish()
+    if tail:
+        yield tail
 
 
 def beam_search_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, max_new_tokens: int,
@@ -207,5 +292,5 @@ def beam_search_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, ma
             for b in beams]
 
 
-__all__ = ["generate_tokens", "generate", "greedy_batch", "Beam", "beam_search", "END_OF_TEXT", "end_of_text_id", "generate_text",
-           "text_pieces", "beam_search_text"]
+__all__ = ["generate_tokens", "generate", "greedy_batch", "Beam", "beam_search", "END_OF_TEXT", "end_of_text_id",
+           "generate_text", "generate_texts", "TextStream", "text_pieces", "beam_search_text"]

@@ -7,6 +7,8 @@ Every model is a `LanguageModel`:
 Callers never probe a model with `hasattr` or by its name; they read its declared abilities:
 
     can_cache           new_cache() and forward(..., cache=cache) (the KV cache for generation)
+    can_cache_rows      new_row_cache() and forward(..., cache=row_cache) (the batched engine's cache: a slot
+                        per row, each row at its own position); without it the engine recomputes each window
     can_capture         forward(..., capture=dict) fills named internals ("embed", "attn.{i}", "resid.{i}", ...)
     attention_layers    how many layers of attention weights `capture` returns (0: none)
     attention_heads     heads per such layer
@@ -35,6 +37,7 @@ class LanguageModel(nn.Module):
     """Base class of every model in the zoo. Subclasses set the class flags and override what they support."""
 
     can_cache: ClassVar[bool] = False
+    can_cache_rows: ClassVar[bool] = False
     can_capture: ClassVar[bool] = False
     config: ModelConfig
 
@@ -64,7 +67,10 @@ class LanguageModel(nn.Module):
         raise Unsupported(f"the {self.name} model has no hidden states to read out")
 
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None):
+                  dtype: torch.dtype | None = None, max_len: int | None = None):
+        raise Unsupported(f"the {self.name} model has no KV cache")
+
+    def new_row_cache(self, slots: int):
         raise Unsupported(f"the {self.name} model has no KV cache")
 
     def _check_abilities(self, cache: object, capture: object) -> None:

@@ -3,7 +3,8 @@
 Submodule names follow GPT-2 (wte, wpe, h, ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj,
 ln_f) so weights map one-to-one to Hugging Face's GPT2LMHeadModel. The defaults are GPT-2; ModelConfig's
 later options (position, norm, activation, qk_norm, bias, tie_embeddings; models/modern.py) swap pieces in place.
-`forward` is the plain pass. Beside it: the pass through a KV cache (generation) and the pass that keeps the
+`forward` is the plain pass. Beside it: the pass through a KV cache (generation; with a RowKVCache, one token
+per row, each row at its own position: the batched engine's decoding step) and the pass that keeps the
 internals (inspection). The ladder's ablations, the GPT with one piece switched off, are in ablations.py.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from tinygpt.config import ModelConfig
-from tinygpt.models.attention import CausalSelfAttention, KVCache
+from tinygpt.models.attention import CausalSelfAttention, KVCache, RowKVCache
 from tinygpt.models.attention_kernels import cached_attention_kernels
 from tinygpt.models.base import LanguageModel
 from tinygpt.models.fast_dropout import Dropout
@@ -82,7 +83,8 @@ class Block(nn.Module):
 class GPT(LanguageModel):
     """forward(idx, targets=None) -> (logits (B, T, vocab), loss or None).
 
-    `cache`: a KVCache; idx then holds only the new tokens, placed at positions cache.pos onwards.
+    `cache`: a KVCache; idx then holds only the new tokens, placed at positions cache.pos onwards. Or a
+      RowKVCache: idx (slots, 1) holds one new token per slot, each at its own position (attention.py).
     `capture`: pass a dict to receive internals under stable names (attention then runs written out):
       "embed"      (B, T, C)     token + position embedding
       "attn.{i}"   (B, nh, T, T) attention weights of layer i (rows sum to 1, zero above the diagonal)
@@ -91,6 +93,7 @@ class GPT(LanguageModel):
     """
 
     can_cache = True
+    can_cache_rows = True
     can_capture = True
     model_types: tuple[str, ...] = ("gpt",)  # the cfg.model it builds (the ablations are AblatedGPT's)
 
@@ -140,25 +143,39 @@ class GPT(LanguageModel):
             logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
         return logits, None if targets is None else next_token_loss(logits, targets)
 
-    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Token (+ position) embeddings of idx (B, T), whose tokens sit at positions start onwards: (B, T, C)."""
+    def embed(self, idx: torch.Tensor, start: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Token (+ position) embeddings of idx (B, T), whose tokens sit at positions start onwards, or at
+        `positions` (B, T) given token by token (the batched engine's rows): (B, T, C)."""
         T = idx.size(1)
-        if start + T > self.config.block_size:
+        if positions is None and start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} positions exceeds block_size {self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:  # learned positions (GPT-2's); rotary ones turn q and k inside attention
-            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+            if positions is None:
+                positions = torch.arange(start, start + T, device=idx.device)
+            x = x + self.transformer.wpe(positions)
         return self.transformer.drop(x)
 
     # --- beside the plain pass: generation through the KV cache, and the internals for inspection ------------
-    def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def forward_cached(self, idx: torch.Tensor, cache: KVCache | RowKVCache) -> torch.Tensor:
         """Logits (B, T, vocab) of new tokens idx (B, T) at positions cache.pos onwards; every layer's keys and
-        values of them join the cache, and cache.pos moves past them."""
+        values of them join the cache, and cache.pos moves past them. With a RowKVCache: forward_rows."""
+        if isinstance(cache, RowKVCache):
+            return self.forward_rows(idx, cache)
         x = self.embed(idx, start=cache.pos)
         with cached_attention_kernels(idx.device):
             for i, block in enumerate(self.transformer.h):
                 x = block.forward_cached(x, cache, i)
         cache.pos += idx.size(1)
+        return self.readout(x)
+
+    def forward_rows(self, idx: torch.Tensor, cache: RowKVCache) -> torch.Tensor:
+        """Logits (S, 1, vocab) of one new token per slot, idx (S, 1), slot i's at position cache.positions[i]
+        (the engine points the cache first). Shapes depend only on the cache's size: one compiled graph serves
+        every step."""
+        x = self.embed(idx, positions=cache.positions[:, None])  # (S, 1, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block.forward_cached(x, cache, i)
         return self.readout(x)
 
     def forward_captured(self, idx: torch.Tensor, capture: dict, cache: KVCache | None = None) -> torch.Tensor:
@@ -205,8 +222,14 @@ class GPT(LanguageModel):
         return self.lm_head(self.transformer.ln_f(x))
 
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None) -> KVCache:
+                  dtype: torch.dtype | None = None, max_len: int | None = None) -> KVCache:
         cfg = self.config
         p = self.lm_head.weight
-        return KVCache(cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.head_size,
+        return KVCache(cfg.n_layer, batch_size, cfg.n_head, max_len or cfg.block_size, cfg.head_size,
                        device or p.device, dtype or p.dtype)
+
+    def new_row_cache(self, slots: int) -> RowKVCache:
+        """The batched engine's cache: `slots` rows, each with the whole window (attention.py's RowKVCache)."""
+        cfg = self.config
+        p = self.lm_head.weight
+        return RowKVCache(cfg.n_layer, slots, cfg.n_head, cfg.block_size, cfg.head_size, p.device, p.dtype)

@@ -41,6 +41,16 @@ def rotary_cos_sin(start: int, length: int, head_size: int, theta: float, device
     return angles.cos(), angles.sin()
 
 
+def rotary_cos_sin_at(positions: torch.Tensor, head_size: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """rotary_cos_sin for positions given one by one (the batched engine's rows each sit at their own): cos and
+    sin of shape positions.shape + (head_size / 2,), equal entry for entry to rotary_cos_sin's for the same
+    positions (the same product, position times frequency, in float32)."""
+    steps = torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float32)
+    inv_freq = 1.0 / (theta ** (steps / head_size))
+    angles = positions.to(torch.float32)[..., None] * inv_freq
+    return angles.cos(), angles.sin()
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate every pair (x[i], x[i + h]) of x (..., T, 2h) by its angle (cos, sin: (T, h)). What it fixes: a
     learned position table knows only the positions it was trained on and adds position into the content;
@@ -95,5 +105,5 @@ class SwiGLU(nn.Module):
         return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))
 
 
-__all__ = ["RMS_EPS", "RMSNorm", "rotary_cos_sin", "apply_rotary", "rotation_matrix", "ReluSquared", "swiglu_hidden",
-           "SwiGLU"]
+__all__ = ["RMS_EPS", "RMSNorm", "rotary_cos_sin", "rotary_cos_sin_at", "apply_rotary", "rotation_matrix",
+           "ReluSquared", "swiglu_hidden", "SwiGLU"]

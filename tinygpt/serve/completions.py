@@ -7,9 +7,9 @@ and ends its answer at <eos>; a text run keeps the last block_size tokens of a l
 tokenizer's end-of-text token; a chat run (its tokenizer has the chat template's tokens) answers a
 conversation as `tinygpt chat` does: the history rendered by the template and fitted to the window by dropping
 the oldest exchanges, the reply ended at <|end|> (or at the start of another turn, which the model should not
-write). Generation is the `Decoder` (KV cache, sliding window, seeded sampling) under the text layer
-`text_pieces` (stop strings, UTF-8 hold-back), so the same settings and seed give exactly the text
-`generate_text` gives.
+write). Generation is a row of the batched `Engine` (KV cache, sliding window, seeded sampling, penalties)
+under the text layer `TextStream` (stop strings, UTF-8 hold-back), so the same settings and seed give exactly
+the text `generate_text` gives, whether the server runs the request alone or with others in one batch.
 
 Log-probabilities are the model's own (log-softmax of the raw logits, before temperature, top-k and top-p),
 as OpenAI reports them.
@@ -18,15 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from tinygpt.config import DEFAULT_TEMPERATURE
 from tinygpt.data.conversations import ChatError, parse_conversation
 from tinygpt.generation.chat import fit_window, reply_budget
-from tinygpt.generation.decoder import Decoder
-from tinygpt.generation.generate import end_of_text_id, text_pieces
+from tinygpt.generation.engine import Engine, Row, Sampling
+from tinygpt.generation.generate import TextStream, end_of_text_id
 from tinygpt.inspect.interpret import window
 from tinygpt.inspect.views import Subject, open_run
 from tinygpt.inspect.views import prompt_ids as text_prompt_ids
@@ -193,37 +193,115 @@ class Finish:
     completion_tokens: int
 
 
+class Completion:
+    """One generation, as complete() returns it: an iterator of Pieces, then one Finish. Its tokens come from a
+    row of an `Engine`: its own (made at the first next(), when it runs alone), or the one the scheduler steps
+    for every running generation of the same model (`join`), so that sixteen requests share one forward pass.
+
+    For the scheduler (scheduler.py's batched jobs): `batch_key` (generations with equal keys share an engine),
+    `new_batch()` (the engine to share), `join(engine)`, `wants_step` (its row needs a token from the next
+    pass), and `advance()`: the next Piece or Finish from the tokens it has, None when it needs another token.
+    """
+
+    def __init__(self, served: ServedModel, ids: Sequence[int], max_tokens: int, sampling: dict[str, Any],
+                 seed: int | None, stop: Sequence[str], logprobs: int | None):
+        self.model, self.tokenizer = served.subject.model, served.subject.tokenizer
+        self.ids, self.max_tokens, self.sampling, self.seed = list(ids), max_tokens, sampling, seed
+        self.eos_ids = served.eos_ids
+        self.stop, self.logprobs = [s for s in stop if s], logprobs
+        self.text = TextStream(self.tokenizer, self.stop, self.eos_ids)
+        self.engine: Engine | None = None
+        self.row: Row | None = None
+        self.used = 0  # how many of the row's new tokens the text layer has been given
+        self.behind: list[tuple[int, float, list[tuple[int, float]]]] = []  # tokens since the last piece
+        self.done = False  # the Finish has been given
+
+    # --- for the scheduler ---------------------------------------------------------------------------
+    @property
+    def batch_key(self) -> int:
+        return id(self.model)
+
+    def new_batch(self) -> Engine:
+        return Engine(self.model)
+
+    def join(self, engine: Engine) -> None:
+        """Take a row in `engine` (the settings are checked here: a bad one fails this generation only)."""
+        self.engine = engine
+        self.row = engine.add(self.ids, Sampling(**self.sampling), self.seed, self.eos_ids)
+
+    @property
+    def wants_step(self) -> bool:
+        """Whether the next forward pass should give this generation a token."""
+        return (self.row is not None and not self.done and not self.text.ended and self.used == self.row.n_new
+                and self.used < self.max_tokens and not self.row.finished)
+
+    def advance(self) -> Piece | Finish | None:
+        """The next Piece (text the tokens so far release) or the Finish; None when another token is needed
+        first. Raises StopIteration after the Finish."""
+        if self.done:
+            raise StopIteration
+        row = self.row
+        while not self.text.ended and self.used < row.n_new:
+            t = row.tokens[row.prompt_len + self.used]
+            self.used += 1
+            if self.logprobs is not None and t not in self.eos_ids:  # an end-of-text token is not part of the text
+                lp = torch.log_softmax(row.drawn_from.float(), dim=-1)  # (V,) it is the row's newest token
+                vals, idx = lp.topk(min(self.logprobs, lp.numel()))
+                self.behind.append((t, float(lp[t]), [(int(i), float(v)) for i, v in zip(idx, vals)]))
+            piece = self.text.push(t)
+            if piece:
+                return self._piece(piece)
+        if not self.text.ended and self.used < self.max_tokens and not row.finished:
+            return None  # the text needs another token
+        tail = self.text.finish()
+        if tail:
+            return self._piece(tail)
+        self.done = True
+        produced = row.new_tokens[:self.used]
+        ended = bool(produced) and produced[-1] in self.eos_ids
+        stopped = bool(self.stop) and any(s in self.tokenizer.decode([t for t in produced if t not in self.eos_ids])
+                                          for s in self.stop)
+        return Finish("stop" if ended or stopped else "length", len(produced))
+
+    def _piece(self, text: str) -> Piece:
+        piece = Piece(text, list(self.behind))
+        self.behind.clear()
+        return piece
+
+    # --- as an iterator (alone) -----------------------------------------------------------------------
+    def __iter__(self) -> Completion:
+        return self
+
+    def __next__(self) -> Piece | Finish:
+        if self.row is None:
+            self.join(self.new_batch())
+        while True:
+            item = self.advance()
+            if item is not None:
+                return item
+            self.engine.step([self.row])
+
+    def close(self) -> None:
+        """Leave the engine (the scheduler calls this when the generation ends or its client goes away)."""
+        if self.row is not None and self.row in self.engine.rows:
+            self.engine.remove(self.row)
+
+
 def complete(served: ServedModel, ids: Sequence[int], max_tokens: int, temperature: float, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (),
-             logprobs: int | None = None) -> Iterator[Piece | Finish]:
-    """Generate from ids: yield Pieces as the text layer releases them, then one Finish. Each `next()` is a
-    short step (one token, or a few when text is held back), which is what the scheduler interleaves.
+             logprobs: int | None = None, repetition_penalty: float = 1.0, frequency_penalty: float = 0.0,
+             presence_penalty: float = 0.0) -> Completion:
+    """Generate from ids: an iterator of Pieces as the text layer releases them, then one Finish. Each `next()`
+    is a short step (one token, or a few when text is held back), which is what the scheduler interleaves;
+    the scheduler runs every generation of one model in one forward pass (Completion).
 
     logprobs: None for none; k >= 0 for the chosen token's log-probability and the k most likely candidates.
+    The penalties (sampling.py) change which token is chosen, not the log-probabilities reported.
     """
-    model, tok = served.subject.model, served.subject.tokenizer
-    eos = set(served.eos_ids)
-    dec = Decoder(model, list(ids), eos_ids=served.eos_ids)
-    produced: list[int] = []
-    behind: list[tuple[int, float, list[tuple[int, float]]]] = []  # tokens pulled since the last piece
-
-    def tokens() -> Iterator[int]:
-        for logits, nxt in dec.generate(max_tokens, temperature, top_k, top_p, seed):
-            t = int(nxt[0])
-            produced.append(t)
-            if logprobs is not None and t not in eos:  # an end-of-text token is not part of the text
-                lp = torch.log_softmax(logits[0].float(), dim=-1)  # (V,)
-                vals, idx = lp.topk(min(logprobs, lp.numel()))
-                behind.append((t, float(lp[t]), [(int(i), float(v)) for i, v in zip(idx, vals)]))
-            yield t
-
-    for text in text_pieces(tok, tokens(), stop, served.eos_ids):
-        yield Piece(text, list(behind))
-        behind.clear()
-    ended = bool(produced) and produced[-1] in eos
-    stopped = bool(stop) and any(s in tok.decode([t for t in produced if t not in eos]) for s in stop)
-    yield Finish("stop" if ended or stopped else "length", len(produced))
+    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                    frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
+    return Completion(served, ids, max_tokens, sampling, seed, stop, logprobs)
 
 
 __all__ = ["TEXT_MAX_TOKENS", "ServedModel", "run_name", "load_models", "prompt_ids", "ChatPrompt", "chat_prompt",
-           "token_bytes", "Piece", "Finish", "complete"]
+           "token_bytes", "Piece", "Finish", "Completion", "complete"]

@@ -2,8 +2,16 @@
 
 A job is an iterator; each `next()` is one step of work (a generated piece of text, a whole inspection).
 The worker takes up to `max_running` jobs at a time and advances them round-robin, one step each per turn,
-so sixteen streaming clients each see their first token after about sixteen steps, not after fifteen whole
-generations. Jobs beyond that wait in arrival order, at most `max_waiting` of them; one more is refused
+so sixteen streaming clients are served side by side, not one after the other.
+
+Generations are batched ("continuous batching"): a job whose iterator is `Batched` (completions.py's
+Completion) is a row of an engine shared by every running generation of the same model (its `batch_key`).
+Each turn, the worker runs one forward pass per model for all of its rows that need a token (newcomers are
+prefilled in that same pass's step), then lets each generation `advance` on the token it got: a Piece to
+post, the Finish, or nothing yet (text held back until the next token). Sixteen requests to one model cost
+one batched pass a turn, not sixteen. Other jobs (the inspect views) still take one `next()` each a turn.
+
+Jobs beyond `max_running` wait in arrival order, at most `max_waiting` of them; one more is refused
 (`Busy`, the server's 503). Cancelling a job (its client went away) closes its iterator at the worker's next
 turn, so a generation nobody reads stops within one step.
 
@@ -22,9 +30,29 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Hashable, Iterator, Protocol, runtime_checkable
 
 _DONE = object()
+
+
+@runtime_checkable
+class Batched(Protocol):
+    """A job that is a row of a shared batch (completions.Completion): jobs with equal `batch_key` share the
+    engine `new_batch()` made for the first of them; `join` takes a row in it (`row`, None until then);
+    `wants_step` says whether the next pass should give the row a token; `advance` returns the next item to
+    post, or None for nothing yet, and raises StopIteration once done; `close` leaves the batch."""
+
+    batch_key: Hashable
+    wants_step: bool
+    row: Any
+
+    def new_batch(self) -> Any: ...
+
+    def join(self, batch: Any) -> None: ...
+
+    def advance(self) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 class Busy(RuntimeError):
@@ -40,6 +68,7 @@ class Job:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
         self.closed = False  # set by the worker once the iterator is finished or closed
+        self.batched = isinstance(steps, Batched)  # a row of a shared batch (checked once: the check is slow)
 
     def cancel(self) -> None:
         """Stop this job at the worker's next turn (its iterator is closed: its `finally` blocks run)."""
@@ -90,6 +119,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stop = False
         self._counts = {"completed": 0, "cancelled": 0, "failed": 0, "refused": 0}
+        self._batches: dict[Hashable, Any] = {}  # batch_key -> the engine its generations share (kept: reused)
         self._thread = threading.Thread(target=self._work, name="tinygpt-worker", daemon=True)
         self._thread.start()
 
@@ -132,10 +162,52 @@ class Scheduler:
                 while self._waiting and len(self._running) < self.max_running:  # arrival order
                     self._running.append(self._waiting.popleft())
                 turn = list(self._running)
-            for job in turn:  # one step each, outside the lock: submit() never waits on a model
-                self._step(job)
+            # outside the lock: submit() never waits on a model
+            self._step_batches([j for j in turn if j.batched])
+            for job in turn:  # the other jobs: one step each
+                if not job.batched:
+                    self._step(job)
             with self._cond:
                 self._running = [j for j in self._running if not j.closed]
+
+    def _step_batches(self, jobs: list[Job]) -> None:
+        """One forward pass per model for every batched job that needs a token, then each job advances."""
+        groups: dict[Hashable, list[Job]] = {}
+        for job in jobs:
+            if job.cancelled.is_set():
+                self._finish(job, _DONE, "cancelled")
+                continue
+            steps = job.steps
+            if steps.row is None:  # new to the batch: take a row
+                try:
+                    key = steps.batch_key
+                    if key not in self._batches:
+                        self._batches[key] = steps.new_batch()
+                    steps.join(self._batches[key])
+                except Exception as e:  # a setting the engine refuses: this job fails, the others go on
+                    self._finish(job, _Failure(e), "failed")
+                    continue
+            groups.setdefault(steps.batch_key, []).append(job)
+        for key, members in groups.items():
+            try:
+                self._batches[key].step([j.steps.row for j in members if j.steps.wants_step])
+            except Exception as e:  # the pass failed: every generation in it fails
+                for job in members:
+                    self._finish(job, _Failure(e), "failed")
+                continue
+            for job in members:
+                self._advance(job)
+
+    def _advance(self, job: Job) -> None:
+        try:
+            item = job.steps.advance()
+        except StopIteration:
+            self._finish(job, _DONE, "completed")
+        except Exception as e:
+            self._finish(job, _Failure(e), "failed")
+        else:
+            if item is not None:  # None: its text waits for the next token
+                job._post(item)
 
     def _step(self, job: Job) -> None:
         if job.cancelled.is_set():
