@@ -34,6 +34,7 @@ try:
     from tinygpt.generation.decoder import Decoder  # noqa: E402
     from tinygpt.generation.generate import generate, generate_text  # noqa: E402
     from tinygpt.models import GPT, LanguageModel, build_model  # noqa: E402
+    from tinygpt.models.quantize import quantize  # noqa: E402
     from tinygpt.tokenizers import load_tokenizer  # noqa: E402
     from tinygpt.training.loop import Hooks, RunResult, train  # noqa: E402
     from tinygpt.training.run import Run, load_checkpoint  # noqa: E402
@@ -46,4 +47,4 @@ if _held:
 
 __all__ = ["__version__", "ModelConfig", "TrainConfig", "build_configs", "TextData", "Decoder", "generate",
            "generate_text", "GPT", "LanguageModel", "build_model", "Run", "load_checkpoint", "load_tokenizer",
-           "Hooks", "RunResult", "train"]
+           "Hooks", "RunResult", "train", "quantize"]

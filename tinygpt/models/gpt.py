@@ -207,6 +207,6 @@ class GPT(LanguageModel):
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
                   dtype: torch.dtype | None = None) -> KVCache:
         cfg = self.config
-        p = self.lm_head.weight
+        p = self.transformer.wte.weight  # the activations' dtype (the head may hold int8: models/quantize.py)
         return KVCache(cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.head_size,
                        device or p.device, dtype or p.dtype)
