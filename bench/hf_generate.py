@@ -52,15 +52,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)
 
     import transformers
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    hf = transformers.GPT2LMHeadModel(cfg).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(f"{tmp}/hf")
-        _write_gpt2_tokenizer(Path(f"{tmp}/hf"))
-        import_gpt2(f"{tmp}/hf", f"{tmp}/ours")
-        model, _, _ = load_checkpoint(f"{tmp}/ours")
-    prompt = torch.randint(0, cfg.vocab_size, (args.prompt_len,), generator=torch.Generator().manual_seed(1)).tolist()
+    model, hf = gpt2_pair()
+    prompt = torch.randint(0, hf.config.vocab_size, (args.prompt_len,),
+                           generator=torch.Generator().manual_seed(1)).tolist()
     ours(model, prompt, 8)  # warm-up both
     theirs(hf, prompt, 8)
     a, b = [], []
@@ -83,6 +77,21 @@ def main() -> int:
           f"tinygpt KV cache {ma:.1f} tok/s, transformers generate {mb:.1f} tok/s, ratio {ma / mb:.2f}x; "
           f"greedy tokens identical: yes")
     return 0
+
+
+def gpt2_pair(seed: int = 0):
+    """(tinygpt's model, transformers' GPT2LMHeadModel) of GPT-2 small's shape with the same random weights: the
+    Hugging Face model is saved with save_pretrained and imported with import_gpt2. Both in eval mode, on CPU."""
+    import transformers
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(f"{tmp}/hf")
+        _write_gpt2_tokenizer(Path(f"{tmp}/hf"))
+        import_gpt2(f"{tmp}/hf", f"{tmp}/ours")
+        model, _, _ = load_checkpoint(f"{tmp}/ours")
+    return model, hf
 
 
 def _write_gpt2_tokenizer(folder: Path) -> None:

@@ -38,6 +38,7 @@ try:
     from tinygpt.generation.engine import Engine, Sampling  # noqa: E402
     from tinygpt.generation.generate import generate, generate_text  # noqa: E402
     from tinygpt.models import GPT, LanguageModel, build_model  # noqa: E402
+    from tinygpt.models.quantize import quantize  # noqa: E402
     from tinygpt.tokenizers import load_tokenizer  # noqa: E402
     from tinygpt.training.loop import Hooks, RunResult, train  # noqa: E402
     from tinygpt.training.progress import TrainingProgress  # noqa: E402
@@ -51,4 +52,4 @@ if _held:
 
 __all__ = ["__version__", "ModelConfig", "TrainConfig", "build_configs", "TextData", "Decoder", "generate",
            "generate_text", "GPT", "LanguageModel", "build_model", "Run", "load_checkpoint", "load_tokenizer",
-           "Hooks", "RunResult", "train", "TrainingProgress", "Engine", "Sampling"]
+           "Hooks", "RunResult", "train", "TrainingProgress", "Engine", "Sampling", "quantize"]

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from tinygpt.config import ALL_KEYS, DEFAULTS, HELP, ConfigError, SettingText, is_yes_no
+from tinygpt.models.quantize import QUANTIZE_MODES
 
 
 class CLIError(ValueError):
@@ -165,3 +166,10 @@ def error_text(error: BaseException) -> str:
 def printable(text: str) -> str:
     """A message fit for one terminal line: control characters (from prompts, file names) are escaped."""
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def add_quantize_flag(p: argparse.ArgumentParser) -> None:
+    """--quantize: the weights' precision for inference (models/quantize.py's quantize)."""
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
+                   help="run with lower-precision weights: int8 (per output channel, a quarter of fp32's memory "
+                        "traffic) or bf16 (default: the checkpoint's fp32)")

@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from tinygpt.cli.args import CLIError, error_text, finite_float, positive_int, seed_int
+from tinygpt.cli.args import CLIError, add_quantize_flag, error_text, finite_float, positive_int, seed_int
 from tinygpt.cli.progress import ProgressHooks, StageProgress
 from tinygpt.data.conversations import ChatError
 from tinygpt.device import choose_device
 from tinygpt.generation.chat import ChatSession
 from tinygpt.generation.sampling import check_settings
+from tinygpt.models.quantize import quantize
 from tinygpt.recipes.assistant import COMPARE_QUESTIONS, compare, stage_steps, train_demo
 from tinygpt.training.run import Run, load_checkpoint
 
@@ -36,6 +37,7 @@ def add_chat_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--seed", type=seed_int, default=None, help="make sampling repeatable")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--device", default="auto")
+    add_quantize_flag(p)
     p.set_defaults(func=cmd_chat)
     return p
 
@@ -43,6 +45,7 @@ def add_chat_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 def cmd_chat(args: argparse.Namespace) -> int:
     check_settings(args.temperature, args.top_k, args.top_p)
     model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, choose_device(args.device))
+    model = quantize(model, args.quantize, inplace=True)
     try:
         session = ChatSession(model, tokenizer, args.system, args.max_new_tokens)
     except ChatError:

@@ -6,12 +6,13 @@ import argparse
 import json
 from typing import Any
 
-from tinygpt.cli.args import CLIError, positive_int
+from tinygpt.cli.args import CLIError, add_quantize_flag, positive_int
 from tinygpt.cli.progress import StageProgress
 from tinygpt.data.conversations import read_conversations, split_conversations
 from tinygpt.data.prepare import is_prepared
 from tinygpt.data.text import load_text, split_text
 from tinygpt.device import choose_device
+from tinygpt.models.quantize import quantize
 from tinygpt.tasks.chat import evaluate_chat
 from tinygpt.tokenizers import ChatTokenizer
 from tinygpt.training.evaluate import evaluate_prepared, evaluate_text
@@ -31,6 +32,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     e.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    add_quantize_flag(e)
     e.set_defaults(func=cmd_eval)
     return e
 
@@ -38,6 +40,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 def cmd_eval(args: argparse.Namespace) -> int:
     device = choose_device(args.device)
     model, tokenizer, cfg = Run(args.run_dir).load(args.checkpoint, device)
+    model = quantize(model, args.quantize, inplace=True)
     if kind_of(cfg) == "task":
         return _eval_task(args, model, cfg)
     if isinstance(tokenizer, ChatTokenizer):

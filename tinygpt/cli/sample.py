@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tinygpt.cli.args import CLIError, finite_float, nonneg_int, positive_int, seed_int
+from tinygpt.cli.args import CLIError, add_quantize_flag, finite_float, nonneg_int, positive_int, seed_int
 from tinygpt.config import DEFAULT_TEMPERATURE
 from tinygpt.device import choose_device
 from tinygpt.generation.generate import beam_search_text, end_of_text_id, generate_text
 from tinygpt.generation.sampling import check_settings
+from tinygpt.models.quantize import quantize
 from tinygpt.tokenizers import ChatTokenizer
 from tinygpt.training.run import load_checkpoint, task_of
 
@@ -41,6 +42,7 @@ def add_sample_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     s.add_argument("--no_cache", action="store_true", help="recompute the whole window each token (reference path)")
     s.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     s.add_argument("--device", default="auto")
+    add_quantize_flag(s)
     s.set_defaults(func=cmd_sample)
     return s
 
@@ -52,6 +54,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         prompt = Path(args.prompt_file).read_text(encoding="utf-8")
     device = choose_device(args.device)
     model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, device)
+    model = quantize(model, args.quantize, inplace=True)
     task = task_of(cfg)
     if isinstance(tokenizer, ChatTokenizer):
         print(f"note: {args.run_dir} is a chat model; talk with it with: tinygpt chat {args.run_dir} "

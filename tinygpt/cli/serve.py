@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tinygpt.cli.args import nonneg_int, positive_int
+from tinygpt.cli.args import add_quantize_flag, nonneg_int, positive_int
 from tinygpt.device import choose_device
 from tinygpt.serve.api import Limits
+from tinygpt.serve.completions import load_models
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                    help="requests generated at once, a step each in turn (default 16)")
     p.add_argument("--queue", type=nonneg_int, default=64,
                    help="requests that may wait beyond those; one more gets a 503 (default 64)")
+    add_quantize_flag(p)
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -44,7 +46,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the models "
               f"(there is no authentication); use --host 127.0.0.1 to keep it local", file=sys.stderr)
     limits = Limits(max_tokens=args.max_tokens, max_prompt=args.max_prompt, max_n=args.max_n)
-    app = create_app(args.runs, args.checkpoint, str(choose_device(args.device)), limits, args.parallel, args.queue)
+    device = str(choose_device(args.device))
+    runs = load_models(args.runs, args.checkpoint, device, quantize=args.quantize)
+    app = create_app(runs, args.checkpoint, device, limits, args.parallel, args.queue)
     models = app.state.tinygpt.models
 
     def ready(url: str) -> None:

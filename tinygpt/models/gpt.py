@@ -224,12 +224,12 @@ class GPT(LanguageModel):
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
                   dtype: torch.dtype | None = None, max_len: int | None = None) -> KVCache:
         cfg = self.config
-        p = self.lm_head.weight
+        p = self.transformer.wte.weight  # the activations' dtype (the head may hold int8: models/quantize.py)
         return KVCache(cfg.n_layer, batch_size, cfg.n_head, max_len or cfg.block_size, cfg.head_size,
                        device or p.device, dtype or p.dtype)
 
     def new_row_cache(self, slots: int) -> RowKVCache:
         """The batched engine's cache: `slots` rows, each with the whole window (attention.py's RowKVCache)."""
         cfg = self.config
-        p = self.lm_head.weight
+        p = self.transformer.wte.weight  # the activations' dtype (the head may hold int8: models/quantize.py)
         return RowKVCache(cfg.n_layer, slots, cfg.n_head, cfg.block_size, cfg.head_size, p.device, p.dtype)

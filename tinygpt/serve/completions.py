@@ -30,6 +30,7 @@ from tinygpt.generation.generate import TextStream, end_of_text_id
 from tinygpt.inspect.interpret import window
 from tinygpt.inspect.views import Subject, open_run
 from tinygpt.inspect.views import prompt_ids as text_prompt_ids
+from tinygpt.models.quantize import quantize as quantize_model
 from tinygpt.serve.api import APIError
 from tinygpt.tokenizers import ByteBPETokenizer, ChatTokenizer, Tokenizer
 
@@ -100,9 +101,11 @@ def run_name(path: str | Path) -> str:
     return p.parent.name if p.name in ("best", "latest") and p.parent.name else p.name
 
 
-def load_models(paths: Sequence[str | Path], which: str = "best", device: str = "cpu") -> dict[str, ServedModel]:
-    """Load every run directory once, as a model served under its name. Two runs with the same name are refused
-    (clients could not tell them apart)."""
+def load_models(paths: Sequence[str | Path], which: str = "best", device: str = "cpu",
+                quantize: str | None = None) -> dict[str, ServedModel]:
+    """Load every run directory once, as a model served under its name, its weights quantized as `quantize`
+    says (models/quantize.py: "int8", "bf16" or None). Two runs with the same name are refused (clients could
+    not tell them apart)."""
     models: dict[str, ServedModel] = {}
     for path in paths:
         name = run_name(path)
@@ -110,6 +113,7 @@ def load_models(paths: Sequence[str | Path], which: str = "best", device: str = 
             raise ValueError(f"two runs are named {name!r} ({models[name].subject.cfg['path']} and {path}); "
                              f"serve runs whose directories have different names")
         subject = open_run(path, which, device)
+        quantize_model(subject.model, quantize, inplace=True)
         created = int((Path(subject.cfg["path"]) / "config.json").stat().st_mtime)
         models[name] = ServedModel(name, subject, created)
     if not models:
