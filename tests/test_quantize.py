@@ -221,6 +221,7 @@ def test_eval_quantized_loss_is_close_to_fp32(cli, run):
         assert losses[mode] != losses[None] and abs(losses[mode] - losses[None]) < 0.01 * losses[None], losses
 
 
+@pytest.mark.slow
 def test_chat_quantized_is_chat_session_on_the_quantized_model(cli, tmp_path, monkeypatch, run):
     from tinygpt.generation.chat import ChatSession
 
