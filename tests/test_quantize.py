@@ -221,6 +221,7 @@ def test_eval_quantized_loss_is_close_to_fp32(cli, run):
         assert losses[mode] != losses[None] and abs(losses[mode] - losses[None]) < 0.01 * losses[None], losses
 
 
+@pytest.mark.slow
 def test_chat_quantized_is_chat_session_on_the_quantized_model(cli, tmp_path, monkeypatch, run):
     from tinygpt.generation.chat import ChatSession
 
@@ -249,3 +250,19 @@ def test_serve_loads_its_models_quantized(cli, run, monkeypatch):
     assert code == 0, err
     model = served["char"].subject.model
     assert quantized_mode(model) == "int8" and isinstance(model.lm_head, Int8Linear)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_int8_on_cuda_takes_the_reference_path_and_matches_cpu():
+    """CUDA builds of PyTorch have no int8 weight kernel: the dequantize-then-multiply path runs there, and gives
+    the CPU reference's logits up to fp32 rounding."""
+    model = quantize(tiny(), "int8")
+    for m in model.modules():
+        if isinstance(m, Int8Linear):
+            m.reference = True
+    x = torch.randint(0, 65, (2, 16))
+    with torch.no_grad():
+        cpu = model(x)[0]
+        gpu = model.to("cuda")(x.to("cuda"))[0].cpu()
+    assert torch.allclose(cpu, gpu, atol=1e-4, rtol=1e-4)
+    assert not int8_kernel_runs(x.to("cuda"), model.lm_head.weight)
