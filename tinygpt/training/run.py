@@ -15,6 +15,7 @@ run trained on (model config, tokenizer, task, data and its fingerprint, the spl
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -26,8 +27,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from tinygpt.config import (MODEL_KEYS, ModelConfig, SettingText, TrainConfig, model_config_from_dict, parse_value,
-                            train_config_from_dict)
+from tinygpt.config import (MODEL_KEYS, PRESETS, ConfigError, ModelConfig, SettingText, TrainConfig,
+                            model_config_from_dict, parse_value, train_config_from_dict)
 from tinygpt.files import write_text
 from tinygpt.tasks.calculator import task_from_dict
 from tinygpt.tokenizers import Tokenizer
@@ -361,18 +362,32 @@ class Run:
     def resume_state(self) -> dict[str, Any]:
         return load_state(self.resume_point())
 
-    def resume_configs(self, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
+    def resume_configs(self, overrides: dict[str, Any], preset: str | None = None
+                       ) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
         """The configs a resumed run continues with: the checkpoint's, updated by explicit training overrides.
-        Architecture keys cannot change on resume."""
+        Architecture keys cannot change on resume. A preset (the one the run began with, given again) is
+        accepted where it agrees with the run's settings; a key it sets differently is refused, by name, unless
+        an override gives that key (the command that started the run, run again with `resume`, is accepted)."""
         point = self.resume_point()
         cfg = read_config(point)
         try:
             model_cfg = model_config_from_dict(cfg["model"])
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"{point / CONFIG}: invalid model config: {e}") from None
-        for k, v in overrides.items():
-            if k in MODEL_KEYS and parse_value(k, v) != getattr(model_cfg, k):
-                raise RunError(f"cannot change {k} when resuming (the checkpoint has {getattr(model_cfg, k)!r})")
+        changed = [f"{k} {parse_value(k, v)!r} (the run has {getattr(model_cfg, k)!r})" for k, v in overrides.items()
+                   if k in MODEL_KEYS and parse_value(k, v) != getattr(model_cfg, k)]
+        if changed:
+            raise RunError(f"a resumed run keeps its architecture; cannot change {', '.join(changed)}")
+        recorded = {**cfg.get("train", {}), **dataclasses.asdict(model_cfg)}
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConfigError(f"unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
+            other = [f"{k} {v!r} (the run has {recorded.get(k)!r})" for k, v in PRESETS[preset].items()
+                     if k not in overrides and recorded.get(k) != v]
+            if other:
+                raise RunError(SettingText(f"`preset` {preset} sets what this run does not have: {', '.join(other)}; "
+                                           f"a resumed run keeps its settings: drop `preset` (or give a training key "
+                                           f"to change it)", "preset"))
         train = {**cfg.get("train", {}), **{k: parse_value(k, v) for k, v in overrides.items() if k not in MODEL_KEYS}}
         return model_cfg, train_config_from_dict(train), cfg
 
