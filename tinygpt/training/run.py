@@ -385,7 +385,9 @@ class Run:
             other = [f"{k} {v!r} (the run has {recorded.get(k)!r})" for k, v in PRESETS[preset].items()
                      if k not in overrides and recorded.get(k) != v]
             if other:
-                raise RunError(SettingText(f"`preset` {preset} sets what this run does not have: {', '.join(other)}; "
+                more = f" and {len(other) - 3} more" if len(other) > 3 else ""
+                raise RunError(SettingText(f"`preset` {preset} sets what this run does not have: "
+                                           f"{', '.join(other[:3])}{more}; "
                                            f"a resumed run keeps its settings: drop `preset` (or give a training key "
                                            f"to change it)", "preset"))
         train = {**cfg.get("train", {}), **{k: parse_value(k, v) for k, v in overrides.items() if k not in MODEL_KEYS}}
