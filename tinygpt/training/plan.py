@@ -127,9 +127,9 @@ def _same_tokenizer(tok: Tokenizer, spec: str, vocab_size: int | None, out: str 
         same = kind == base.kind and (size is None or size == base.vocab_size)
     if not same:
         has = f"{base.kind}, {base.vocab_size:,} tokens"
-        raise RunError(SettingText(f"a resumed run keeps its tokenizer ({has}); `tokenizer` {spec}"
-                                   + (f" with `vocab_size` {size}" if size else "") + " is another: drop "
-                                   "`tokenizer` and `vocab_size`", "tokenizer", "vocab_size"))
+        asked = f"{spec} with {size:,} tokens" if size else spec
+        raise RunError(SettingText(f"a resumed run keeps its tokenizer ({has}); `tokenizer` {asked} is another: "
+                                   f"drop `tokenizer` and `vocab_size`", "tokenizer", "vocab_size"))
 
 
 def plan_init_from(init_from: str | Path, data: str | Path | None, overrides: dict[str, Any], *, out: str | Path,
@@ -176,9 +176,12 @@ def _is_chat(data: str | Path | None, chat: bool | None, chat_loss: str | None,
     """Is the run trained on conversations? The chat flag decides, else whether `data` names a .jsonl file of
     them. chat_loss and long_conversations apply to them only."""
     is_chat = chat if chat is not None else is_chat_file(data) if data else False
-    for name, value in (("chat_loss", chat_loss), ("long_conversations", long_conversations)):
-        if value is not None and not is_chat:
-            raise ConfigError(SettingText(f"`{name}` applies to chat data (a .jsonl file of conversations)", name))
+    if chat_loss is not None and not is_chat:
+        raise ConfigError(SettingText("`chat_loss` applies to chat data (a .jsonl file of conversations)",
+                                      "chat_loss"))
+    if long_conversations is not None and not is_chat:
+        raise ConfigError(SettingText("`long_conversations` applies to chat data (a .jsonl file of conversations)",
+                                      "long_conversations"))
     if long_conversations is not None and long_conversations not in LONG_CONVERSATIONS:
         raise ConfigError(SettingText(f"`long_conversations` must be one of {', '.join(LONG_CONVERSATIONS)}, not "
                                       f"{long_conversations!r}", "long_conversations"))
@@ -238,38 +241,40 @@ def _window_notes(fit: WindowFit, val_fit: WindowFit, how: str, block_size: int,
         return []
     longest, line = max((fit.longest, fit.longest_line), (val_fit.longest, val_fit.longest_line))
     where = f", on line {line}," if line else ""
-    what = (f"{too_long:,} of {total:,} conversations do not fit the model's window (`block_size` {block_size}: "
-            f"{block_size + 1} tokens at most for a conversation; the longest{where} is {longest:,})")
+    what = SettingText(f"{too_long:,} of {total:,} conversations do not fit the model's window (`block_size` "
+                       f"{block_size}: {block_size + 1} tokens at most for a conversation; the longest{where} is "
+                       f"{longest:,})", "block_size")
     window = _window_hint(longest - 1, block_size, chat)
     if how == "refuse":
-        raise ChatError(SettingText(f"{what}; cut them after their last exchange that fits (`long_conversations` "
-                                    f"cut) or leave them out (`long_conversations` skip){window}", "block_size",
-                                    "long_conversations", "init_from"))
+        raise ChatError(what + SettingText("; cut them after their last exchange that fits (`long_conversations` "
+                                           "cut) or leave them out (`long_conversations` skip)", "long_conversations")
+                        + window)
     if not train or not val:
         split = "training" if not train else "held-out"
-        raise ChatError(SettingText(f"{what}, and not one {split} conversation has a first exchange that fits"
-                                    f"{window}", "block_size", "init_from"))
+        raise ChatError(what + f", and not one {split} conversation has a first exchange that fits" + window)
     done = f"cut {fit.cut + val_fit.cut:,} after their last exchange that fits" if how == "cut" else ""
     gone = fit.left_out + val_fit.left_out
     if gone:
         done += (", and " if done else "") + f"left out {gone:,}" + (" in which not even the first exchange fits"
                                                                    if how == "cut" else "")
-    return [SettingText(f"{what}: {done}{window}", "block_size", "init_from")]
+    return [what + f": {done}" + window]
 
 
-def _window_hint(needed: int, block_size: int, chat: _Chat) -> str:
+def _window_hint(needed: int, block_size: int, chat: _Chat) -> SettingText:
     """How to give the model a window of `needed` + 1 tokens, if the model can have one: a new model can; a model
     from `init_from` reads at most its base's positions; a resumed run keeps its window."""
     most = chat.most_positions
     if most is None:
-        return f"; to train them whole, give the model a window that holds them (`block_size` {needed:,})"
+        return SettingText(f"; to train them whole, give the model a window that holds them (`block_size` "
+                           f"{needed:,})", "block_size")
     if needed <= most:
-        return f"; to train them whole, use `block_size` {needed:,} ({chat.model} has {most:,} positions)"
+        return SettingText(f"; to train them whole, use `block_size` {needed:,} ({chat.model} has {most:,} "
+                           f"positions)", "block_size")
     if chat.resumed:
-        return f"; {chat.model} keeps its window of {block_size:,} tokens"
+        return SettingText(f"; {chat.model} keeps its window of {block_size:,} tokens (`block_size`)", "block_size")
     more = f" (`block_size` {most:,}, all its positions, keeps more of them)" if block_size < most else ""
-    return (f"; {chat.model} reads at most {most:,} tokens{more}, so to train them whole start from a base model "
-            f"trained with `block_size` {needed:,} or more")
+    return SettingText(f"; {chat.model} reads at most {most:,} tokens{more}, so to train them whole start from a "
+                       f"base model trained with `block_size` {needed:,} or more", "block_size")
 
 
 def init_from_configs(init_from: str | Path, overrides: dict[str, Any]
