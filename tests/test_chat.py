@@ -258,7 +258,7 @@ def test_fine_tuning_our_run_into_a_chat_model(cli, tmp_path):
     run = Run(tmp_path / "chat")
     tok = run.tokenizer()
     assert isinstance(tok, ChatTokenizer) and tok.base == base_tok
-    assert run.config()["chat"] == {"loss_on": "assistant"}
+    assert run.config()["chat"] == {"loss_on": "assistant", "long_conversations": "cut"}
     assert "val_exact_first" in run.metrics()[0] and "val_exact_followup" in run.metrics()[0]
     # step 0 evaluated the base weights, with the new rows at the mean of the old ones
     from tinygpt.data.conversations import is_chat_file
@@ -326,10 +326,17 @@ def test_train_on_bad_conversations_is_one_line(cli, tmp_path, content, match, b
 
 
 def test_a_conversation_too_long_for_the_window_is_one_line(cli, tmp_path, base):
+    """Conversations none of which has a first exchange that fits the base's 32 positions: one line that says
+    so and names what works (a base with a longer window), never a --block_size this base cannot have."""
     long = tmp_path / "long.jsonl"
     write_convs(long, [[("user", "What say you?"), ("assistant", "Nothing, good night. " * 5)]] * 3)
     code, _, err = cli("train", "--init_from", base, "--data", long, "--out", tmp_path / "chat", "--device=cpu")
-    assert code == 2 and err.count("\n") == 1 and "more than the model's window (block_size 32" in err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "3 of 3 conversations do not fit the model's window (--block_size 32: 33 tokens at most" in err
+    assert "not one training conversation has a first exchange that fits" in err
+    assert "reads at most 32 tokens, so to train them whole start from a base model trained with --block_size 121" \
+           in err
+    assert not (tmp_path / "chat").exists()
 
 
 def test_chat_flags_need_chat_data(cli, tmp_path):
@@ -395,25 +402,30 @@ def test_chat_in_a_terminal_streams_replies_and_takes_commands(cli, tmp_path, ba
     os.close(child)
     seen = b""
 
-    def read_until(marker: bytes, timeout: float = 60) -> None:
+    def read_until(marker: bytes, timeout: float = 60, times: int = 1) -> None:
         nonlocal seen
         import time
         end = time.monotonic() + timeout
-        while marker not in seen and time.monotonic() < end:
+        while seen.count(marker) < times and time.monotonic() < end:
             if select.select([main], [], [], 0.5)[0]:
                 try:
                     seen += os.read(main, 4096)
                 except OSError:
                     break
-        assert marker in seen, seen.decode(errors="replace")[-500:]
+        assert seen.count(marker) >= times, seen.decode(errors="replace")[-500:]
 
     try:
         read_until(b"you> ")
         os.write(main, b"What say you?\n")
         read_until(b"assistant> ")
-        read_until(b"you> ")
+        read_until(b"you> ", times=2)
+        os.write(main, b"\x1b[A\n")  # Up: the last turn again, edited in place (not echoed as ^[[A)
+        read_until(b"assistant> ", times=2)
+        read_until(b"you> ", times=3)
+        assert b"^[[A" not in seen and seen.count(b"What say you?") >= 2
         os.write(main, b"/reset\n")
         read_until(b"starts over")
+        read_until(b"you> ", times=4)  # the terminal is the line editor's from its prompt on
         os.write(main, b"\x04")  # Ctrl-D
         assert proc.wait(timeout=60) == 0
     finally:
