@@ -270,3 +270,20 @@ def test_a_python_caller_is_told_the_keyword_arguments_and_the_command_line_its_
     (tmp_path / "t.txt").write_text(text)
     code, _, err = cli("train", "--data", tmp_path / "t.txt", "--out", tmp_path / "cat", "--max_iters=1")
     assert code == 2 and "use --resume to continue it or --overwrite to replace it" in err
+
+
+def test_reading_a_run_still_training_says_that_training_is_under_way(tmp_path, cli):
+    """`sample` on a run whose training has not saved its first checkpoint yet: it says the run is being trained
+    (and by which process), not only that there is no checkpoint; once the writer is gone, what is left says so."""
+    out = tmp_path / "r"
+    writer = Run(out).start()
+    try:
+        code, _, err = cli("sample", out, "--device=cpu")
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"{out} holds no checkpoint yet: it is being trained (process {os.getpid()} on " in err
+        assert "the first checkpoint is saved at its first evaluation" in err
+        writer.log({"step": 0, "val_loss": 4.0})
+    finally:
+        writer.close()
+    code, _, err = cli("sample", out, "--device=cpu")
+    assert code == 2 and f"{out} holds no checkpoint: its training stopped before saving one" in err

@@ -86,7 +86,17 @@ class Run:
                 for cand in (base / name, base / f".old-{name}"):
                     if (cand / CONFIG).exists():
                         return cand
-        raise RunError(f"{path} holds no checkpoint (expected {CONFIG} and {WEIGHTS}, or best/ or latest/)")
+        raise RunError(self._no_checkpoint())
+
+    def _no_checkpoint(self) -> str:
+        """Why there is no checkpoint to read: a run still training towards its first one (another process
+        holds the lock), a run that stopped before it, or no run at all."""
+        if self._locked():
+            return (f"{self.path} holds no checkpoint yet: it is being trained ({self._holder()}), and the first "
+                    f"checkpoint is saved at its first evaluation; try again then")
+        if (self.path / METRICS).exists():
+            return f"{self.path} holds no checkpoint: its training stopped before saving one"
+        return f"{self.path} holds no checkpoint (expected {CONFIG} and {WEIGHTS}, or best/ or latest/)"
 
     def config(self, which: str = "best") -> dict[str, Any]:
         """config.json of a checkpoint, with "path" added."""
@@ -197,29 +207,40 @@ class Run:
         self._lock_fd = fd
 
     def _refuse_if_locked(self) -> None:
-        """Refuse now if another process holds the lock: probed with a shared flock on a read-only descriptor,
-        so nothing is created and nothing stays locked."""
+        """Refuse now if another process holds the lock."""
+        if self._locked():
+            raise RunError(self._held_message())
+
+    def _locked(self) -> bool:
+        """Does another process hold the lock? Probed with a shared flock on a read-only descriptor, so nothing
+        is created and nothing stays locked (no lock file, or an unreadable one: no)."""
+        if self._lock_fd is not None:
+            return False  # this process is the writer
         try:
             fd = os.open(self.path / LOCK, os.O_RDONLY)
-        except OSError:  # no lock file (a new run) or unreadable: start() decides
-            return
+        except OSError:
+            return False
         try:
             import fcntl  # POSIX only: imported where the lock is taken
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except ImportError:  # pragma: no cover - no flock (Windows)
-            pass
+            return False
         except OSError:
-            raise RunError(self._held_message()) from None
+            return True
         finally:
             os.close(fd)  # drops the shared lock if it was taken
+        return False
 
-    def _held_message(self) -> str:
+    def _holder(self) -> str:
         try:
             holder = json.loads((self.path / LOCK).read_text(encoding="utf-8"))
-            who = f"process {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
+            return f"process {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
         except (OSError, ValueError, AttributeError):
-            who = "another process"
-        return f"{self.path} is being written by another tinygpt ({who}); wait for it to finish or stop it first"
+            return "another process"
+
+    def _held_message(self) -> str:
+        return (f"{self.path} is being written by another tinygpt ({self._holder()}); wait for it to finish or stop "
+                f"it first")
 
     def _owns_lock(self) -> bool:
         """Is the run.lock in the directory still the file this process locked (not removed or replaced)?"""
