@@ -12,7 +12,8 @@ import torch
 from conftest import DIALOGUE, TINY_FLAGS, train_tiny
 from tinygpt import GPT, ModelConfig
 from tinygpt.tasks.chat import ChatData
-from tinygpt.data.conversations import ChatError, Conversation, Message, read_conversations, render, split_conversations
+from tinygpt.data.conversations import (ChatError, Conversation, Message, fit_conversations, read_conversations, render,
+                                        split_conversations)
 from tinygpt.generation.chat import ChatSession, answer_turns, reply_turns, score_replies
 from tinygpt.data.text import IGNORE_INDEX
 from tinygpt.training.run import Run, load_checkpoint
@@ -147,6 +148,32 @@ def test_a_conversation_longer_than_the_window_is_refused():
     with pytest.raises(ChatError, match=r"line 7 is 24 tokens long, more than the model's window \(block_size 16"):
         ChatData([Conversation((Message("user", "a" * 10), Message("assistant", "b" * 10)), line=7)],
                  [conv(("user", "a"), ("assistant", "b"))], tok, block_size=16)
+
+
+def test_fitting_conversations_to_the_window_cuts_at_a_turn_or_leaves_out():
+    """A window of 16 + 1 tokens: <|user|>aa<|end|> is 4 tokens, <|assistant|>bbb<|end|> 5, so one exchange takes 9
+    and two take 18, one too many: "cut" keeps the first exchange whole, "skip" leaves the conversation out,
+    "refuse" keeps it for the caller to refuse; a system message stays with what is kept."""
+    tok = ChatTokenizer(CharTokenizer.train("ab s"))
+    fits = conv(("user", "a"), ("assistant", "b"))
+    two = Conversation(tuple(conv(("user", "aa"), ("assistant", "bbb"), ("user", "aa"), ("assistant", "bbb"))
+                             .messages), line=5)
+    system = conv(("system", "s s"), ("user", "aa"), ("assistant", "bbb"), ("user", "a"), ("assistant", "b"))
+    none_fits = Conversation((Message("user", "a" * 20), Message("assistant", "b")), line=9)
+    convs = [fits, two, system, none_fits]
+    assert [len(render(tok, c.messages)[0]) for c in convs] == [6, 18, 20, 25]
+    kept, fit = fit_conversations(tok, convs, 16, "cut")
+    assert kept == [fits, Conversation(two.messages[:2], line=5), Conversation(system.messages[:3])]
+    assert (fit.total, fit.too_long, fit.cut, fit.left_out, fit.longest, fit.longest_line) == (4, 3, 2, 1, 25, 9)
+    assert all(len(render(tok, c.messages)[0]) <= 17 for c in kept)
+    kept, fit = fit_conversations(tok, convs, 16, "skip")
+    assert kept == [fits] and (fit.cut, fit.left_out) == (0, 3)
+    kept, fit = fit_conversations(tok, convs, 16, "refuse")
+    assert kept == convs and (fit.too_long, fit.cut, fit.left_out) == (3, 0, 0)
+    assert fit_conversations(tok, convs, 24, "cut")[1].too_long == 0  # 25 tokens: inputs 24, targets shifted by 1
+    assert fit_conversations(tok, convs, 23, "cut")[1].too_long == 1
+    with pytest.raises(ChatError, match="long_conversations must be one of cut, skip, refuse"):
+        fit_conversations(tok, convs, 16, "trim")
 
 
 def test_split_conversations_follows_the_text_rule():

@@ -150,6 +150,8 @@ def test_chat_from_a_short_window_base_cuts_long_conversations_at_a_turn(cli, tm
     assert f"the model in {(short_base / 'best').resolve()} reads at most 32 tokens" in note
     assert "start from a base model trained with --block_size 44 or more" in note
     assert Run(tmp_path / "chat").config("latest")["chat"]["long_conversations"] == "cut"
+    code, out, err = cli("eval", tmp_path / "chat", "--split=all", "--device=cpu")  # evaluated as it was trained
+    assert code == 0 and "all: 9 conversations" in out, err
 
 
 def test_long_conversations_skip_and_refuse(cli, tmp_path, short_base):
