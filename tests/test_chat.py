@@ -12,7 +12,8 @@ import torch
 from conftest import DIALOGUE, TINY_FLAGS, train_tiny
 from tinygpt import GPT, ModelConfig
 from tinygpt.tasks.chat import ChatData
-from tinygpt.data.conversations import ChatError, Conversation, Message, read_conversations, render, split_conversations
+from tinygpt.data.conversations import (ChatError, Conversation, Message, fit_conversations, read_conversations, render,
+                                        split_conversations)
 from tinygpt.generation.chat import ChatSession, answer_turns, reply_turns, score_replies
 from tinygpt.data.text import IGNORE_INDEX
 from tinygpt.training.run import Run, load_checkpoint
@@ -149,6 +150,32 @@ def test_a_conversation_longer_than_the_window_is_refused():
                  [conv(("user", "a"), ("assistant", "b"))], tok, block_size=16)
 
 
+def test_fitting_conversations_to_the_window_cuts_at_a_turn_or_leaves_out():
+    """A window of 16 + 1 tokens: <|user|>aa<|end|> is 4 tokens, <|assistant|>bbb<|end|> 5, so one exchange takes 9
+    and two take 18, one too many: "cut" keeps the first exchange whole, "skip" leaves the conversation out,
+    "refuse" keeps it for the caller to refuse; a system message stays with what is kept."""
+    tok = ChatTokenizer(CharTokenizer.train("ab s"))
+    fits = conv(("user", "a"), ("assistant", "b"))
+    two = Conversation(tuple(conv(("user", "aa"), ("assistant", "bbb"), ("user", "aa"), ("assistant", "bbb"))
+                             .messages), line=5)
+    system = conv(("system", "s s"), ("user", "aa"), ("assistant", "bbb"), ("user", "a"), ("assistant", "b"))
+    none_fits = Conversation((Message("user", "a" * 20), Message("assistant", "b")), line=9)
+    convs = [fits, two, system, none_fits]
+    assert [len(render(tok, c.messages)[0]) for c in convs] == [6, 18, 20, 25]
+    kept, fit = fit_conversations(tok, convs, 16, "cut")
+    assert kept == [fits, Conversation(two.messages[:2], line=5), Conversation(system.messages[:3])]
+    assert (fit.total, fit.too_long, fit.cut, fit.left_out, fit.longest, fit.longest_line) == (4, 3, 2, 1, 25, 9)
+    assert all(len(render(tok, c.messages)[0]) <= 17 for c in kept)
+    kept, fit = fit_conversations(tok, convs, 16, "skip")
+    assert kept == [fits] and (fit.cut, fit.left_out) == (0, 3)
+    kept, fit = fit_conversations(tok, convs, 16, "refuse")
+    assert kept == convs and (fit.too_long, fit.cut, fit.left_out) == (3, 0, 0)
+    assert fit_conversations(tok, convs, 24, "cut")[1].too_long == 0  # 25 tokens: inputs 24, targets shifted by 1
+    assert fit_conversations(tok, convs, 23, "cut")[1].too_long == 1
+    with pytest.raises(ChatError, match="long_conversations must be one of cut, skip, refuse"):
+        fit_conversations(tok, convs, 16, "trim")
+
+
 def test_split_conversations_follows_the_text_rule():
     convs = [conv(("user", str(i)), ("assistant", "x")) for i in range(10)]
     train, val = split_conversations(convs, 0.2)
@@ -258,7 +285,7 @@ def test_fine_tuning_our_run_into_a_chat_model(cli, tmp_path):
     run = Run(tmp_path / "chat")
     tok = run.tokenizer()
     assert isinstance(tok, ChatTokenizer) and tok.base == base_tok
-    assert run.config()["chat"] == {"loss_on": "assistant"}
+    assert run.config()["chat"] == {"loss_on": "assistant", "long_conversations": "cut"}
     assert "val_exact_first" in run.metrics()[0] and "val_exact_followup" in run.metrics()[0]
     # step 0 evaluated the base weights, with the new rows at the mean of the old ones
     from tinygpt.data.conversations import is_chat_file
@@ -326,10 +353,17 @@ def test_train_on_bad_conversations_is_one_line(cli, tmp_path, content, match, b
 
 
 def test_a_conversation_too_long_for_the_window_is_one_line(cli, tmp_path, base):
+    """Conversations none of which has a first exchange that fits the base's 32 positions: one line that says
+    so and names what works (a base with a longer window), never a --block_size this base cannot have."""
     long = tmp_path / "long.jsonl"
     write_convs(long, [[("user", "What say you?"), ("assistant", "Nothing, good night. " * 5)]] * 3)
     code, _, err = cli("train", "--init_from", base, "--data", long, "--out", tmp_path / "chat", "--device=cpu")
-    assert code == 2 and err.count("\n") == 1 and "more than the model's window (block_size 32" in err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "3 of 3 conversations do not fit the model's window (--block_size 32: 33 tokens at most" in err
+    assert "not one training conversation has a first exchange that fits" in err
+    assert "reads at most 32 tokens, so to train them whole start from a base model trained with --block_size 121" \
+           in err
+    assert not (tmp_path / "chat").exists()
 
 
 def test_chat_flags_need_chat_data(cli, tmp_path):
@@ -395,25 +429,30 @@ def test_chat_in_a_terminal_streams_replies_and_takes_commands(cli, tmp_path, ba
     os.close(child)
     seen = b""
 
-    def read_until(marker: bytes, timeout: float = 60) -> None:
+    def read_until(marker: bytes, timeout: float = 60, times: int = 1) -> None:
         nonlocal seen
         import time
         end = time.monotonic() + timeout
-        while marker not in seen and time.monotonic() < end:
+        while seen.count(marker) < times and time.monotonic() < end:
             if select.select([main], [], [], 0.5)[0]:
                 try:
                     seen += os.read(main, 4096)
                 except OSError:
                     break
-        assert marker in seen, seen.decode(errors="replace")[-500:]
+        assert seen.count(marker) >= times, seen.decode(errors="replace")[-500:]
 
     try:
         read_until(b"you> ")
         os.write(main, b"What say you?\n")
         read_until(b"assistant> ")
-        read_until(b"you> ")
+        read_until(b"you> ", times=2)
+        os.write(main, b"\x1b[A\n")  # Up: the last turn again, edited in place (not echoed as ^[[A)
+        read_until(b"assistant> ", times=2)
+        read_until(b"you> ", times=3)
+        assert b"^[[A" not in seen and seen.count(b"What say you?") >= 2
         os.write(main, b"/reset\n")
         read_until(b"starts over")
+        read_until(b"you> ", times=4)  # the terminal is the line editor's from its prompt on
         os.write(main, b"\x04")  # Ctrl-D
         assert proc.wait(timeout=60) == 0
     finally:

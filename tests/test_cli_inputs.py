@@ -123,7 +123,8 @@ CASES = [
     ("resume-nothing", ["train", "--out", "{t}/none", "--resume"], "nothing to resume"),
     ("resume-tokenizer", ["train", "--out", "{w}/run", "--resume", "--tokenizer", "bpe"], "keeps its tokenizer"),
     ("resume-preset", ["train", "--out", "{w}/run", "--resume", "--preset", "tiny_char"],
-     "--preset does not apply to --resume"),
+     "--preset tiny_char sets what this run does not have: n_layer 4 (the run has 1), n_head 4 (the run has 2), "
+     "n_embd 128 (the run has 16) and 9 more; a resumed run keeps its settings: drop --preset"),
     ("resume-architecture", ["train", "--out", "{w}/run", "--resume", "--n_layer=3"], "cannot change n_layer"),
     ("resume-other-data", ["train", "--out", "{w}/run", "--resume", "--data", "{w}/other.txt"],
      "is not the text this run was trained on"),
@@ -350,3 +351,25 @@ def test_train_help_explains_every_hyperparameter_and_a_bare_flag_means_true(cli
     assert config_overrides(args) == {"qk_norm": "true", "compile": "true", "n_layer": "2"}
     with pytest.raises(ConfigError, match="--seed needs a value"):
         config_overrides(build_parser().parse_args(["train", "--out", "r", "--seed"]))
+
+
+def test_the_command_that_began_a_run_resumes_it_with_resume_added(world, tmp_path, cli):
+    """Re-running the training command with --resume keeps working with its own --preset and --tokenizer; a
+    preset or tokenizer the run does not have is refused, naming what differs, before anything is written."""
+    command = ["train", "--data", world / "input.txt", "--out", tmp_path / "run", "--preset", "tiny_char",
+               "--tokenizer", "char", "--n_layer=1", "--n_embd=32", "--batch_size=2", "--eval_iters=1",
+               "--eval_interval=2", "--device=cpu", "--dtype=float32", "--quiet"]
+    assert cli(*command, "--max_iters=2")[0] == 0
+    code, _, err = cli(*command, "--max_iters=3", "--resume")
+    assert code == 0, err
+    assert Run(tmp_path / "run").metrics()[-1]["step"] == 3
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    for change, words in ((["--preset", "shakespeare_char"], "--preset shakespeare_char sets what this run does not "
+                                                             "have: n_head 6 (the run has 4)"),
+                          (["--tokenizer", "bpe"], "a resumed run keeps its tokenizer (char, ")):
+        args = [a for a in command if a not in ("tiny_char", "char")]
+        args = [a for i, a in enumerate(args) if a not in ("--preset", "--tokenizer")]
+        code, _, err = cli(*args, *change, "--max_iters=4", "--resume")
+        assert code == 2 and words in only_line(err), err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+    assert Run(tmp_path / "run").metrics()[-1]["step"] == 3

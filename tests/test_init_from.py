@@ -100,3 +100,82 @@ def test_init_from_refuses_a_missing_source_and_its_own_out(cli, tmp_path, impor
     code, _, err = cli("train", "--init_from", imported, "--data", data, "--out", imported, "--overwrite", *FLAGS)
     assert code == 2 and "is inside --out" in err
     assert json.loads((imported / "config.json").read_text())["imported_from"]
+
+
+# --- chat from a base with a short window ------------------------------------------------------------
+
+def _conversations(path, *convs):
+    path.write_text("".join(json.dumps({"messages": [{"role": r, "content": c} for r, c in conv]}) + "\n"
+                            for conv in convs), encoding="utf-8")
+    return path
+
+
+SHORT = [("user", "hi"), ("assistant", "hello")]  # 4 + 7 tokens with the template's
+TWO_EXCHANGES = [("user", "what is up"), ("assistant", "the sky"), ("user", "and then"), ("assistant", "more sky")]
+NO_EXCHANGE_FITS = [("user", "a" * 40), ("assistant", "b")]
+
+
+@pytest.fixture
+def short_base(tmp_path, play, capsys):
+    """A character run with a 32-token window, as the tour's Shakespeare run has 64."""
+    text = tmp_path / "plays.txt"
+    text.write_text(play[:5000], encoding="utf-8")
+    from tinygpt.cli.main import main
+    assert main(["train", "--data", str(text), "--out", str(tmp_path / "base"), *TINY_FLAGS, "--max_iters=1"]) == 0
+    capsys.readouterr()  # its output is not the test's
+    return tmp_path / "base"
+
+
+def test_chat_from_a_short_window_base_cuts_long_conversations_at_a_turn(cli, tmp_path, short_base):
+    """The conversations longer than the base's window no longer stop the run: each is cut after its last
+    complete exchange that fits, one that not even its first exchange fits is left out, both are counted, and
+    the note names a window that would hold them whole without asking the base for positions it lacks."""
+    from tinygpt.training.plan import plan_init_from
+    convs = _conversations(tmp_path / "convs.jsonl", *[SHORT] * 3, TWO_EXCHANGES, *[SHORT] * 3, NO_EXCHANGE_FITS,
+                           *[SHORT] * 2)
+    plan = plan_init_from(short_base, convs, {}, out=tmp_path / "chat")
+    train = plan.source.conversations["train"]
+    assert len(train) == 8 and len(plan.source.conversations["val"]) == 1  # 10 read, 1 left out
+    cut = [c for c in train if c.line == 4]
+    assert [(m.role, m.content) for m in cut[0].messages] == TWO_EXCHANGES[:2]  # the exchange that fits, whole
+    assert all(c.line != 8 for c in train)
+    assert plan.meta["chat"] == {"loss_on": "assistant", "long_conversations": "cut"}
+    # the command line: the run trains, and its note counts them and names what works
+    code, _, err = cli("train", "--init_from", short_base, "--data", convs, "--out", tmp_path / "chat", *FLAGS)
+    assert code == 0, err
+    note = next(line for line in err.splitlines() if "do not fit" in line)
+    assert "2 of 10 conversations do not fit the model's window (--block_size 32: 33 tokens at most" in note
+    assert "the longest, on line 8, is 45" in note
+    assert "cut 1 after their last exchange that fits, and left out 1 in which not even the first exchange" in note
+    assert f"the model in {(short_base / 'best').resolve()} reads at most 32 tokens" in note
+    assert "start from a base model trained with --block_size 44 or more" in note
+    assert Run(tmp_path / "chat").config("latest")["chat"]["long_conversations"] == "cut"
+    code, out, err = cli("eval", tmp_path / "chat", "--split=all", "--device=cpu")  # evaluated as it was trained
+    assert code == 0 and "all: 9 conversations" in out, err
+
+
+def test_long_conversations_skip_and_refuse(cli, tmp_path, short_base):
+    convs = _conversations(tmp_path / "convs.jsonl", *[SHORT] * 3, TWO_EXCHANGES, *[SHORT] * 5)
+    code, _, err = cli("train", "--init_from", short_base, "--data", convs, "--out", tmp_path / "skip", *FLAGS,
+                       "--long_conversations", "skip")
+    assert code == 0, err
+    assert "1 of 9 conversations do not fit" in err and ": left out 1;" in err
+    code, _, err = cli("train", "--init_from", short_base, "--data", convs, "--out", tmp_path / "refuse", *FLAGS,
+                       "--long_conversations", "refuse")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "(--long_conversations cut) or leave them out (--long_conversations skip)" in err
+    assert "--block_size 40" not in err.replace("trained with --block_size 40", "")  # never asked of this base
+    assert not (tmp_path / "refuse").exists()
+    # a cropped window: the message names the window the base does have
+    code, _, err = cli("train", "--init_from", short_base, "--data", convs, "--out", tmp_path / "r2", *FLAGS,
+                       "--long_conversations", "refuse", "--block_size=24")
+    assert code == 2 and "to train them whole, use --block_size 40" not in err
+    assert "1 of 9" in err
+
+
+def test_a_longer_window_than_the_base_has_names_what_works(cli, tmp_path, short_base):
+    convs = _conversations(tmp_path / "convs.jsonl", *[SHORT] * 9, TWO_EXCHANGES)
+    code, _, err = cli("train", "--init_from", short_base, "--data", convs, "--out", tmp_path / "c", *FLAGS,
+                       "--block_size=64")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "reads at most 32 tokens; give --block_size 32 or less" in err

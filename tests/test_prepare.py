@@ -249,6 +249,9 @@ BAD = {  # file name, content, words of the one error line
     "not-a-string": ("x.jsonl", b'{"text": 7}\n', "line 1: the 'text' field is int, not a string"),
     "not-an-object": ("x.jsonl", b'["text"]\n', "line 1 is not a JSON object"),
     "empty-folder": ("folder", None, "holds no .txt, .jsonl or .parquet files"),
+    "conversations": ("convs.jsonl", b'{"messages": [{"role": "user", "content": "hi"}]}\n',
+                      'holds conversations (a "messages" list per line), which are not prepared: training reads them '
+                      'as they are (--data '),
 }
 
 

@@ -246,3 +246,44 @@ def test_a_crash_between_saving_latest_and_best_is_repaired_on_resume(tmp_path):
     train(model_cfg, cfg, data, tok, out, resume=True)
     best = json.loads((out / "best/config.json").read_text())
     assert best["step"] in (4, 5) and best["val_loss"] <= latest["val_loss"]
+
+
+def test_a_python_caller_is_told_the_keyword_arguments_and_the_command_line_its_flags(tmp_path, cli):
+    """The README's Python example run twice: the second call is refused in Python's words (resume=True,
+    overwrite=True), never in flags; the same refusal from `tinygpt train` names --resume and --overwrite."""
+    import tinygpt
+    from tinygpt.cli.args import error_text
+    text = "the cat sat on the mat. " * 30
+    tokenizer = CharTokenizer.train(text)
+    model_cfg, train_cfg = tinygpt.build_configs(
+        {"n_layer": 1, "n_head": 1, "n_embd": 8, "block_size": 8, "max_iters": 1, "eval_interval": 1,
+         "eval_iters": 1, "batch_size": 2, "device": "cpu", "dtype": "float32"}, vocab_size=tokenizer.vocab_size)
+    data = tinygpt.TextData.from_text(text, tokenizer, model_cfg.block_size)
+    tinygpt.train(model_cfg, train_cfg, data, tokenizer, tmp_path / "cat")
+    with pytest.raises(RunError) as e:
+        tinygpt.train(model_cfg, train_cfg, data, tokenizer, tmp_path / "cat")
+    assert str(e.value) == (f"{tmp_path / 'cat'} already holds a run; use resume=True to continue it or "
+                            f"overwrite=True to replace it")
+    assert error_text(e.value).endswith("use --resume to continue it or --overwrite to replace it")
+    with pytest.raises(RunError, match=r"^resume=True and overwrite=True contradict each other"):
+        tinygpt.train(model_cfg, train_cfg, data, tokenizer, tmp_path / "cat", resume=True, overwrite=True)
+    (tmp_path / "t.txt").write_text(text)
+    code, _, err = cli("train", "--data", tmp_path / "t.txt", "--out", tmp_path / "cat", "--max_iters=1")
+    assert code == 2 and "use --resume to continue it or --overwrite to replace it" in err
+
+
+def test_reading_a_run_still_training_says_that_training_is_under_way(tmp_path, cli):
+    """`sample` on a run whose training has not saved its first checkpoint yet: it says the run is being trained
+    (and by which process), not only that there is no checkpoint; once the writer is gone, what is left says so."""
+    out = tmp_path / "r"
+    writer = Run(out).start()
+    try:
+        code, _, err = cli("sample", out, "--device=cpu")
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"{out} holds no checkpoint yet: it is being trained (process {os.getpid()} on " in err
+        assert "the first checkpoint is saved at its first evaluation" in err
+        writer.log({"step": 0, "val_loss": 4.0})
+    finally:
+        writer.close()
+    code, _, err = cli("sample", out, "--device=cpu")
+    assert code == 2 and f"{out} holds no checkpoint: its training stopped before saving one" in err

@@ -31,7 +31,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 class SettingText(str):
     """A text (an error message, a help line) that names settings: as a str it names each one as the Python API
-    does ("chat_loss applies to chat data"); `spelled(flag)` names them as the caller spells them, which is how
+    does ("chat_loss applies to chat data"; a switch as the keyword argument that turns it on: "use resume=True
+    to continue it", see SWITCHES); `spelled(flag)` names them as the caller spells them, which is how
     the command line says "--chat_loss applies to chat data". Only tinygpt.cli words settings as flags.
 
     The template marks each setting it names with backquotes, and lists them after it (only listed names are
@@ -48,7 +49,7 @@ class SettingText(str):
     names: tuple[str, ...]
 
     def __new__(cls, template: str, *names: str) -> "SettingText":
-        text = super().__new__(cls, _spell(template, names, str))
+        text = super().__new__(cls, _spell(template, names, python_name))
         text.template, text.names = template, names
         return text
 
@@ -62,6 +63,16 @@ class SettingText(str):
 
     def __radd__(self, other: str) -> "SettingText":
         return SettingText(other + self.template, *self.names)
+
+
+# Settings that are switched on, not given a value: a bare flag on the command line (`--resume`), a keyword
+# argument set to True from Python (`train(..., resume=True)`), which is how str(SettingText) names them.
+SWITCHES = frozenset({"resume", "overwrite", "change_data", "skip_bad_lines", "chat"})
+
+
+def python_name(name: str) -> str:
+    """A setting as a Python caller writes it: python_name("resume") == "resume=True", else the name itself."""
+    return f"{name}=True" if name in SWITCHES else name
 
 
 def _spell(template: str, names: Sequence[str], spell: Callable[[str], str]) -> str:

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from tinygpt.config import ALL_KEYS, DEFAULTS, HELP, ConfigError, SettingText, is_yes_no
+from tinygpt.generation.sampling import check_settings, penalized
 from tinygpt.models.quantize import QUANTIZE_MODES
 
 
@@ -89,6 +90,49 @@ class Parser(argparse.ArgumentParser):
         if not hasattr(ns, "_parser"):  # the innermost subcommand's parser, to suggest its options
             ns._parser = self
         return ns, extras
+
+
+# --- sampling: the flags `sample` and `chat` share, spelled, read and checked alike ----------------------------
+
+PENALTIES = {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}  # each one's "off"
+
+
+def add_sampling_flags(p: argparse.ArgumentParser, temperature_default: str) -> None:
+    """--temperature, --greedy, --top_k, --top_p, --seed and the three penalties. temperature_default says what
+    the command does without --temperature (sample: 0.8 for text; chat: greedy)."""
+    p.add_argument("--temperature", type=finite_float, default=None,
+                   help=f"0 takes the most likely token (default {temperature_default})")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token (temperature 0)")
+    p.add_argument("--top_k", type=positive_int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top_p", type=finite_float, default=None,
+                   help="sample within the smallest set of probability >= p")
+    p.add_argument("--seed", type=seed_int, default=None, help="make sampling repeatable")
+    p.add_argument("--repetition_penalty", type=finite_float, default=None,
+                   help="> 1 makes every token already in the text less likely: its logit divided by it when positive, "
+                        "multiplied when negative (1: off, the default)")
+    p.add_argument("--frequency_penalty", type=finite_float, default=None,
+                   help="in [-2, 2]: a token's logit loses this for each time it was generated (0: off, the default)")
+    p.add_argument("--presence_penalty", type=finite_float, default=None,
+                   help="in [-2, 2]: a token's logit loses this once it has been generated (0: off, the default)")
+
+
+SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "seed", *PENALTIES)  # what a deterministic search refuses
+
+
+def sampling_settings(args: argparse.Namespace, temperature: float) -> dict[str, Any]:
+    """The generation settings the shared flags ask for, checked (one line for a value out of range):
+    temperature (0 with --greedy; `temperature` when not given), top_k, top_p, and each penalty only when it is
+    switched on (the generation functions take them as keyword arguments of the same names)."""
+    if args.greedy and args.temperature not in (None, 0):
+        raise CLIError(f"--greedy means temperature 0; drop --temperature {args.temperature:g}")
+    if not args.greedy and args.temperature is not None:
+        temperature = args.temperature
+    penalties = {k: getattr(args, k) for k, off in PENALTIES.items() if getattr(args, k) not in (None, off)}
+    check_settings(0.0 if args.greedy else temperature, args.top_k, args.top_p, **penalties)
+    out: dict[str, Any] = dict(temperature=0.0 if args.greedy else temperature, top_k=args.top_k, top_p=args.top_p)
+    if penalized(**penalties):
+        out.update(penalties)
+    return out
 
 
 # nanoGPT and other tools' spellings of our options

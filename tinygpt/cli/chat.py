@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from tinygpt.cli.args import CLIError, add_quantize_flag, error_text, finite_float, positive_int, seed_int
+from tinygpt.cli.args import (CLIError, add_quantize_flag, add_sampling_flags, error_text, positive_int,
+                              sampling_settings)
 from tinygpt.cli.progress import ProgressHooks, StageProgress
 from tinygpt.data.conversations import ChatError
 from tinygpt.device import choose_device
 from tinygpt.generation.chat import ChatSession
-from tinygpt.generation.sampling import check_settings
 from tinygpt.models.quantize import quantize
 from tinygpt.recipes.assistant import COMPARE_QUESTIONS, compare, stage_steps, train_demo
 from tinygpt.training.run import Run, load_checkpoint
@@ -30,11 +30,7 @@ def add_chat_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("run_dir", help="a chat run directory (uses best/, else latest/) or a checkpoint directory")
     p.add_argument("--system", default=None, help="a system message that opens the conversation")
     p.add_argument("--max_new_tokens", type=positive_int, default=200, help="the longest reply, in tokens (default 200)")
-    p.add_argument("--temperature", type=finite_float, default=0.0,
-                   help="0 (default) takes the most likely token: small models answer best greedily")
-    p.add_argument("--top_k", type=positive_int, default=None, help="sample among the k most likely tokens")
-    p.add_argument("--top_p", type=finite_float, default=None, help="sample within the smallest set of probability >= p")
-    p.add_argument("--seed", type=seed_int, default=None, help="make sampling repeatable")
+    add_sampling_flags(p, "0, greedy: small models answer best so")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--device", default="auto")
     add_quantize_flag(p)
@@ -43,7 +39,7 @@ def add_chat_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    check_settings(args.temperature, args.top_k, args.top_p)
+    settings = sampling_settings(args, 0.0)  # checked before the model is loaded
     model, tokenizer, cfg = load_checkpoint(args.run_dir, args.checkpoint, choose_device(args.device))
     model = quantize(model, args.quantize, inplace=True)
     try:
@@ -52,7 +48,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.run_dir} is not a chat model: it continues text (try tinygpt sample {args.run_dir}); "
                        f"make it a chat model with tinygpt train --init_from {args.run_dir} --data "
                        f"conversations.jsonl --out RUN") from None
-    settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"chatting with {cfg['path']} (it reads {model.config.block_size} tokens at most); {COMMANDS}.",
@@ -87,10 +82,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _lines(stream: TextIO, interactive: bool) -> Iterator[str]:
-    """User turns: prompted lines in a terminal (until Ctrl-D), else the lines of standard input."""
+    """User turns: prompted lines in a terminal (until Ctrl-D), else the lines of standard input. In a terminal
+    the lines can be edited, and Up and Down go through the turns typed so far (kept in memory only)."""
     if not interactive:
         yield from stream
         return
+    try:  # imported only for a terminal: once loaded, input() edits lines with it; not every platform has it
+        import readline  # noqa: F401
+    except ImportError:  # pragma: no cover - e.g. Windows without pyreadline
+        pass
     while True:
         try:
             yield input("you> ")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from tinygpt.cli.args import path_arg
@@ -48,6 +49,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     r = export_hf(args.run_dir, args.out, args.checkpoint)
     print(f"exported {r.source} to {r.out}: {', '.join(r.files)}")
-    print(f"load it with transformers: AutoModelForCausalLM.from_pretrained({str(r.out)!r}), "
+    model_class = json.loads((r.out / "config.json").read_text(encoding="utf-8"))["architectures"][0]
+    print(f"load it with transformers: {model_class}.from_pretrained({str(r.out)!r}), "  # the class it was written as
           f"AutoTokenizer.from_pretrained({str(r.out)!r})")
     return 0

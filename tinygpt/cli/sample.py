@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tinygpt.cli.args import CLIError, add_quantize_flag, finite_float, nonneg_int, positive_int, seed_int
+from tinygpt.cli.args import (SAMPLING_FLAGS, CLIError, add_quantize_flag, add_sampling_flags, finite_float, nonneg_int,
+                              positive_int, sampling_settings)
 from tinygpt.config import DEFAULT_TEMPERATURE
 from tinygpt.device import choose_device
 from tinygpt.generation.generate import beam_search_text, end_of_text_id, generate_text
-from tinygpt.generation.sampling import check_settings
 from tinygpt.models.quantize import quantize
 from tinygpt.tokenizers import ChatTokenizer
 from tinygpt.training.run import load_checkpoint, task_of
@@ -27,13 +27,7 @@ def add_sample_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     s.add_argument("--prompt_file", help="read the prompt from a file")
     s.add_argument("--max_new_tokens", type=nonneg_int, default=None,
                    help="tokens to generate (default 500; a task run: up to the end of its answer)")
-    s.add_argument("--temperature", type=finite_float, default=None,
-                   help=f"0 means greedy (default {DEFAULT_TEMPERATURE}; a task run: 0)")
-    s.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    s.add_argument("--top_k", type=positive_int, default=None, help="sample among the k most likely tokens")
-    s.add_argument("--top_p", type=finite_float, default=None,
-                   help="sample within the smallest set of probability >= p")
-    s.add_argument("--seed", type=seed_int, default=None, help="make sampling repeatable")
+    add_sampling_flags(s, f"{DEFAULT_TEMPERATURE}; a task run: 0")
     s.add_argument("--num_samples", type=positive_int, default=1)
     s.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
     s.add_argument("--num_beams", type=positive_int, default=1,
@@ -95,37 +89,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-_SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "seed")
-
-
 def _check_sample_flags(args: argparse.Namespace) -> None:
     """Refuse `sample` flags that contradict each other or make no sense, before anything is loaded."""
     if args.prompt is not None and args.prompt_file:
         raise CLIError("give --prompt or --prompt_file, not both")
     if any(s == "" for s in args.stop):
         raise CLIError("--stop needs a non-empty string")
-    if args.greedy and args.temperature not in (None, 0):
-        raise CLIError(f"--greedy means temperature 0; drop --temperature {args.temperature}")
     if args.num_beams > 1:
-        given = [f"--{f}" for f in _SAMPLING_FLAGS if getattr(args, f) is not None] + (["--greedy"] if args.greedy
-                                                                                       else [])
+        given = [f"--{f}" for f in SAMPLING_FLAGS if getattr(args, f) is not None] + (["--greedy"] if args.greedy
+                                                                                      else [])
         if given:
             raise CLIError(f"--num_beams {args.num_beams} searches for the most likely text and does not sample: "
                            f"drop {', '.join(given)}")
         if args.num_samples > 1:
             raise CLIError("--num_beams is deterministic: --num_samples would print the same text again")
+    else:
+        sampling_settings(args, DEFAULT_TEMPERATURE)  # the values checked now; the default is the run's
 
 
 def _sampling_settings(args: argparse.Namespace, task: bool) -> dict[str, Any]:
     """The generation settings of `sample`: greedy for a task run unless told otherwise, else temperature 0.8."""
     if args.num_beams > 1:
         return dict(num_beams=args.num_beams, length_penalty=args.length_penalty, use_cache=not args.no_cache)
-    temperature = 0.0 if args.greedy else args.temperature
-    if temperature is None:
-        temperature = 0.0 if task else DEFAULT_TEMPERATURE
-    check_settings(temperature, args.top_k, args.top_p)
-    return dict(temperature=temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                use_cache=not args.no_cache)
+    settings = sampling_settings(args, 0.0 if task else DEFAULT_TEMPERATURE)
+    return dict(settings, seed=args.seed, use_cache=not args.no_cache)
 
 
 def _nth_sample(settings: dict[str, Any], i: int) -> dict[str, Any]:

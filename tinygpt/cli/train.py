@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from tinygpt.cache import cache_dir
-from tinygpt.cli.args import CLIError, add_config_flags, config_overrides, path_arg, positive_int
+from tinygpt.cli.args import CLIError, add_config_flags, as_flags, config_overrides, path_arg, positive_int
 from tinygpt.cli.prepare import ProgressBars
 from tinygpt.cli.progress import ProgressHooks, say, tensorboard_writer
 from tinygpt.config import ALL_KEYS, PRESETS, ConfigError, load_toml, unknown_key_message
+from tinygpt.data.conversations import LONG_CONVERSATIONS
 from tinygpt.data.corpora import CORPORA, resolve_data
 from tinygpt.data.prepare import Progress
 from tinygpt.inspect.plot import plot_runs
@@ -50,6 +51,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                    help="which tokens the loss counts: the assistant's replies (default: the loss mask) or all")
     c.add_argument("--skip_bad_lines", action="store_true",
                    help="leave malformed conversations out (default: refuse the file, naming the first bad line)")
+    c.add_argument("--long_conversations", choices=LONG_CONVERSATIONS, default=None,
+                   help="a conversation longer than the model's window: cut (default) after its last exchange that "
+                        "fits, skip it, or refuse the file; the ones cut or left out are counted")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--tensorboard", action="store_true", help="also log scalars to RUN/tensorboard (needs tensorboard)")
     add_config_flags(t)
@@ -82,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         plan = _plan(args, out, overrides, preset, bars)
     if master:  # under torchrun every process plans the same run: one copy of its notes
         for note in plan.notes:
-            print(note, file=sys.stderr)
+            print(as_flags(note), file=sys.stderr)
     hooks = ProgressHooks(quiet=args.quiet, writer_factory=writer_factory)
     result = train(plan.model_cfg, plan.train_cfg, plan.source, plan.tokenizer, out, resume=args.resume,
                    overwrite=args.overwrite, meta=plan.meta, hooks=hooks, init_from=plan.init_from)
@@ -115,10 +119,6 @@ def _refuse_contradictions(args: argparse.Namespace, preset: str | None) -> None
         raise CLIError("--change_data applies only with --resume (a new run simply takes its --data)")
     if args.init_from is not None and args.resume:
         raise CLIError("--init_from starts a new run from existing weights and --resume continues a run; use one")
-    if args.resume and preset is not None:
-        raise CLIError("--preset does not apply to --resume (the run keeps its settings; override single keys)")
-    if args.resume and (args.tokenizer is not None or args.vocab_size is not None):
-        raise CLIError("a resumed run keeps its tokenizer; drop --tokenizer / --vocab_size")
     if args.init_from is not None and (preset is not None or args.tokenizer is not None or args.vocab_size is not None):
         raise CLIError("--init_from takes the model's architecture and tokenizer; drop --preset, --tokenizer and "
                        "--vocab_size")
@@ -128,9 +128,10 @@ def _plan(args: argparse.Namespace, out: Path, overrides: dict[str, Any], preset
           progress: Progress) -> TrainingPlan:
     """The plan of the run the flags ask for: resumed, started from other weights, or new."""
     reading = dict(chat=True if args.chat else None, chat_loss=args.chat_loss, skip_bad_lines=args.skip_bad_lines,
-                   progress=progress)
-    if args.resume:
-        return plan_resume(out, overrides, data=args.data, change_data=args.change_data, **reading)
+                   long_conversations=args.long_conversations, progress=progress)
+    if args.resume:  # the run's own preset and tokenizer may be given again (the command that began it)
+        return plan_resume(out, overrides, data=args.data, preset=preset, tokenizer=args.tokenizer,
+                           vocab_size=args.vocab_size, change_data=args.change_data, **reading)
     if args.init_from is not None:
         return plan_init_from(args.init_from, args.data, overrides, out=out, **reading)
     return plan_new(args.data, overrides, preset=preset, tokenizer=args.tokenizer, vocab_size=args.vocab_size,

@@ -30,6 +30,9 @@ from tinygpt.tokenizers import Tokenizer
 from tinygpt.tokenizers.chat import ROLES, ChatTokenizer
 
 LOSS_ON = ("assistant", "all")  # what the loss counts: the assistant's replies (the mask), or every token
+# What becomes of a conversation longer than the model's window: cut after its last complete exchange that fits
+# (one that not even its first exchange fits is left out), left out whole, or refused (nothing is trained).
+LONG_CONVERSATIONS = ("cut", "skip", "refuse")
 
 
 class ChatError(DataError):
@@ -149,6 +152,63 @@ def render(tok: ChatTokenizer, messages: Sequence[Message], reply: bool = False)
     return ids, counts
 
 
+@dataclass
+class WindowFit:
+    """How a list of conversations met a window (fit_conversations): how many were longer than it, how many of
+    those were cut or left out, and the longest as written (its tokens and its line in the file, 0 if unknown)."""
+
+    total: int
+    window: int  # the tokens a conversation may take: block_size + 1 (a row of inputs and its shifted targets)
+    too_long: int = 0
+    cut: int = 0
+    left_out: int = 0
+    longest: int = 0
+    longest_line: int = 0
+
+
+def fit_conversations(tok: ChatTokenizer, conversations: Sequence[Conversation], block_size: int,
+                      how: str = "cut") -> tuple[list[Conversation], WindowFit]:
+    """The conversations as they can be trained in rows of block_size + 1 tokens, and how they met that window.
+
+    Those that fit stay as they are. A longer one, with how="cut", keeps its messages up to the last assistant
+    reply that still fits (a system message stays with them): complete exchanges, never half a reply; when not
+    even the first reply fits it is left out. how="skip" leaves every longer one out; how="refuse" keeps them
+    all (the caller refuses the data when `too_long` is not 0). E.g. with a window of 24 tokens,
+    <|user|>hi<|end|><|assistant|>yo<|end|> (10 tokens) followed by an exchange of 20 more keeps the first 10.
+    """
+    if how not in LONG_CONVERSATIONS:
+        raise ChatError(SettingText(f"`long_conversations` must be one of {', '.join(LONG_CONVERSATIONS)}, not "
+                                    f"{how!r}", "long_conversations"))
+    window = block_size + 1
+    fit = WindowFit(len(conversations), window)
+    kept: list[Conversation] = []
+    for conv in conversations:
+        lengths = [len(tok.encode(m.content)) + 2 for m in conv.messages]  # <|role|> content <|end|>
+        if sum(lengths) <= window:
+            kept.append(conv)
+            continue
+        fit.too_long += 1
+        if sum(lengths) > fit.longest:
+            fit.longest, fit.longest_line = sum(lengths), conv.line
+        if how == "refuse":
+            kept.append(conv)
+            continue
+        end, used = 0, 0
+        if how == "cut":
+            for k, (m, n) in enumerate(zip(conv.messages, lengths)):
+                used += n
+                if used > window:
+                    break
+                if m.role == "assistant":
+                    end = k + 1
+        if end:
+            kept.append(Conversation(conv.messages[:end], conv.line))
+            fit.cut += 1
+        else:
+            fit.left_out += 1
+    return kept, fit
+
+
 def chat_tokenizer(tok: Tokenizer) -> ChatTokenizer:
     """`tok` itself if it has the chat tokens, else it with them added (its ids unchanged)."""
     return tok if isinstance(tok, ChatTokenizer) else ChatTokenizer(tok)
@@ -172,8 +232,9 @@ def pack(tok: ChatTokenizer, conversations: Sequence[Conversation], block_size: 
         if len(c_ids) > T:
             where = f"the conversation on line {conversations[i].line}" if conversations[i].line else "a conversation"
             raise ChatError(SettingText(f"{where} is {len(c_ids)} tokens long, more than the model's window "
-                                        f"(block_size {block_size} + 1); shorten it or train with a longer "
-                                        f"`block_size`", "block_size"))
+                                        f"(block_size {block_size} + 1); shorten it, cut it after its last exchange "
+                                        f"that fits (`long_conversations` cut), or train with a longer `block_size`",
+                                        "block_size", "long_conversations"))
         if loss_on == "all":
             c_counts = [True] * len(c_ids)
         if len(ids) + len(c_ids) > T:

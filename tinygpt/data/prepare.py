@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Iterator, Union
 import numpy as np
 
 from tinygpt.config import SettingText
+from tinygpt.data.conversations import is_chat_file
 from tinygpt.data.sources import DataError, TextStream
 from tinygpt.data.text import TextData, short_digest, split_point
 from tinygpt.files import atomic_dir, write_text
@@ -121,6 +122,10 @@ def prepare(path: str | Path, out: str | Path, tokenizer: TokenizerChoice = "cha
     """
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if text_field == "text" and is_chat_file(path):  # not text to tokenize once, but conversations to pack
+        raise DataError(SettingText(f"{path} holds conversations (a \"messages\" list per line), which are not "
+                                    f"prepared: training reads them as they are (`data` {path}), packs whole "
+                                    f"conversations into its window and learns the assistant's replies", "data"))
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise DataError(SettingText(f"{out} already exists; give `out` a new directory", "out"))

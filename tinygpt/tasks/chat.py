@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from tinygpt.data.conversations import ChatError, Conversation, pack
+from tinygpt.data.conversations import ChatError, Conversation, fit_conversations, pack
 from tinygpt.data.text import IGNORE_INDEX
 from tinygpt.generation.chat import score_replies
 from tinygpt.models import eval_mode
@@ -17,9 +17,12 @@ from tinygpt.tokenizers.chat import ChatTokenizer
 
 @torch.no_grad()
 def evaluate_chat(model: nn.Module, tok: ChatTokenizer, conversations: Sequence[Conversation],
-                  loss_on: str = "assistant", batch_size: int = 32) -> dict[str, Any]:
+                  loss_on: str = "assistant", batch_size: int = 32, long_conversations: str = "cut"
+                  ) -> dict[str, Any]:
     """A chat model on some conversations: the exact mean loss over every counted token (each conversation once,
-    packed as in training) and the exact match of its greedy replies (score_replies)."""
+    packed as in training, those longer than the window cut or left out as long_conversations says) and the exact
+    match of its greedy replies (score_replies)."""
+    conversations, _ = fit_conversations(tok, conversations, model.config.block_size, long_conversations)
     x, y = pack(tok, conversations, model.config.block_size, loss_on)
     device = next(model.parameters()).device
     total, count = 0.0, 0
@@ -40,7 +43,8 @@ class ChatData:
     Each conversation is rendered once; whole conversations are packed, in a seeded shuffled order, into rows
     of block_size + 1 ids (the rest of a row is padding that counts nothing). x = row[:-1], y = row[1:] with
     IGNORE_INDEX wherever the target is not counted: outside the assistant's replies when loss_on is
-    "assistant" (the mask), only on padding when it is "all". A conversation longer than a row is refused.
+    "assistant" (the mask), only on padding when it is "all". A conversation longer than a row is refused
+    (data.conversations.fit_conversations cuts or leaves such ones out first, as a run's plan does).
     Batches draw rows at random. `metrics(model)` scores greedy replies on held-out conversations.
     """
 

@@ -15,6 +15,7 @@ run trained on (model config, tokenizer, task, data and its fingerprint, the spl
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -26,8 +27,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from tinygpt.config import (MODEL_KEYS, ModelConfig, SettingText, TrainConfig, model_config_from_dict, parse_value,
-                            train_config_from_dict)
+from tinygpt.config import (MODEL_KEYS, PRESETS, ConfigError, ModelConfig, SettingText, TrainConfig,
+                            model_config_from_dict, parse_value, train_config_from_dict)
 from tinygpt.files import write_text
 from tinygpt.tasks.calculator import task_from_dict
 from tinygpt.tokenizers import Tokenizer
@@ -85,7 +86,17 @@ class Run:
                 for cand in (base / name, base / f".old-{name}"):
                     if (cand / CONFIG).exists():
                         return cand
-        raise RunError(f"{path} holds no checkpoint (expected {CONFIG} and {WEIGHTS}, or best/ or latest/)")
+        raise RunError(self._no_checkpoint())
+
+    def _no_checkpoint(self) -> str:
+        """Why there is no checkpoint to read: a run still training towards its first one (another process
+        holds the lock), a run that stopped before it, or no run at all."""
+        if self._locked():
+            return (f"{self.path} holds no checkpoint yet: it is being trained ({self._holder()}), and the first "
+                    f"checkpoint is saved at its first evaluation; try again then")
+        if (self.path / METRICS).exists():
+            return f"{self.path} holds no checkpoint: its training stopped before saving one"
+        return f"{self.path} holds no checkpoint (expected {CONFIG} and {WEIGHTS}, or best/ or latest/)"
 
     def config(self, which: str = "best") -> dict[str, Any]:
         """config.json of a checkpoint, with "path" added."""
@@ -196,29 +207,40 @@ class Run:
         self._lock_fd = fd
 
     def _refuse_if_locked(self) -> None:
-        """Refuse now if another process holds the lock: probed with a shared flock on a read-only descriptor,
-        so nothing is created and nothing stays locked."""
+        """Refuse now if another process holds the lock."""
+        if self._locked():
+            raise RunError(self._held_message())
+
+    def _locked(self) -> bool:
+        """Does another process hold the lock? Probed with a shared flock on a read-only descriptor, so nothing
+        is created and nothing stays locked (no lock file, or an unreadable one: no)."""
+        if self._lock_fd is not None:
+            return False  # this process is the writer
         try:
             fd = os.open(self.path / LOCK, os.O_RDONLY)
-        except OSError:  # no lock file (a new run) or unreadable: start() decides
-            return
+        except OSError:
+            return False
         try:
             import fcntl  # POSIX only: imported where the lock is taken
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except ImportError:  # pragma: no cover - no flock (Windows)
-            pass
+            return False
         except OSError:
-            raise RunError(self._held_message()) from None
+            return True
         finally:
             os.close(fd)  # drops the shared lock if it was taken
+        return False
 
-    def _held_message(self) -> str:
+    def _holder(self) -> str:
         try:
             holder = json.loads((self.path / LOCK).read_text(encoding="utf-8"))
-            who = f"process {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
+            return f"process {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
         except (OSError, ValueError, AttributeError):
-            who = "another process"
-        return f"{self.path} is being written by another tinygpt ({who}); wait for it to finish or stop it first"
+            return "another process"
+
+    def _held_message(self) -> str:
+        return (f"{self.path} is being written by another tinygpt ({self._holder()}); wait for it to finish or stop "
+                f"it first")
 
     def _owns_lock(self) -> bool:
         """Is the run.lock in the directory still the file this process locked (not removed or replaced)?"""
@@ -361,18 +383,34 @@ class Run:
     def resume_state(self) -> dict[str, Any]:
         return load_state(self.resume_point())
 
-    def resume_configs(self, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
+    def resume_configs(self, overrides: dict[str, Any], preset: str | None = None
+                       ) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
         """The configs a resumed run continues with: the checkpoint's, updated by explicit training overrides.
-        Architecture keys cannot change on resume."""
+        Architecture keys cannot change on resume. A preset (the one the run began with, given again) is
+        accepted where it agrees with the run's settings; a key it sets differently is refused, by name, unless
+        an override gives that key (the command that started the run, run again with `resume`, is accepted)."""
         point = self.resume_point()
         cfg = read_config(point)
         try:
             model_cfg = model_config_from_dict(cfg["model"])
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"{point / CONFIG}: invalid model config: {e}") from None
-        for k, v in overrides.items():
-            if k in MODEL_KEYS and parse_value(k, v) != getattr(model_cfg, k):
-                raise RunError(f"cannot change {k} when resuming (the checkpoint has {getattr(model_cfg, k)!r})")
+        changed = [f"{k} {parse_value(k, v)!r} (the run has {getattr(model_cfg, k)!r})" for k, v in overrides.items()
+                   if k in MODEL_KEYS and parse_value(k, v) != getattr(model_cfg, k)]
+        if changed:
+            raise RunError(f"a resumed run keeps its architecture; cannot change {', '.join(changed)}")
+        recorded = {**cfg.get("train", {}), **dataclasses.asdict(model_cfg)}
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConfigError(f"unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
+            other = [f"{k} {v!r} (the run has {recorded.get(k)!r})" for k, v in PRESETS[preset].items()
+                     if k not in overrides and recorded.get(k) != v]
+            if other:
+                more = f" and {len(other) - 3} more" if len(other) > 3 else ""
+                raise RunError(SettingText(f"`preset` {preset} sets what this run does not have: "
+                                           f"{', '.join(other[:3])}{more}; "
+                                           f"a resumed run keeps its settings: drop `preset` (or give a training key "
+                                           f"to change it)", "preset"))
         train = {**cfg.get("train", {}), **{k: parse_value(k, v) for k, v in overrides.items() if k not in MODEL_KEYS}}
         return model_cfg, train_config_from_dict(train), cfg
 
