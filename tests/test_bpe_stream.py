@@ -15,7 +15,7 @@ TEXT = "😀😁😂 中文字 中文 日本語 😀 naïve 😁 中文字 " * 2
 class Script(nn.Module):
     """A fake model whose greedy choice at step k is ids[k], whatever the input (no KV cache)."""
 
-    can_cache = False
+    can_cache = can_cache_rows = False
 
     def __init__(self, ids: list[int], vocab_size: int):
         super().__init__()

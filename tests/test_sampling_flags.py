@@ -95,7 +95,6 @@ def _penalized_greedy(model, tok, prompt, n, **penalties):
     return tok.decode(new)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the engine's penalty arguments")
 def test_sample_with_a_repetition_penalty_matches_the_rule_written_out(cli, text_run):
     model, tok, _ = load_checkpoint(text_run)
     prompt, n = "the cat ", 30
