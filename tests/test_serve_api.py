@@ -30,6 +30,7 @@ from tinygpt.inspect.report import attention_json, lens_json, saliency_json, ste
 from tinygpt.serve.app import PAGE_FILES, create_app, is_loopback  # noqa: E402
 
 LIMITS = Limits(max_tokens=200, max_prompt=300, max_n=4, max_body=20_000)
+BASE = "http://localhost"  # a name the server answers to (the test client's own, testserver, is not one)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def app(runs):
 
 @pytest.fixture(scope="module")
 def client(app):
-    with TestClient(app) as c:
+    with TestClient(app, base_url=BASE) as c:
         yield c
 
 
@@ -411,7 +412,7 @@ BAD = [  # (what, body: dict or raw bytes, status, words the message must hold)
     ("negative seed", {**OK, "seed": -1}, 400, "seed must be between 0"),
     ("stream not a boolean", {**OK, "stream": "yes"}, 400, "stream must be true or false"),
     ("unknown field", {**OK, "temprature": 1}, 400, "unrecognized request argument supplied: temprature"),
-    ("a penalty", {**OK, "presence_penalty": 1.0}, 400, "presence_penalty is not supported"),
+    ("a logit bias", {**OK, "logit_bias": {"1": 5}}, 400, "logit_bias is not supported"),
     ("echo", {**OK, "echo": True}, 400, "echo is not supported"),
     ("too many stops", {**OK, "stop": ["a", "b", "c", "d", "e"]}, 400, "at most 4"),
     ("empty stop", {**OK, "stop": [""]}, 400, "must not be empty"),
@@ -420,7 +421,7 @@ BAD = [  # (what, body: dict or raw bytes, status, words the message must hold)
     ("no model", {"prompt": "x"}, 400, "model is required"),
     ("unknown model", {**OK, "model": "gpt-4"}, 404, "does not exist here"),
     ("no prompt", {"model": "cat"}, 400, "prompt is required"),
-    ("empty prompt", {**OK, "prompt": ""}, 400, "empty"),
+    ("empty prompt", {**OK, "prompt": ""}, 400, "the prompt is empty: give the model some text to read"),
     ("prompt of objects", {**OK, "prompt": {"text": "x"}}, 400, "prompt must be a string or an array of token ids"),
     ("several prompts", {**OK, "prompt": ["a", "b"]}, 400, "one prompt"),
     ("prompt too long", {**OK, "prompt": "the cat " * 40}, 400, "at most 300"),
@@ -471,7 +472,7 @@ def test_a_full_queue_is_a_503(runs):
         release.wait(10)
         yield None
 
-    with TestClient(app) as c:
+    with TestClient(app, base_url=BASE) as c:
         sched = app.state.tinygpt.scheduler
         c.portal.call(_submit, sched, blocked())  # the one running place, taken
         r = c.post("/v1/completions", json=OK)
@@ -516,3 +517,119 @@ def test_serve_cli(cli, runs, monkeypatch):
     assert code == 2 and err.count("\n") == 1 and "no such run" in err
     code, _, err = cli("serve", runs["cat"], "--port", "-1")
     assert code == 2 and err.count("\n") == 1
+
+
+# --- the sampling penalties: OpenAI's frequency_penalty and presence_penalty, vLLM's repetition_penalty -------
+
+PENALTY_BAD = [  # (field, value, words the message must hold): sampling.check_settings' rules, named
+    ("frequency_penalty", 2.5, "frequency_penalty must be a number in [-2, 2] (0 means none), got 2.5"),
+    ("presence_penalty", -3, "presence_penalty must be a number in [-2, 2] (0 means none), got -3"),
+    ("repetition_penalty", 0, "repetition_penalty must be a number > 0 (1 means no penalty), got 0"),
+    ("repetition_penalty", -1.5, "repetition_penalty must be a number > 0"),
+    ("frequency_penalty", "high", "frequency_penalty must be a number, got a string"),
+    ("presence_penalty", True, "presence_penalty must be a number, got a boolean"),
+]
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("name,value,words", PENALTY_BAD, ids=[f"{b[0]}={b[1]}" for b in PENALTY_BAD])
+def test_bad_penalties_are_400s_that_name_the_field(client, endpoint, name, value, words):
+    body = OK if endpoint == "/v1/completions" else {"model": "chat", "messages": _user("cat"), "max_tokens": 3}
+    r = client.post(endpoint, json={**body, name: value})
+    err = r.json()["error"]
+    assert r.status_code == 400 and words in err["message"] and err["param"] == name, err
+    assert err["type"] == "invalid_request_error" and "\n" not in err["message"]
+
+
+def test_penalties_reach_complete(client, monkeypatch):
+    """Accepted penalties are handed to completions.complete as keyword arguments, the neutral ones left out (so
+    a request without penalties generates exactly as before)."""
+    import tinygpt.serve.app as app_mod
+    from tinygpt.serve.api import PENALTIES
+    from tinygpt.serve.completions import complete
+
+    calls = []
+
+    def spy(served, ids, **settings):
+        calls.append({k: settings[k] for k in PENALTIES if k in settings})
+        return complete(served, ids, **{k: v for k, v in settings.items() if k not in PENALTIES})
+
+    monkeypatch.setattr(app_mod, "complete", spy)
+    given = {"frequency_penalty": 0.5, "presence_penalty": -1, "repetition_penalty": 1.3}
+    assert client.post("/v1/completions", json={**OK, **given}).status_code == 200
+    assert calls[-1] == {"frequency_penalty": 0.5, "presence_penalty": -1.0, "repetition_penalty": 1.3}
+    chat = {"model": "chat", "messages": _user("cat"), "max_tokens": 3}
+    assert client.post("/v1/chat/completions", json={**chat, "presence_penalty": 2, "n": 2}).status_code == 200
+    assert calls[-2:] == [{"presence_penalty": 2.0}] * 2  # every choice
+    neutral = {"frequency_penalty": 0, "presence_penalty": 0.0, "repetition_penalty": 1}
+    assert client.post("/v1/completions", json={**OK, **neutral}).status_code == 200
+    assert calls[-1] == {}
+
+
+def _greedy_with_penalties(model, ids, n, repetition_penalty=1.0, frequency_penalty=0.0, presence_penalty=0.0):
+    """The penalties written out, one token at a time on the whole sequence (no cache): every token seen so far
+    (prompt included) has its logit divided by r if positive, multiplied by r if not; a token generated c times
+    loses f * c + p * (c > 0); then the greedy choice."""
+    seq, new = list(ids), []
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(torch.tensor([seq]))[0][0, -1].float().tolist()
+            for t in set(seq):
+                logits[t] = logits[t] / repetition_penalty if logits[t] > 0 else logits[t] * repetition_penalty
+            for t in set(new):
+                c = new.count(t)
+                logits[t] -= frequency_penalty * c + presence_penalty * (c > 0)
+            nxt = max(range(len(logits)), key=lambda i: logits[i])
+            seq.append(nxt)
+            new.append(nxt)
+    return new
+
+
+def test_penalties_change_the_reply_as_written_out(client, app):
+    served = _served(app, "cat")
+    model, tok = served.subject.model, served.subject.tokenizer
+    prompt = tok.encode("the cat")
+    for given in ({"repetition_penalty": 1.5}, {"frequency_penalty": 1.0}, {"presence_penalty": 1.5},
+                  {"repetition_penalty": 1.2, "frequency_penalty": 0.5, "presence_penalty": 0.5}):
+        r = client.post("/v1/completions", json={"model": "cat", "prompt": prompt, "max_tokens": 20,
+                                                 "temperature": 0, "logprobs": 0, **given})
+        assert r.status_code == 200, r.json()
+        expected = _greedy_with_penalties(model, prompt, 20, **given)
+        assert r.json()["choices"][0]["logprobs"]["token_ids"] == expected
+        assert expected != _greedy_with_penalties(model, prompt, 20)  # the penalty changed something
+
+
+# --- what the page asks for ---------------------------------------------------------------------------------
+
+def test_an_empty_prompt_is_tokenized_to_nothing_and_refused_in_the_apis_words(client):
+    """The page tokenizes as the user types: an empty box reads as no tokens, not as an error. Generating from
+    nothing is refused, in the API's words (the command line's wording names a flag the page does not have)."""
+    for model in ("cat", "calculator"):
+        r = client.post("/inspect/tokenize", json={"model": model, "prompt": ""})
+        assert r.status_code == 200 and r.json() == {"ids": [], "tokens": [], "texts": [], "notices": []}
+    for path, body in (("/v1/completions", {"model": "cat", "prompt": ""}),
+                       ("/inspect/step", {"model": "cat", "prompt": ""})):
+        err = client.post(path, json=body).json()["error"]
+        assert err["message"] == "the prompt is empty: give the model some text to read" and err["param"] == "prompt"
+
+
+SYSTEM = "the cat sat on the mat. the cat sat on the mat. a cat sat on."  # 61 characters
+
+
+def test_a_system_message_that_takes_the_window_is_named_with_what_fits(client, app):
+    """A system message and a short question that do not fit together: the refusal blames the system message, not
+    the question, and says how long a system message fits; one that long is answered."""
+    assert len(SYSTEM) == 61
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "on the mat"}]
+    r = client.post("/v1/chat/completions", json={"model": "chat", "messages": messages, "max_tokens": 3})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["code"] == "context_length_exceeded" and err["param"] == "messages"
+    assert err["message"].startswith("the system message leaves no room for this message: it is 63 tokens")
+    assert "fewer words" not in err["message"]
+    fits = int(re.search(r"shorten the system message to at most (\d+) tokens", err["message"]).group(1))
+    tok = _served(app, "chat").subject.tokenizer
+    assert len(tok.encode(SYSTEM[:fits])) == fits  # one character, one token: the suggestion is exact
+    for length, status in ((fits, 200), (fits + 1, 400)):
+        shorter = [{"role": "system", "content": SYSTEM[:length]}, messages[1]]
+        r = client.post("/v1/chat/completions", json={"model": "chat", "messages": shorter, "max_tokens": 3})
+        assert r.status_code == status, (length, r.json())

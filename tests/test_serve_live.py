@@ -204,8 +204,9 @@ def _browser():
 
 
 @contextlib.contextmanager
-def _page(url: str, tmp_path: Path):
-    """The page at url in headless Chromium: (page, errors: the page's script errors and failed requests)."""
+def _page(url: str, tmp_path: Path, ready: str | None = "#run option[value=cat]"):
+    """The page at url in headless Chromium: (page, errors: the page's script errors and failed requests); ready:
+    what to wait for before handing the page over."""
     sync_playwright = _browser()
     profile = tempfile.mkdtemp(dir=tmp_path)
     with sync_playwright() as p:
@@ -217,7 +218,8 @@ def _page(url: str, tmp_path: Path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
             page.goto(url)
-            page.wait_for_selector("#run option[value=cat]", state="attached")
+            if ready:
+                page.wait_for_selector(ready, state="attached")
             yield page, errors
         finally:
             browser.close()
@@ -259,9 +261,17 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         shot = tmp_path / "page.png"
         page.screenshot(path=str(shot), full_page=True)
         # branch: continue from the second candidate of step 5 instead of the token sampled there
-        prefix = [int(x) for x in page.locator(".tok.gen").evaluate_all("els => els.map(e => e.dataset.id)")][:4]
-        candidate = page.evaluate("state.inspected.candidates.before_ids[1]")
-        page.locator("#candidates button.branch").nth(1).click()
+        sampled = [int(x) for x in page.locator(".tok.gen").evaluate_all("els => els.map(e => e.dataset.id)")]
+        prefix = sampled[:4]
+        before = page.evaluate("state.inspected.candidates.before_ids")
+        k = next(k for k, i in enumerate(before) if i != sampled[4])  # a candidate other than the one sampled
+        candidate = before[k]
+        page.locator("#candidates button.branch").nth(k).click()
+        # the inspector shows the step as it now is: the candidate chosen, not the token that was sampled there
+        page.wait_for_function(f"state.inspected && state.inspected.token_id === {candidate}", timeout=30_000)
+        text = page.evaluate(f"visible(state.inspected.candidates.texts['{candidate}'])")
+        assert page.locator("#step-title").inner_text().startswith(f"Step 5: {text} ")
+        assert page.locator("#candidates tr.chosen td.piece").inner_text() == f"▶ {text}"
         page.wait_for_function("document.querySelectorAll('.tok.gen').length === 24 && "
                                "document.querySelector('.tok.gen.branched') !== null && "
                                "!document.getElementById('generate').disabled", timeout=30_000)
@@ -319,3 +329,154 @@ def test_serve_binds_loopback_by_default():
             bind("127.0.0.1", taken.getsockname()[1])
         finally:
             taken.close()
+
+
+def _colour(css: str) -> tuple[float, float, float]:
+    """A computed CSS colour, rgb(...) or rgba(...), as it shows over the page's white (0..255 each)."""
+    parts = [float(x) for x in css[css.index("(") + 1:css.index(")")].split(",")]
+    alpha = parts[3] if len(parts) == 4 else 1.0
+    return tuple(255 + (c - 255) * alpha for c in parts[:3])
+
+
+def _luminance(rgb) -> float:
+    """WCAG 2's relative luminance."""
+    lin = [c / 255 / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _contrast(a, b) -> float:
+    """WCAG 2's contrast ratio of two colours, from 1 to 21."""
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_switching_runs_starts_from_the_new_runs_example(server, tmp_path):
+    """The calculator's example does not follow to a text run: no request for an empty prompt, no error, no
+    "(not readable by this run)", and an empty output box; the calculator's example comes back with it."""
+    url, _ = server
+    with _page(url, tmp_path) as (page, errors):
+        asked = []
+        page.on("request", lambda r: asked.append(json.loads(r.post_data)) if r.url.endswith("/inspect/tokenize")
+                else None)
+        page.wait_for_function("document.querySelectorAll('#tokenization .ptok').length === 4")  # seven times eight =
+        assert page.input_value("#prompt") == "seven times eight"
+        page.select_option("#run", "cat")
+        page.wait_for_timeout(500)  # time for a request, were one made
+        assert page.input_value("#prompt") == "" and page.get_attribute("#prompt", "placeholder") == "text to continue"
+        assert page.inner_text("#error") == "" and page.inner_text("#tokenization") == ""
+        assert page.inner_text("#output").strip() == ""  # not the calculator's "seventimeseight="
+        assert all(a["prompt"] != "" for a in asked)
+        page.click("#generate")  # nothing to continue: the page says so in its own words, and asks nothing
+        assert page.inner_text("#error") == "type some text first: the model continues it"
+        page.fill("#prompt", "the mat")
+        page.wait_for_function("document.querySelectorAll('#tokenization .ptok').length === 7")
+        assert page.inner_text("#output").strip() == "the mat"  # the prompt the output will continue
+        page.select_option("#run", "calculator")
+        page.wait_for_function("document.querySelectorAll('#tokenization .ptok').length === 4")
+        assert page.input_value("#prompt") == "seven times eight" and page.inner_text("#error") == ""
+        page.fill("#prompt", "what is love")  # a question it refuses: the refusal, named as the page's
+        page.wait_for_function("document.getElementById('error').textContent !== ''")
+        assert page.inner_text("#error").startswith("calculator cannot read this prompt: unknown word 'what'")
+        assert page.inner_text("#tokenization") == "(not readable by this run)"
+        page.select_option("#run", "cat")
+        page.wait_for_timeout(300)
+        assert page.inner_text("#error") == "" and page.inner_text("#tokenization") == ""
+        shot = tmp_path / "switch.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert errors == []
+    _check_screenshot(shot)
+
+
+def test_thumbnails_name_their_tokens_and_coloured_cells_are_readable(server, tmp_path):
+    """Every attention thumbnail names the tokens along both axes; the text on the head detail's and the
+    saliency's coloured cells reaches WCAG's contrast ratio of 4.5 on its cell, the strongest cells included."""
+    url, app = server
+    served = app.state.tinygpt.models["calculator"]
+    L, H = served.subject.model.attention_layers, served.subject.model.attention_heads
+    with _page(url, tmp_path) as (page, errors):
+        page.wait_for_function("document.querySelectorAll('#tokenization .ptok').length === 4")
+        page.click("#generate")
+        page.wait_for_function("document.querySelectorAll('.tok.gen').length > 0 && "
+                               "!document.getElementById('generate').disabled", timeout=30_000)
+        page.locator(".tok.gen").nth(0).click()
+        page.wait_for_selector("#attention .head canvas")
+        tokens = page.evaluate("state.inspected.attention.tokens.map(visible)")
+        assert tokens == ["seven", "times", "eight", "="]
+        heads = page.locator("#attention .head")
+        assert heads.count() == L * H == 16
+        for n in range(L * H):
+            for axis in ("rows", "cols"):
+                assert heads.nth(n).locator(f".{axis} span").all_inner_texts() == tokens, (n, axis)
+        cells = []
+        for n in range(L * H):  # every head's detail, each with its strongest cell at full strength
+            heads.nth(n).click()
+            cells += page.evaluate("""() => [...document.querySelectorAll('#head-detail .ptok, #saliency .ptok')]
+                .map(e => [getComputedStyle(e).backgroundColor, getComputedStyle(e).color,
+                           getComputedStyle(e.querySelector('small')).color])""")
+        assert len(cells) == 16 * (4 + 4)
+        for bg, ink, small in cells:
+            assert _contrast(_colour(ink), _colour(bg)) >= 4.5, (bg, ink)
+            assert _contrast(_colour(small), _colour(bg)) >= 4.5, (bg, small)
+        assert min(_luminance(_colour(bg)) for bg, _, _ in cells) < 0.2  # saturated cells were among them
+        page.mouse.move(5, 5)
+        shot = tmp_path / "head-detail.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert errors == []
+    _check_screenshot(shot)
+
+
+def test_a_system_message_that_takes_the_window_is_blamed_in_the_page(server, tmp_path):
+    """The refusal names the system message (not the user's words) and what fits; the message stays in its box."""
+    url, _ = server
+    system = "the cat sat on the mat. the cat sat on the mat. a cat sat on."  # 61 characters
+    with _page(url, tmp_path) as (page, errors):
+        page.select_option("#run", "chat")
+        page.fill("#system", system)
+        page.fill("#message", "on the mat")
+        page.press("#message", "Enter")
+        page.wait_for_function("document.getElementById('error').textContent !== ''", timeout=30_000)
+        error = page.inner_text("#error")
+        assert error.startswith("the system message leaves no room for this message") and "fewer words" not in error
+        assert "shorten the system message to at most 16 tokens" in error
+        assert page.input_value("#message") == "on the mat" and page.locator(".msg").count() == 0
+        page.fill("#system", system[:16])  # as long as it says fits: answered
+        page.press("#message", "Enter")
+        page.wait_for_function("document.querySelectorAll('.msg.assistant:not(.pending)').length === 1", timeout=30_000)
+        assert page.inner_text("#error") == ""
+        page.mouse.move(5, 5)
+        shot = tmp_path / "chat-system.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert [e for e in errors if "request failed" not in e] == []
+    _check_screenshot(shot)
+
+
+def test_the_page_asks_for_the_api_key_once(server, tmp_path):
+    """A server with a key: the page asks for it, says so when it is wrong, and keeps it for the tab's session (a
+    reload asks nothing); every request it then makes carries it."""
+    url, app = server
+    key = "sk-page-7d1e"
+    keyed = create_app(app.state.tinygpt.models, api_key=key)
+    with running(keyed) as keyed_url, _page(keyed_url, tmp_path, ready="#key-box:not([hidden])") as (page, errors):
+        sent = []
+        page.on("request", lambda r: sent.append((r.url, r.headers.get("authorization"))))
+        assert page.locator("#api-key").is_visible() and page.locator("#run option").count() == 0
+        page.fill("#api-key", "sk-guess")
+        page.press("#api-key", "Enter")
+        page.wait_for_function("document.getElementById('key-error').textContent !== ''")
+        assert "did not accept that key" in page.inner_text("#key-error") and page.locator("#key-box").is_visible()
+        shot = tmp_path / "api-key.png"
+        page.screenshot(path=str(shot), full_page=True)
+        page.fill("#api-key", key)
+        page.click("#key-send")
+        page.wait_for_selector("#run option[value=cat]", state="attached")
+        page.wait_for_function("document.querySelectorAll('#tokenization .ptok').length === 4")
+        assert page.locator("#key-box").is_hidden() and page.inner_text("#error") == ""
+        asked = [auth for u, auth in sent if "/v1/" in u or "/inspect/" in u]
+        assert asked[-1] == f"Bearer {key}"
+        sent.clear()
+        page.reload()
+        page.wait_for_function("document.querySelectorAll('#tokenization .ptok').length === 4")
+        assert page.locator("#key-box").is_hidden()  # remembered: not asked again
+        assert {auth for u, auth in sent if "/v1/" in u or "/inspect/" in u} == {f"Bearer {key}"}
+        assert [e for e in errors if "request failed" not in e] == []
+    _check_screenshot(shot)

@@ -83,6 +83,14 @@ def fit_window(tok: ChatTokenizer, messages: Sequence[Message], block_size: int,
         cut = next((i for i in range(1, len(turns)) if turns[i].role == "user"), len(turns) - 1)
         turns, dropped = turns[cut:], dropped + cut
     if len(ids) + 1 > block_size:
+        alone = len(render(tok, turns, reply=True)[0])  # this message without the system message
+        if head and alone + 1 <= block_size:  # the system message took the room: say so, and what fits
+            fits = block_size - alone - 3  # its text's tokens that leave room (<|system|> and <|end|> take 2)
+            raise ChatError(f"the system message leaves no room for this message: it is {len(ids) - alone} tokens "
+                            f"(with the template's), the model reads at most {block_size}, and this message needs "
+                            f"{alone + 1} (with the template's and the reply's first); " + (
+                                f"shorten the system message to at most {fits} tokens, or leave it out" if fits > 0
+                                else "leave the system message out"))
         raise ChatError(f"this message is too long: with the conversation's start it is {len(ids)} tokens, "
                         f"and the model reads at most {block_size}; say it in fewer words")
     return ids, dropped

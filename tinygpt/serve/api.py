@@ -1,13 +1,18 @@
 """The OpenAI wire format the server speaks: requests checked into typed ones, responses and stream chunks
-built, errors in OpenAI's shape. Plain Python (no torch, no web framework), so every rule is testable alone.
+built, errors in OpenAI's shape. No web framework, so every rule is testable alone; the sampling rules are
+sampling.check_settings', the library's own.
 
 Every refusal is an `APIError`: an HTTP status and a one-line message, sent as
 `{"error": {"message", "type", "param", "code"}}`. What is refused: a body that is not a JSON object, NaN
 or infinity anywhere in it, unknown fields (as OpenAI does: "unrecognized request argument"), a field of the
 wrong type, values out of range (temperature in [0, 2], top_p in (0, 1], max_tokens from 1 to the server's
-limit, n from 1 to its limit, logprobs from 0 to MAX_LOGPROBS), prompts longer than the server's limit, and
-the options tinygpt does not implement when they are set to anything but their neutral value (penalties,
-logit_bias, echo, suffix, best_of).
+limit, n from 1 to its limit, logprobs from 0 to MAX_LOGPROBS, frequency_penalty and presence_penalty in
+[-2, 2], repetition_penalty > 0), empty prompts and prompts longer than the server's limit, and the options
+tinygpt does not implement when they are set to anything but their neutral value (logit_bias, echo, suffix,
+best_of).
+
+The penalties are OpenAI's `frequency_penalty` and `presence_penalty` and vLLM's `repetition_penalty` (Hugging
+Face's); what each does is sampling.py's docstring.
 
 Sampling fields not given stay None: the server fills in the run's defaults (greedy for a task run).
 """
@@ -19,6 +24,8 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
+
+from tinygpt.generation.sampling import check_settings
 
 MAX_LOGPROBS = 20  # top candidates per token a client may ask for
 MAX_STOP = 4  # stop strings per request, as OpenAI
@@ -163,6 +170,17 @@ class Sampling:
     n: int = 1
     stream: bool = False
     include_usage: bool = False
+    repetition_penalty: float = 1.0  # 1, 0 and 0: no penalty
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+
+    def penalties(self) -> dict[str, float]:
+        """The penalties switched on, as keyword arguments (none: {})."""
+        neutral = Sampling()
+        return {name: getattr(self, name) for name in PENALTIES if getattr(self, name) != getattr(neutral, name)}
+
+
+PENALTIES = ("repetition_penalty", "frequency_penalty", "presence_penalty")
 
 
 @dataclass
@@ -183,14 +201,26 @@ class ChatRequest:
 
 
 _SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "n", "stream", "stream_options",
-             "presence_penalty", "frequency_penalty", "logit_bias", "user")
+             "logit_bias", "user") + PENALTIES
 COMPLETION_FIELDS = ("model", "prompt", "logprobs", "echo", "suffix", "best_of") + _SAMPLING
 CHAT_FIELDS = ("model", "messages", "logprobs", "top_logprobs", "max_completion_tokens") + _SAMPLING
 
 
+def _penalty(f: Fields, name: str, neutral: float) -> float:
+    """A penalty field, checked by the library's own rule (sampling.check_settings); neutral when not given."""
+    v = f.body.get(name)
+    if v is None:
+        return neutral
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise f._bad(name, "a number")
+    try:
+        check_settings(0.0, **{name: float(v)})
+    except ValueError as e:
+        raise APIError(400, f"{e}, got {float(v):g}", param=name) from None
+    return float(v)
+
+
 def _sampling(f: Fields, limits: Limits, max_tokens: str = "max_tokens") -> Sampling:
-    f.neutral("presence_penalty", 0, 0.0)
-    f.neutral("frequency_penalty", 0, 0.0)
     f.neutral("logit_bias", {})
     f.string("user")
     stop = f.body.get("stop")
@@ -225,6 +255,9 @@ def _sampling(f: Fields, limits: Limits, max_tokens: str = "max_tokens") -> Samp
         n=f.integer("n", 1, limits.max_n, " (this server's limit)") or 1,
         stream=stream,
         include_usage=bool(options and options.get("include_usage")),
+        repetition_penalty=_penalty(f, "repetition_penalty", 1.0),
+        frequency_penalty=_penalty(f, "frequency_penalty", 0.0),
+        presence_penalty=_penalty(f, "presence_penalty", 0.0),
     )
 
 
@@ -240,6 +273,8 @@ def parse_prompt(value: Any, limits: Limits, name: str = "prompt") -> str | list
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], (str, list)):
         value = value[0]  # OpenAI's batch form with one prompt
     if isinstance(value, str):
+        if value == "":
+            raise APIError(400, f"the {name} is empty: give the model some text to read", param=name)
         if len(value) > limits.max_prompt:
             raise APIError(400, f"the {name} has {len(value):,} characters; this server takes at most "
                                 f"{limits.max_prompt:,}", param=name, code="prompt_too_long")
@@ -396,4 +431,5 @@ def model_card(name: str, created: int, details: dict[str, Any]) -> dict[str, An
 __all__ = ["Limits", "APIError", "parse_json", "Fields", "model_field", "Sampling", "CompletionRequest",
            "ChatRequest", "parse_prompt", "parse_completion", "parse_chat", "new_id", "now", "completion_logprobs",
            "merge_logprobs", "completion_chunk", "usage", "usage_chunk", "completion_response", "chat_logprobs",
-           "chat_chunk", "sse", "model_card", "MAX_LOGPROBS", "MAX_STOP", "COMPLETION_FIELDS", "CHAT_FIELDS"]
+           "chat_chunk", "sse", "model_card", "MAX_LOGPROBS", "MAX_STOP", "COMPLETION_FIELDS", "CHAT_FIELDS",
+           "PENALTIES"]

@@ -6,7 +6,7 @@
     POST /v1/completions        OpenAI's completions, streaming (server-sent events, then `data: [DONE]`) or not
     POST /v1/chat/completions   OpenAI's chat completions, for chat runs (a tokenizer with the chat template's
                                 tokens); any other model is refused with a 400 that says so
-    POST /inspect/tokenize      {"model", "prompt"} -> the ids the model reads, and their pieces
+    POST /inspect/tokenize      {"model", "prompt"} -> the ids the model reads, and their pieces (none for "")
     POST /inspect/step          {"model", "prompt", "tokens", "token", sampling} -> candidates before and
                                 after the settings, attention, logit lens and saliency (playground.step)
 
@@ -21,6 +21,11 @@ interleaved fairly, a full queue is a 503, and a client that goes away stops its
 a 4xx JSON error in OpenAI's shape with a one-line message (api.py); no traceback ever reaches a client. The
 server reads no path a client sends: models are looked up by name among those loaded at start, and the page's
 files by a fixed table.
+
+Who may ask (access.py): a request whose Host header is not one of the server's names is refused with a 403
+(a web page elsewhere cannot reach a loopback server by DNS rebinding); with an API key, every request but the
+page's own files and /health needs `Authorization: Bearer KEY`, else a 401 in OpenAI's shape. The gate runs
+before any route.
 
 Needs the `web` extra (Starlette and uvicorn), imported here only, so the rest of tinygpt does without them.
 """
@@ -37,14 +42,16 @@ from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
 try:
     from starlette.applications import Starlette
+    from starlette.datastructures import Headers
     from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 except ImportError:  # pragma: no cover - the message names the extra
     raise ImportError("tinygpt serve needs the web extra: pip install 'tinygpt[web]'", name="starlette") from None
 
-from tinygpt.serve import api, playground
+from tinygpt.serve import access, api, playground
 from tinygpt.serve.api import APIError, Limits
 from tinygpt.serve.completions import ServedModel, chat_prompt, complete, load_models, prompt_ids
 from tinygpt.serve.replies import ChatReply, Reply, client_error
@@ -55,6 +62,7 @@ PAGE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascri
               "style.css": "text/css; charset=utf-8"}
 INSPECT_FIELDS = ("model", "prompt", "tokens", "token", "temperature", "top_k", "top_p")
 LOOPBACK_NAMES = ("localhost",)
+OPEN_PATHS = ("/", "/health")  # with /static/*: what a request without the API key may get (the page asks for it)
 
 
 def is_loopback(host: str) -> bool:
@@ -147,7 +155,8 @@ class App:
                         max_tokens: int, logprobs: int | None, reply: Reply) -> Response:
         """The n generations of a request on the worker, answered by `reply` whole or streamed."""
         settings = dict(max_tokens=max_tokens, top_k=s.top_k, top_p=s.top_p, stop=s.stop, logprobs=logprobs,
-                        temperature=served.default_temperature if s.temperature is None else s.temperature)
+                        temperature=served.default_temperature if s.temperature is None else s.temperature,
+                        **s.penalties())  # only those switched on
         jobs: list[Job] = []
         try:
             for i in range(s.n):  # choice i samples with seed + i, as `tinygpt sample --num_samples`
@@ -170,6 +179,8 @@ class App:
         text = body.get("prompt")
         if not isinstance(text, str):
             raise APIError(400, "prompt must be a string", param="prompt")
+        if text == "":  # nothing typed yet: nothing to read
+            return JSONResponse({"ids": [], "tokens": [], "texts": [], "notices": []})
         api.parse_prompt(text, self.limits)
         return JSONResponse(await self._once(request, lambda: playground.tokenize(served, text)))
 
@@ -264,10 +275,47 @@ async def _on_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(err.body(), status_code=err.status)
 
 
+class _Gate:
+    """ASGI middleware in front of every route: the Host check, then the API key (see access.py)."""
+
+    def __init__(self, app: Any, names: frozenset[str], api_key: str | None):
+        self.app, self.names, self.api_key = app, names, api_key
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: dict) -> Response | None:
+        headers = Headers(scope=scope)
+        host = headers.get("host")
+        if not access.host_allowed(host, self.names):
+            err = APIError(403, str(access.host_refusal(host, self.names)), code="host_not_allowed")
+            return JSONResponse(err.body(), status_code=err.status)
+        path = scope["path"]
+        if self.api_key is None or path in OPEN_PATHS or path.startswith("/static/"):
+            return None
+        authorization = headers.get("authorization")
+        if access.key_matches(authorization, self.api_key):
+            return None
+        err = APIError(401, access.key_refusal(authorization), code="invalid_api_key")
+        return JSONResponse(err.body(), status_code=401, headers={"www-authenticate": "Bearer"})
+
+
 def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], which: str = "best", device: str = "cpu",
-               limits: Limits | None = None, max_running: int = 16, max_waiting: int = 64) -> Starlette:
+               limits: Limits | None = None, max_running: int = 16, max_waiting: int = 64,
+               api_key: str | None = None, hosts: Sequence[str] = ()) -> Starlette:
     """The ASGI app serving `runs` (run directories, each loaded once; or the models load_models made of them).
-    app.state.tinygpt is the App (its scheduler, its models)."""
+    app.state.tinygpt is the App (its scheduler, its models).
+
+    api_key: the key every request but the page's files and /health must send (`Authorization: Bearer KEY`);
+    None: no key. hosts: names the server answers to besides localhost and IP addresses (the host it listens on
+    when given by name, and any more; "*": every name)."""
+    if api_key is not None and not api_key.strip():
+        raise ValueError("api_key must not be empty (None means no key)")
     loaded = runs if isinstance(runs, dict) else load_models(runs, which, device)
     state = App(loaded, limits, max_running, max_waiting)
 
@@ -277,7 +325,8 @@ def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], which: str =
         state.scheduler.close()
 
     handlers = {HTTPException: _on_error, Exception: _on_error}
-    app = Starlette(routes=state.routes(), exception_handlers=handlers, lifespan=lifespan)
+    gate = Middleware(_Gate, names=access.server_names(hosts), api_key=api_key)
+    app = Starlette(routes=state.routes(), exception_handlers=handlers, lifespan=lifespan, middleware=[gate])
     app.state.tinygpt = state
     return app
 

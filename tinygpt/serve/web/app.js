@@ -1,6 +1,7 @@
 // tinygpt serve: the playground and inspector page. It talks only to the server that sent it:
 // GET /v1/models, POST /inspect/tokenize, POST /v1/completions or, for a chat run, POST /v1/chat/completions
-// (streamed, with logprobs), POST /inspect/step.
+// (streamed, with logprobs), POST /inspect/step. A server started with an API key answers 401 until the page
+// sends it: the page then asks for the key once and keeps it for the tab's session (sessionStorage).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -36,12 +37,60 @@ function visible(text) {
 }
 
 const probColor = (p) => `hsl(${Math.round(120 * Math.max(0, Math.min(1, p)))},75%,82%)`;
+
+// WCAG's relative luminance of an sRGB colour [r, g, b] (0..255), and the text colour, black or white, that
+// contrasts more with it: one of the two always reaches a ratio of 4.58 or more (WCAG asks 4.5)
+function luminance(rgb) {
+  const [r, g, b] = rgb.map((c) => { c /= 255; return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+const inkFor = (rgb) => (luminance(rgb) + 0.05) / 0.05 >= 1.05 / (luminance(rgb) + 0.05) ? "#000" : "#fff";
+
+// a cell coloured `rgb` at strength a (0..1) over the page's white, with the text colour that reads on it
+function cellStyle(rgb, a) {
+  const c = rgb.map((x) => Math.round(255 + (x - 255) * Math.max(0, Math.min(1, a))));
+  return `background:rgb(${c.join(",")});color:${inkFor(c)}`;
+}
 const fmt = (p) => (p === null || p === undefined) ? "?" : p.toFixed(3);
 const wordTokens = () => state.model && state.model.tinygpt.tokenizer === "word";
 
+// the API key, asked once and kept for the tab's session
+const KEY = "tinygpt-api-key";
+let keyAsked = null;  // the question being asked: requests refused meanwhile wait for the same answer
+
+function askKey(refused) {
+  if (!keyAsked) keyAsked = new Promise((resolve) => {
+    $("key-error").textContent = refused ? "the server did not accept that key; check it and try again" : "";
+    $("api-key").value = "";
+    $("key-box").hidden = false;
+    $("api-key").focus();
+    $("key-form").onsubmit = (ev) => {
+      ev.preventDefault();
+      const key = $("api-key").value.trim();
+      if (!key) return;
+      sessionStorage.setItem(KEY, key);
+      $("key-box").hidden = true;
+      keyAsked = null;
+      resolve();
+    };
+  });
+  return keyAsked;
+}
+
+// fetch, with the API key when there is one; a 401 asks for the key and tries again
+async function request(path, options = {}) {
+  for (;;) {
+    const key = sessionStorage.getItem(KEY);
+    const headers = {...(options.headers || {}), ...(key ? {authorization: `Bearer ${key}`} : {})};
+    const r = await fetch(path, {...options, headers});
+    if (r.status !== 401) return r;
+    await askKey(key !== null);
+  }
+}
+
 async function post(path, body, signal) {
-  const r = await fetch(path, {method: "POST", headers: {"content-type": "application/json"},
-                               body: JSON.stringify(body), signal});
+  const r = await request(path, {method: "POST", headers: {"content-type": "application/json"},
+                                  body: JSON.stringify(body), signal});
   if (!r.ok) {
     let msg = `${r.status} ${r.statusText}`;
     try { msg = (await r.json()).error.message; } catch (e) { /* not JSON */ }
@@ -98,7 +147,8 @@ function busy(controller) {
 // --- models and settings --------------------------------------------------------------------------
 
 async function loadModels() {
-  const r = await fetch("/v1/models");
+  const r = await request("/v1/models");
+  if (!r.ok) throw new Error(`the server answered ${r.status}`);
   state.models = (await r.json()).data;
   const select = $("run");
   select.replaceChildren(...state.models.map((m) => el("option", {value: m.id}, m.id)));
@@ -108,7 +158,7 @@ async function loadModels() {
 
 function chooseModel(name) {
   if (state.controller) state.controller.abort();
-  const before = state.model && state.model.tinygpt.example;
+  const before = state.model && state.model.tinygpt;
   state.model = state.models.find((m) => m.id === name);
   const d = state.model.tinygpt;
   state.mode = d.chat ? "chat" : "text";
@@ -118,7 +168,11 @@ function chooseModel(name) {
     `${d.tokenizer} tokenizer, ${d.vocab_size} tokens · window ${d.block_size} · ${d.checkpoint}` +
     (d.step !== null && d.step !== undefined ? ` (step ${d.step})` : "");
   $("prompt").placeholder = d.example ? `a question, e.g. "${d.example}"` : "text to continue";
-  if (!$("prompt").value || $("prompt").value === before) $("prompt").value = d.example || "";  // the model's own example
+  // the new run's own example; text typed for another text run stays (to compare runs on the same prompt)
+  if (!(before && before.kind === "text" && d.kind === "text")) $("prompt").value = d.example || "";
+  state.promptIds = [];  // the old run's reading of the prompt means nothing to this one
+  state.promptTexts = [];
+  $("tokenization").replaceChildren();
   setSlider("temperature", d.default_temperature);
   $("top_k").max = Math.min(d.vocab_size, 200);
   setSlider("top_k", 0);
@@ -150,9 +204,18 @@ let tokenizeTimer = null;
 
 async function tokenizePrompt() {
   const prompt = $("prompt").value;
+  const model = state.model;
+  if (prompt === "") {  // nothing to read yet: nothing to ask the server
+    state.promptIds = [];
+    state.promptTexts = [];
+    $("tokenization").replaceChildren();
+    if (!state.tokens.length) renderOutput();
+    return false;
+  }
   try {
-    const r = await post("/inspect/tokenize", {model: state.model.id, prompt});
+    const r = await post("/inspect/tokenize", {model: model.id, prompt});
     const t = await r.json();
+    if (state.model !== model || $("prompt").value !== prompt) return false;  // answered too late: not ours
     state.promptIds = t.ids;
     state.promptTexts = t.texts;
     $("tokenization").replaceChildren(
@@ -160,12 +223,15 @@ async function tokenizePrompt() {
       ...t.tokens.map((piece, i) => el("span", {class: "ptok", title: `id ${t.ids[i]}`}, visible(piece),
                                         el("small", {}, t.ids[i]))),
       ...t.notices.map((n) => el("div", {class: "muted"}, n)));
+    if (!state.tokens.length) renderOutput();
     showError("");
     return true;
   } catch (e) {
+    if (state.model !== model) return false;
     state.promptIds = [];
+    state.promptTexts = [];
     $("tokenization").replaceChildren(el("span", {class: "muted"}, "(not readable by this run)"));
-    showError(e.message);
+    showError(`${model.id} cannot read this prompt: ${e.message}`);
     return false;
   }
 }
@@ -198,6 +264,11 @@ function renderOutput() {
 async function generate(prefix = []) {
   if (state.controller) state.controller.abort();
   showError("");
+  if (!prefix.length && $("prompt").value === "") {
+    showError(state.model.tinygpt.example ? `type a question first, e.g. "${state.model.tinygpt.example}"`
+                                          : "type some text first: the model continues it");
+    return;
+  }
   if (!prefix.length && !(await tokenizePrompt())) return;
   if (!prefix.length) clearOutput();
   const s = settings();
@@ -399,8 +470,8 @@ function branch(i, id, text, p) {
   const prefix = state.tokens.slice(0, i);
   prefix.push({id, text, logprob: p > 0 ? Math.log(p) : null, top: null, branched: true});
   state.tokens = prefix;
-  state.selected = null;
   renderOutput();
+  inspect(state, i);  // the inspector shows the step as it now is: the token chosen here
   generate(prefix);
 }
 
@@ -411,12 +482,19 @@ function renderAttention(a) {
   const [L, H, T] = a.shape;
   $("attention-note").textContent = `(layers × heads; row = the position reading, column = the position read; ` +
     `the red row is the step's own${a.offset ? `; the last ${T} positions` : ""}; click a head)`;
-  box.style.gridTemplateColumns = `repeat(${H}, minmax(0, 156px))`;
+  box.style.gridTemplateColumns = `repeat(${H}, minmax(0, 200px))`;
+  // every thumbnail's axes name the tokens: the rows (reading) down the left, the columns (read) along the top;
+  // a long window names every few, as many as fit
+  const every = Math.max(1, Math.ceil(T / THUMB_LABELS));
+  const labels = a.tokens.map((piece, k) => ({full: visible(piece), shown: k % every === 0 ? visible(piece) : ""}));
+  const axis = (cls) => el("div", {class: cls, "aria-hidden": "true"},
+                           ...labels.map((x) => el("span", {title: x.full}, x.shown)));
   const cells = [];
   for (let l = 0; l < L; l++) for (let h = 0; h < H; h++) {
     const canvas = el("canvas", {width: T, height: T});
     drawHeatmap(canvas, a.attention[l][h]);
-    const cell = el("div", {class: "head", title: `layer ${l}, head ${h}`}, canvas, `L${l} H${h}`);
+    const thumb = el("div", {class: "thumb"}, el("div", {}), axis("cols"), axis("rows"), canvas);
+    const cell = el("div", {class: "head", title: `layer ${l}, head ${h}`}, thumb, `L${l} H${h}`);
     cell.addEventListener("click", () => {
       box.querySelectorAll(".head").forEach((c) => c.classList.remove("selected"));
       cell.classList.add("selected");
@@ -426,6 +504,8 @@ function renderAttention(a) {
   }
   box.replaceChildren(...cells);
 }
+
+const THUMB_LABELS = 16;  // the most token labels on a thumbnail's axis
 
 function drawHeatmap(canvas, rows) {
   const T = rows.length, ctx = canvas.getContext("2d"), img = ctx.createImageData(T, T);
@@ -442,8 +522,8 @@ function headDetail(a, l, h) {
   const row = a.attention[l][h][a.tokens.length - 1];
   const top = Math.max(...row, 1e-9);
   $("head-detail").replaceChildren(el("span", {class: "muted"}, `layer ${l} head ${h}, where the step looked: `),
-    ...a.tokens.map((piece, k) => el("span", {class: "ptok", title: fmt(row[k]),
-                                               style: `background:rgba(52,112,192,${(row[k] / top) * 0.85})`},
+    ...a.tokens.map((piece, k) => el("span", {class: "ptok cell", title: fmt(row[k]),
+                                               style: cellStyle([52, 112, 192], (row[k] / top) * 0.85)},
                                      visible(piece), el("small", {}, fmt(row[k])))));
 }
 
@@ -468,8 +548,8 @@ function renderSaliency(s) {
   const top = Math.max(...s.scores.map((x) => Math.abs(x || 0)), 1e-9);
   $("saliency").replaceChildren(...s.tokens.map((piece, k) => {
     const x = s.scores[k] || 0, a = Math.abs(x) / top * 0.85;
-    const bg = x >= 0 ? `rgba(34,139,34,${a})` : `rgba(200,40,40,${a})`;
-    return el("span", {class: "ptok", title: x.toFixed(4), style: `background:${bg}`}, visible(piece),
+    return el("span", {class: "ptok cell", title: x.toFixed(4), style: cellStyle(x >= 0 ? [34, 139, 34] : [200, 40, 40], a)},
+              visible(piece),
               el("small", {}, x.toFixed(2)));
   }));
 }
