@@ -104,3 +104,24 @@ def test_sample_with_a_repetition_penalty_matches_the_rule_written_out(cli, text
                          "--max_new_tokens", str(n), "--device=cpu")
     assert code == 0, err
     assert out == prompt + expected + "\n"
+
+
+def test_sample_on_a_calculator_run_takes_the_penalties_as_its_answer_does(cli, tmp_path):
+    """A task run answers through the task (its prompt wrapped, its answer cut at <eos>): the penalties reach it
+    by name, and the command prints the library's answer."""
+    from tinygpt.recipes.demo import train_calculator
+
+    train_calculator(tmp_path / "calc", overrides=dict(max_iters=2, batch_size=8, eval_interval=2, eval_iters=1,
+                                                       n_layer=1, n_embd=32, init_std=0.3, device="cpu"),
+                     finish_early=False)
+    model, _, cfg = load_checkpoint(tmp_path / "calc")
+    from tinygpt.training.run import task_of
+
+    task = task_of(cfg)
+    question = "seven times eight"
+    given = {"repetition_penalty": 2.0, "presence_penalty": 1.5}
+    want = task.answer(model, question, 8, **given)
+    code, out, err = cli("sample", tmp_path / "calc", "--prompt", question, "--greedy", "--max_new_tokens", "8",
+                         "--repetition_penalty", "2", "--presence_penalty", "1.5", "--device=cpu")
+    assert code == 0, err
+    assert want in out

@@ -261,10 +261,11 @@ class CalculatorTask:
     def answer(self, model: nn.Module, question: str, max_new_tokens: int | None = None, *,
                temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                seed: int | None = None, num_beams: int = 1, length_penalty: float = 1.0,
-               use_cache: bool = True) -> str:
+               use_cache: bool = True, repetition_penalty: float = 1.0, frequency_penalty: float = 0.0,
+               presence_penalty: float = 0.0) -> str:
         """The model's answer to one question, e.g. answer(model, "two plus three") -> "five". Greedy by default
-        (what scoring sees); the sampling settings or num_beams > 1 (beams end at <eos>) choose otherwise.
-        max_new_tokens: by default the longest answer + 1."""
+        (what scoring sees); the sampling settings and penalties, or num_beams > 1 (beams end at <eos>), choose
+        otherwise. max_new_tokens: by default the longest answer + 1."""
         ids = self.prompt_ids(question)
         n = self._steps(model, len(ids), None) if max_new_tokens is None else max_new_tokens
         if num_beams > 1:
@@ -272,7 +273,8 @@ class CalculatorTask:
                                  use_cache=use_cache)[0].tokens
         else:
             tokens = generate(model, ids, n, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                              use_cache=use_cache, eos_ids=[self.eos_id])
+                              use_cache=use_cache, eos_ids=[self.eos_id], repetition_penalty=repetition_penalty,
+                              frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
         return self.answer_text(tokens)
 
     # --- greedy completion: the fast batched path and the slow obvious one -------------------------
