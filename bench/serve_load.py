@@ -52,6 +52,7 @@ class Reply:
     ttft: float | None = None  # seconds from sending the request to the first token
     seconds: float = 0.0
     done: bool = False  # the stream ended with [DONE]
+    finish_reason: str | None = None  # "stop" or "length", from the last choice chunk
     error: str | None = None
     chunks: list[str] = field(default_factory=list)
 
@@ -84,6 +85,7 @@ def stream_one(client, url: str, path: str, body: dict) -> Reply:
                         reply.ttft = time.perf_counter() - t0
                     reply.tokens += n
                     reply.text += choice.get("text") or (choice.get("delta") or {}).get("content") or ""
+                    reply.finish_reason = choice.get("finish_reason") or reply.finish_reason
     except Exception as e:  # a bench reports every failure instead of stopping at the first
         reply.error = f"{type(e).__name__}: {e}"
     reply.seconds = time.perf_counter() - t0

@@ -172,7 +172,8 @@ def client(served_runs):
     from tinygpt.serve.app import create_app
 
     runs = served_runs
-    with TestClient(create_app([runs / "calculator", runs / "baby", runs / "chat/assistant"])) as c:
+    with TestClient(create_app([runs / "calculator", runs / "baby", runs / "chat/assistant"]),
+                    base_url="http://localhost") as c:  # a name the server answers to (testserver is not one)
         yield c
 
 

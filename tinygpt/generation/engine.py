@@ -150,7 +150,7 @@ class Engine:
         self.model = model
         self.device = next(model.parameters()).device
         self.block_size = model.config.block_size
-        self.cached = use_cache and model.can_cache_rows
+        self.cached = use_cache and getattr(model, "can_cache_rows", False)  # a stand-in model may not say
         self.compiled = compile and self.cached
         self.rows: list[Row] = []
         self.cache: RowKVCache | None = None

@@ -209,6 +209,7 @@ async function tokenizePrompt() {
     state.promptIds = [];
     state.promptTexts = [];
     $("tokenization").replaceChildren();
+    showError("");  // an empty box is no error (and what another run refused no longer applies)
     if (!state.tokens.length) renderOutput();
     return false;
   }
