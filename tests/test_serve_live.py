@@ -417,7 +417,8 @@ def test_thumbnails_name_their_tokens_and_coloured_cells_are_readable(server, tm
         for bg, ink, small in cells:
             assert _contrast(_colour(ink), _colour(bg)) >= 4.5, (bg, ink)
             assert _contrast(_colour(small), _colour(bg)) >= 4.5, (bg, small)
-        assert min(_luminance(_colour(bg)) for bg, _, _ in cells) < 0.2  # saturated cells were among them
+        # saturated cells were among them: the strongest blue (luminance 0.23) is where #222 text reads at 4.2
+        assert min(_luminance(_colour(bg)) for bg, _, _ in cells) < 0.25
         page.mouse.move(5, 5)
         shot = tmp_path / "head-detail.png"
         page.screenshot(path=str(shot), full_page=True)
