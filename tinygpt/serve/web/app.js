@@ -181,7 +181,9 @@ function chooseModel(name) {
   setSlider("max_tokens", Math.min(d.max_tokens, d.kind === "text" ? 64 : d.default_max_tokens));
   clearOutput();
   resetChat();
-  if (state.mode === "text") tokenizePrompt(); else showError("");
+  clearTimeout(tokenizeTimer);
+  showError("");  // the old run's error is not this one's
+  if (state.mode === "text") tokenizePrompt();
 }
 
 function setSlider(id, value) { $(id).value = value; showSlider(id); }
