@@ -25,8 +25,9 @@ from tinygpt.training.run import Run
 def add_demo_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `demo [calculator|chat]`; it sets args.func(args)."""
     d = subparsers.add_parser(
-        "demo", help="the first run: train the calculator GPT (about 2 minutes on a 2-core CPU); "
-                     "`demo chat`: pretrain and fine-tune an assistant (about 5 minutes)",
+        "demo", help="the first run: train the calculator GPT (about 2 minutes on an idle 2-core CPU); "
+                     "`demo chat`: pretrain and fine-tune an assistant (about 5 minutes there); each prints "
+                     "its own estimate",
         description="calculator (default): train a 4-layer GPT to answer arithmetic questions in English words, "
                     "score it on questions it never saw, and save the run. chat: pretrain a GPT on text about "
                     "arithmetic, fine-tune it on conversations into an assistant, and compare the two on the same "
