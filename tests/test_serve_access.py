@@ -150,3 +150,14 @@ def test_serve_cli_takes_the_key_and_the_names(cli, runs, monkeypatch):
     code, _, err = cli("serve", runs["cat"], "--host", "0.0.0.0")
     assert code == 0 and err.startswith("warning: listening on 0.0.0.0: anyone who can reach this machine")
     assert "--api_key" in err
+
+
+def test_a_key_read_from_a_file_with_its_newline_is_the_key():
+    """create_app reads a key as clients' keys are read: surrounding blanks are not part of it."""
+    from starlette.testclient import TestClient
+
+    from tinygpt.serve.app import create_app
+
+    with TestClient(create_app({}, api_key="sk-file-key\n"), base_url="http://localhost") as c:
+        assert c.get("/v1/models", headers={"authorization": "Bearer sk-file-key"}).status_code == 200
+        assert c.get("/v1/models", headers={"authorization": "Bearer sk-other"}).status_code == 401

@@ -67,7 +67,7 @@ class SettingText(str):
 
 # Settings that are switched on, not given a value: a bare flag on the command line (`--resume`), a keyword
 # argument set to True from Python (`train(..., resume=True)`), which is how str(SettingText) names them.
-SWITCHES = frozenset({"resume", "overwrite", "change_data", "skip_bad_lines", "chat"})
+SWITCHES = frozenset({"resume", "overwrite", "change_data", "skip_bad_lines"})
 
 
 def python_name(name: str) -> str:

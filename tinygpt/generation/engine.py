@@ -184,6 +184,7 @@ class Engine:
         twin = Row(list(row.tokens), row.sampling, None, row.eos_ids, self.block_size)
         twin.prompt_len, twin.start, twin.filled, twin.logits, twin.finished = (row.prompt_len, row.start, row.filled,
                                                                                 row.logits, row.finished)
+        twin.drawn_from = row.drawn_from
         if row.generator is not None:
             twin.generator = torch.Generator(device=self.device).set_state(row.generator.get_state())
         if self.cached:

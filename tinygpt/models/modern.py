@@ -36,9 +36,7 @@ def rotary_cos_sin(start: int, length: int, head_size: int, theta: float, device
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the angles of positions start .. start + length - 1, each (length, head_size / 2): pair i
     of position p turns by p * theta^(-2i / head_size) (fast pairs see neighbours, slow pairs see far)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size))
-    angles = torch.outer(torch.arange(start, start + length, device=device, dtype=torch.float32), inv_freq)
-    return angles.cos(), angles.sin()
+    return rotary_cos_sin_at(torch.arange(start, start + length, device=device), head_size, theta)
 
 
 def rotary_cos_sin_at(positions: torch.Tensor, head_size: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -316,6 +316,7 @@ def create_app(runs: Sequence[str | Path] | dict[str, ServedModel], which: str =
     when given by name, and any more; "*": every name)."""
     if api_key is not None and not api_key.strip():
         raise ValueError("api_key must not be empty (None means no key)")
+    api_key = api_key.strip() if api_key is not None else None  # as clients' keys are read (a key file's newline)
     loaded = runs if isinstance(runs, dict) else load_models(runs, which, device)
     state = App(loaded, limits, max_running, max_waiting)
 
