@@ -212,8 +212,12 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
-def add_quantize_flag(p: argparse.ArgumentParser) -> None:
-    """--quantize: the weights' precision for inference (models/quantize.py's quantize)."""
+def add_model_flags(p: argparse.ArgumentParser, device: str = "auto") -> None:
+    """--checkpoint, --device and --quantize: which of a run's checkpoints a command loads, onto what, and with
+    which weights' precision (models/quantize.py's quantize)."""
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--device", default=device,
+                   help=None if device == "auto" else f"{device} (default), cuda, mps or auto")
     p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
                    help="run with lower-precision weights: int8 (per output channel, a quarter of fp32's memory "
                         "traffic) or bf16 (default: the checkpoint's fp32)")

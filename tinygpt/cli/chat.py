@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from tinygpt.cli.args import (CLIError, add_quantize_flag, add_sampling_flags, error_text, positive_int,
+from tinygpt.cli.args import (CLIError, add_model_flags, add_sampling_flags, error_text, positive_int,
                               sampling_settings)
 from tinygpt.cli.progress import ProgressHooks, StageProgress
 from tinygpt.data.conversations import ChatError
@@ -31,9 +31,7 @@ def add_chat_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--system", default=None, help="a system message that opens the conversation")
     p.add_argument("--max_new_tokens", type=positive_int, default=200, help="the longest reply, in tokens (default 200)")
     add_sampling_flags(p, "0, greedy: small models answer best so")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    p.add_argument("--device", default="auto")
-    add_quantize_flag(p)
+    add_model_flags(p)
     p.set_defaults(func=cmd_chat)
     return p
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from tinygpt.cli.args import CLIError, add_quantize_flag, positive_int
+from tinygpt.cli.args import CLIError, add_model_flags, positive_int
 from tinygpt.cli.progress import StageProgress
 from tinygpt.data.conversations import read_conversations, split_conversations
 from tinygpt.data.prepare import is_prepared
@@ -29,10 +29,8 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     e.add_argument("--split", choices=("val", "train", "all"), default=None,
                    help="which part of the text, split as in training (default: val)")
     e.add_argument("--batch_size", type=positive_int, default=32, help="windows per forward pass (default 32)")
-    e.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    e.add_argument("--device", default="auto")
+    add_model_flags(e)
     e.add_argument("--json", action="store_true", help="print one JSON object")
-    add_quantize_flag(e)
     e.set_defaults(func=cmd_eval)
     return e
 

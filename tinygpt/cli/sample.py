@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tinygpt.cli.args import (SAMPLING_FLAGS, CLIError, add_quantize_flag, add_sampling_flags, finite_float, nonneg_int,
+from tinygpt.cli.args import (SAMPLING_FLAGS, CLIError, add_model_flags, add_sampling_flags, finite_float, nonneg_int,
                               positive_int, sampling_settings)
 from tinygpt.config import DEFAULT_TEMPERATURE
 from tinygpt.device import choose_device
@@ -34,9 +34,7 @@ def add_sample_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                    help="beam search with this many beams (>1); ends at --stop and the end-of-text token")
     s.add_argument("--length_penalty", type=finite_float, default=1.0, help="beam score = logprob / length**penalty")
     s.add_argument("--no_cache", action="store_true", help="recompute the whole window each token (reference path)")
-    s.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    s.add_argument("--device", default="auto")
-    add_quantize_flag(s)
+    add_model_flags(s)
     s.set_defaults(func=cmd_sample)
     return s
 

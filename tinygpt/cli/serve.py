@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from tinygpt.cli.args import add_quantize_flag, nonneg_int, positive_int
+from tinygpt.cli.args import add_model_flags, nonneg_int, positive_int
 from tinygpt.device import choose_device
 from tinygpt.serve.api import Limits
 from tinygpt.serve.completions import load_models
@@ -25,8 +25,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                    help="address to listen on (default 127.0.0.1: this machine only; another address is "
                         "reachable from the network and prints a warning)")
     p.add_argument("--port", type=nonneg_int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    add_model_flags(p, device="cpu")
     p.add_argument("--max_tokens", type=positive_int, default=d.max_tokens,
                    help=f"the most new tokens a request may ask for, per choice (default {d.max_tokens})")
     p.add_argument("--max_prompt", type=positive_int, default=d.max_prompt,
@@ -37,7 +36,6 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                    help="requests generated at once, a step each in turn (default 16)")
     p.add_argument("--queue", type=nonneg_int, default=64,
                    help="requests that may wait beyond those; one more gets a 503 (default 64)")
-    add_quantize_flag(p)
     p.add_argument("--api_key", default=None, metavar="KEY",
                    help=f"a key every client must send (OpenAI clients: their api_key; others: the header "
                         f"'Authorization: Bearer KEY'); the page asks for it once. Default: ${API_KEY_ENV} if set "
