@@ -220,6 +220,26 @@ def test_num_samples_prints_each_seeded_sample_once_separated(run, cli):
     assert cli("sample", run, "--prompt", "to", "--num_samples", "3", "--seed", "5", "--max_new_tokens", "15")[1] == out
 
 
+def test_num_samples_are_generated_as_one_batch(run, cli, monkeypatch):
+    """Three samples of 15 tokens take the forward passes of one: the prompt's, then one per new token."""
+    from tinygpt.cli import sample as sample_cli
+
+    batches = []
+    load = sample_cli.load_checkpoint
+
+    def counting_load(*args, **kwargs):
+        model, tok, cfg = load(*args, **kwargs)
+        model.register_forward_pre_hook(lambda module, inputs: batches.append(inputs[0].shape[0]))
+        return model, tok, cfg
+
+    monkeypatch.setattr(sample_cli, "load_checkpoint", counting_load)
+    code, out, err = cli("sample", run, "--prompt", "to", "--num_samples", "3", "--seed", "5",
+                         "--max_new_tokens", "15")
+    assert code == 0, err
+    assert len(out.split(SEPARATOR)) == 3
+    assert set(batches) == {3} and len(batches) <= 16
+
+
 # --- eval --split ----------------------------------------------------------------------------------
 
 def bigram_losses(model, ids: list[int]) -> torch.Tensor:

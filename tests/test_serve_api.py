@@ -27,7 +27,8 @@ from tinygpt.generation.generate import generate, generate_text, text_pieces  # 
 from tinygpt.inspect.interpret import AttentionResult  # noqa: E402
 from tinygpt.serve.playground import step_window  # noqa: E402
 from tinygpt.inspect.report import attention_json, lens_json, saliency_json, steps_json  # noqa: E402
-from tinygpt.serve.app import PAGE_FILES, create_app, is_loopback  # noqa: E402
+from tinygpt.serve.access import is_loopback  # noqa: E402
+from tinygpt.serve.app import PAGE_FILES, create_app  # noqa: E402
 
 LIMITS = Limits(max_tokens=200, max_prompt=300, max_n=4, max_body=20_000)
 BASE = "http://localhost"  # a name the server answers to (the test client's own, testserver, is not one)

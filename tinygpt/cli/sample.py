@@ -11,10 +11,13 @@ from tinygpt.cli.args import (SAMPLING_FLAGS, CLIError, add_model_flags, add_sam
                               positive_int, sampling_settings)
 from tinygpt.config import DEFAULT_TEMPERATURE
 from tinygpt.device import choose_device
-from tinygpt.generation.generate import beam_search_text, end_of_text_id, generate_text
+from tinygpt.generation.generate import beam_search_text, end_of_text_id, generate_text, generate_texts
 from tinygpt.models.quantize import quantize
 from tinygpt.tokenizers import ChatTokenizer
 from tinygpt.training.run import load_checkpoint, task_of
+
+
+SAMPLE_SEPARATOR = "\n" + "-" * 40 + "\n"  # printed between the texts of --num_samples N
 
 
 def add_sample_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,7 +31,9 @@ def add_sample_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     s.add_argument("--max_new_tokens", type=nonneg_int, default=None,
                    help="tokens to generate (default 500; a task run: up to the end of its answer)")
     add_sampling_flags(s, f"{DEFAULT_TEMPERATURE}; a task run: 0")
-    s.add_argument("--num_samples", type=positive_int, default=1)
+    s.add_argument("--num_samples", type=positive_int, default=1,
+                   help="texts to generate, together in one batch; sample i uses --seed + i, so each is the text "
+                        "that seed gives alone (default 1, streamed as it comes)")
     s.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
     s.add_argument("--num_beams", type=positive_int, default=1,
                    help="beam search with this many beams (>1); ends at --stop and the end-of-text token")
@@ -70,17 +75,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"note: the prompt has {len(ids)} tokens; the model sees only the last {block}", file=sys.stderr)
     eos = end_of_text_id(tokenizer)
     eos_ids = [] if eos is None else [eos]
-    for i in range(args.num_samples):
-        if i:
-            print("\n" + "-" * 40)
-        if args.num_beams > 1:
-            text, _ = beam_search_text(model, tokenizer, prompt, max_new_tokens, stop=args.stop, eos_ids=eos_ids,
-                                       **settings)[0]
-            print(prompt + text)
-            continue
+    if args.num_beams > 1:
+        text, _ = beam_search_text(model, tokenizer, prompt, max_new_tokens, stop=args.stop, eos_ids=eos_ids,
+                                   **settings)[0]
+        print(prompt + text)
+    elif args.num_samples > 1:  # all samples in one batch; each is the text its own seed gives alone
+        texts = generate_texts(model, tokenizer, prompt, max_new_tokens, args.num_samples, stop=args.stop,
+                               eos_ids=eos_ids, **settings)
+        sys.stdout.write(SAMPLE_SEPARATOR.join(prompt + text + "\n" for text in texts))
+    else:  # one sample, streamed as it comes
         sys.stdout.write(prompt)
         for piece in generate_text(model, tokenizer, prompt, max_new_tokens, stop=args.stop, eos_ids=eos_ids,
-                                   **_nth_sample(settings, i)):
+                                   **settings):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")

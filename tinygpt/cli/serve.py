@@ -49,7 +49,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tinygpt.serve.app import create_app, is_loopback, serve  # needs the web extra (starlette, uvicorn)
+    from tinygpt.serve.access import is_loopback
+    from tinygpt.serve.app import create_app, serve  # needs the web extra (starlette, uvicorn)
 
     key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
     key = key.strip() if key and key.strip() else None

@@ -135,6 +135,11 @@ def split_conversations(conversations: Sequence[Conversation], val_fraction: flo
     return list(conversations[:cut]), list(conversations[cut:])
 
 
+def message_ids(tok: ChatTokenizer, message: Message) -> list[int]:
+    """One message as the model reads it: <|role|> content <|end|>."""
+    return [tok.role_id(message.role), *tok.encode(message.content), tok.end_id]
+
+
 def render(tok: ChatTokenizer, messages: Sequence[Message], reply: bool = False) -> tuple[list[int], list[bool]]:
     """A conversation -> (ids, counts): every message is <|role|> content <|end|>; counts[i] is True where
     ids[i] is part of an assistant message's content or its <|end|> (what the loss learns to predict).
@@ -142,10 +147,9 @@ def render(tok: ChatTokenizer, messages: Sequence[Message], reply: bool = False)
     ids: list[int] = []
     counts: list[bool] = []
     for m in messages:
-        content = tok.encode(m.content)
-        learn = m.role == "assistant"
-        ids += [tok.role_id(m.role), *content, tok.end_id]
-        counts += [False] + [learn] * (len(content) + 1)
+        message = message_ids(tok, m)
+        ids += message
+        counts += [False] + [m.role == "assistant"] * (len(message) - 1)
     if reply:
         ids.append(tok.role_id("assistant"))
         counts.append(False)
@@ -183,7 +187,7 @@ def fit_conversations(tok: ChatTokenizer, conversations: Sequence[Conversation],
     fit = WindowFit(len(conversations), window)
     kept: list[Conversation] = []
     for conv in conversations:
-        lengths = [len(tok.encode(m.content)) + 2 for m in conv.messages]  # <|role|> content <|end|>
+        lengths = [len(message_ids(tok, m)) for m in conv.messages]
         if sum(lengths) <= window:
             kept.append(conv)
             continue

@@ -22,6 +22,16 @@ LOCAL_NAMES = ("localhost",)  # loopback addresses (127.0.0.1, ::1) are IP addre
 ANY_HOST = "*"  # an allowed name meaning every name (behind a proxy that checks names itself)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding to `host` keeps the server on this machine: is_loopback("127.0.0.1") is True."""
+    if host in LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def host_name(header: str) -> str:
     """The name in a Host header, without its port or an IPv6 address's brackets, lower case:
     host_name("[::1]:8000") == "::1", host_name("LocalHost:80") == "localhost"."""
@@ -74,5 +84,5 @@ def key_refusal(authorization: str | None) -> str:
     return "the API key given is not this server's (it was sent in the Authorization header)"
 
 
-__all__ = ["LOCAL_NAMES", "ANY_HOST", "host_name", "server_names", "host_allowed", "host_refusal", "key_matches",
+__all__ = ["LOCAL_NAMES", "ANY_HOST", "is_loopback", "host_name", "server_names", "host_allowed", "host_refusal", "key_matches",
            "key_refusal"]

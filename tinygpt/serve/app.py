@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import threading
 from importlib import resources
@@ -61,18 +60,7 @@ from tinygpt.serve.scheduler import Busy, Job, Scheduler
 PAGE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
               "style.css": "text/css; charset=utf-8"}
 INSPECT_FIELDS = ("model", "prompt", "tokens", "token", "temperature", "top_k", "top_p")
-LOOPBACK_NAMES = ("localhost",)
 OPEN_PATHS = ("/", "/health")  # with /static/*: what a request without the API key may get (the page asks for it)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding to `host` keeps the server on this machine: is_loopback("127.0.0.1") is True."""
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class App:
@@ -387,4 +375,4 @@ def running(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> Iterator[
         sock.close()
 
 
-__all__ = ["PAGE_FILES", "App", "create_app", "is_loopback", "bind", "url_of", "serve", "running"]
+__all__ = ["PAGE_FILES", "App", "create_app", "bind", "url_of", "serve", "running"]
