@@ -14,9 +14,13 @@ a random GPT2LMHeadModel imported with import_gpt2 (bench/hf_generate.py's gpt2_
 generate runs on the same weights in the same rounds (its greedy tokens must equal ours in fp32). Every round
 runs each variant once, in turn (A B C A B C ...); the medians are printed. Compiled decoding uses
 tinygpt.generation.generate.generate_tokens(..., compile=True) where this tinygpt has it; its compile time is
-printed on its own and kept out of the tokens/s.
+printed on its own and kept out of the tokens/s (`--no_compile` leaves it out). "eager" is the engine's default:
+on a CPU its linear layers run through tinygpt's decoding kernel (models/matvec.py) where that is measured
+faster on the machine at hand (the script says where); "eager, torch" is the same engine with PyTorch's own
+products (Engine(..., matvec=False)), for comparison.
 
     python bench/decode.py [--tokens 200] [--repeats 5] [--prompt_len 16] [--threads N] [--no_hf] [--buffer_mb 512]
+                           [--modes fp32,bf16,int8] [--no_compile]
     python bench/decode.py --tokens 5 --repeats 1      # a quick check that it runs
 """
 from __future__ import annotations
@@ -39,6 +43,8 @@ from machine import cpu_name  # noqa: E402  (bench/machine.py)
 
 from tinygpt.config import ModelConfig  # noqa: E402
 from tinygpt.generation import generate as generation  # noqa: E402
+from tinygpt.generation.engine import GREEDY, Engine  # noqa: E402
+from tinygpt.models import matvec  # noqa: E402
 from tinygpt.models import GPT  # noqa: E402
 from tinygpt.models.quantize import quantize  # noqa: E402
 
@@ -104,6 +110,15 @@ def eager(model: nn.Module, prompt: list[int], n: int) -> list[int]:
     return generation.generate(model, prompt, n, temperature=0)
 
 
+def eager_torch(model: nn.Module, prompt: list[int], n: int) -> list[int]:
+    """Eager decoding with PyTorch's own products for every linear layer (the engine's matvec=False)."""
+    engine = Engine(model, matvec=False)
+    row = engine.add(prompt, GREEDY)
+    for _ in range(n):
+        engine.step([row])
+    return row.new_tokens
+
+
 def hf_decoder(hf: nn.Module) -> Callable:
     from hf_generate import theirs
 
@@ -125,6 +140,7 @@ def main() -> int:
     ap.add_argument("--no_hf", action="store_true", help="leave out transformers' generate")
     ap.add_argument("--buffer_mb", type=int, default=512, help="the bandwidth probe's buffer (default 512 MB)")
     ap.add_argument("--modes", default="fp32,bf16,int8", help="weight precisions to time (default fp32,bf16,int8)")
+    ap.add_argument("--no_compile", action="store_true", help="leave out compiled decoding (it compiles per precision)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -140,9 +156,19 @@ def main() -> int:
     for mode in args.modes.split(","):
         if mode != "fp32":
             weights[mode] = quantize(model, mode)
-    compiled = compiled_decoder()
+    t0 = time.perf_counter()
+    kernel = matvec.kernels()
+    print(f"the decoding kernel (models/matvec.py): {'ready' if kernel else matvec.unavailable_reason()} "
+          f"after {time.perf_counter() - t0:.1f} s (a first build on a machine takes tens of seconds)", flush=True)
+    for mode in weights:
+        print(f"{mode}: eager decoding {'uses' if Engine(weights[mode]).matvec else 'does not use'} the kernel "
+              f"(measured on the largest matrix)", flush=True)
+    compiled = None if args.no_compile else compiled_decoder()
     variants: list[tuple[str, str, Callable]] = [(mode, "eager", eager) for mode in weights]
-    if compiled is None:
+    variants += [(mode, "eager, torch", eager_torch) for mode in weights]
+    if args.no_compile:
+        pass
+    elif compiled is None:
         print("compiled: not available (this tinygpt has no generate_tokens(..., compile=True))", flush=True)
     else:
         for mode in weights:

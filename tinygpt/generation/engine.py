@@ -38,11 +38,17 @@ graphs, mode "reduce-overhead", on CUDA). Prefill stays eager. Compiling costs t
 once per model and batch shape in a process, and reading the whole window costs more than eager decoding
 reads while the rows are short: ask for it only for long generations (`worth_compiling`: at least
 COMPILE_MIN_TOKENS tokens), never for a 20-token sample, and measure that it pays on the hardware at hand.
+
+On a CPU, eager decoding of up to 4 rows runs the model's linear layers through models/matvec.py's kernel,
+which reads the weights at close to the machine's memory bandwidth where PyTorch's products for a single row
+do not: for models with enough weights to gain (16 MB or more) and where it is measured faster, once per model
+(`matvec=None`); `matvec=False` keeps PyTorch's products. Tests check both give the same tokens.
 """
 from __future__ import annotations
 
 import heapq
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -53,6 +59,7 @@ from tinygpt.generation.sampling import check_settings, filter_logits, penalize,
 from tinygpt.models.attention import RowKVCache
 from tinygpt.models.attention_kernels import cached_attention_kernels
 from tinygpt.models.base import LanguageModel
+from tinygpt.models.matvec import MAX_ROWS, decoding_with_matvec, kernels, worth_using
 
 COMPILE_MIN_TOKENS = 256  # a rule of thumb: fewer tokens than this cannot win back tens of seconds of compiling
 
@@ -143,15 +150,21 @@ class Engine:
         engine.step()                      # one token each: a.new_tokens, b.new_tokens
         engine.remove(a)                   # a leaves; b goes on, and new rows may join
 
-    slots: the cache's starting number of slots (it doubles when a row finds none free).
+    slots: the cache's starting number of slots (it doubles when a row finds none free). matvec: decode with
+    models/matvec.py's kernel (True), without it (False), or where it is measured faster (None, the default).
     """
 
-    def __init__(self, model: LanguageModel, *, use_cache: bool = True, compile: bool = False, slots: int = 0):
+    def __init__(self, model: LanguageModel, *, use_cache: bool = True, compile: bool = False, slots: int = 0,
+                 matvec: bool | None = None):
         self.model = model
         self.device = next(model.parameters()).device
         self.block_size = model.config.block_size
         self.cached = use_cache and getattr(model, "can_cache_rows", False)  # a stand-in model may not say
         self.compiled = compile and self.cached
+        eager = self.cached and not self.compiled
+        if matvec is None:  # decided by measurement, for models large enough to gain (models/matvec.py)
+            matvec = eager and self.device.type == "cpu" and worth_using(model)
+        self.matvec = bool(matvec) and eager and kernels() is not None
         self.rows: list[Row] = []
         self.cache: RowKVCache | None = None
         self._free: list[int] = []  # free slots, a heap: a new row takes the lowest
@@ -264,7 +277,8 @@ class Engine:
         if self.compiled:
             logits = compiled_decoding(self.model)(self.model, idx, cache).clone()  # CUDA graphs reuse their output
         else:
-            with cached_attention_kernels(self.device):  # the number of keys changes from step to step
+            matvecs = decoding_with_matvec(self.model) if self.matvec and n <= MAX_ROWS else nullcontext()
+            with cached_attention_kernels(self.device), matvecs:  # the number of keys changes from step to step
                 logits = _forward_rows(self.model, idx, cache)
         for r in rows:
             r.logits = logits[r.slot]

@@ -1,0 +1,111 @@
+"""The decoding kernel (models/matvec.py): its products equal the plain PyTorch reference for fp32, bf16 and int8
+weights, 1 to 4 rows and widths with a tail; a model's linear layers take it only inside decoding_with_matvec
+and only where it applies; the engine gives the same tokens with it as without (greedy and seeded sampling,
+fp32, bf16 and int8 models); small models never build it."""
+import platform
+
+import pytest
+import torch
+import torch.nn as nn
+
+from tinygpt.config import ModelConfig
+from tinygpt.generation.engine import Engine, Sampling
+from tinygpt.models import GPT
+from tinygpt.models import matvec as mv
+from tinygpt.models.quantize import Int8Linear, quantize
+
+pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the kernel is built on Linux only")
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    module = mv.kernels()
+    assert module is not None, mv.unavailable_reason()  # a C++ compiler and ninja are part of the test set-up
+    return module
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
+@pytest.mark.parametrize("K", [16, 48, 208, 768])  # tails of one vector of 16 and of 8, and a width of GPT-2
+def test_the_kernel_equals_the_reference(kernels, dtype, K):
+    g = torch.Generator().manual_seed(K)
+    w = torch.randn(67, K, generator=g)
+    scales = None
+    if dtype == torch.int8:
+        w, scales = torch.randint(-127, 128, (67, K), generator=g, dtype=torch.int8), torch.rand(67, generator=g)
+    else:
+        w = w.to(dtype)
+    for rows in range(1, mv.MAX_ROWS + 1):
+        x = torch.randn(rows, K, generator=g)
+        expected = mv.matvec_reference(x, w, scales)
+        got = mv.matvec(x, w, scales)
+        assert got.shape == expected.shape and got.dtype == torch.float32
+        # the same products summed in another order: equal to within fp32 rounding of the sum of |terms|
+        magnitude = mv.matvec_reference(x.abs(), w.float().abs(), scales)
+        assert ((got - expected).abs() <= 1e-5 * magnitude + 1e-6).all()
+
+
+def test_a_layer_takes_the_kernel_only_inside_and_only_where_it_applies(kernels):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 16, bias=False))
+    calls = []
+    real = mv.matvec
+    x = torch.randn(2, 32)
+    with torch.inference_mode():
+        expected = model(x)
+        with mv.decoding_with_matvec(model):
+            mv.matvec = lambda *a: calls.append(a[0].shape) or real(*a)
+            try:
+                got = model(x)
+                model(torch.randn(9, 32))  # more rows than MAX_ROWS: the ordinary product
+            finally:
+                mv.matvec = real
+    assert calls == [(2, 32), (2, 48)]
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert all("forward" not in layer.__dict__ for layer in model)  # left as they were
+    w = nn.Linear(32, 8).weight
+    assert not mv.applies(torch.randn(1, 32), w)  # autograd records this product: not for the kernel
+    with torch.no_grad():
+        assert mv.applies(torch.randn(1, 32), w) and not mv.applies(torch.randn(1, 30), nn.Linear(30, 8).weight)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    m = GPT(ModelConfig(vocab_size=50, block_size=24, n_layer=2, n_head=2, n_embd=48)).eval()
+    with torch.no_grad():  # sharpen the random model so greedy choices are not near-ties
+        m.transformer.wte.weight.mul_(20)
+    return m
+
+
+def _tokens(m, prompts, matvec, settings, n=20):
+    engine = Engine(m, matvec=matvec)
+    rows = [engine.add(p, Sampling(**settings), seed=3 + i) for i, p in enumerate(prompts)]
+    for _ in range(n):
+        engine.step(rows)
+    return [r.new_tokens for r in rows], engine.matvec
+
+
+@pytest.mark.parametrize("precision", [None, "bf16", "int8"])
+@pytest.mark.parametrize("settings", [dict(temperature=0.0), dict(temperature=1.0, top_k=8)], ids=["greedy", "sampled"])
+def test_the_engine_gives_the_same_tokens_with_the_kernel(kernels, precision, settings):
+    m = quantize(_model(), precision)
+    prompts = [[1, 2, 3], [4], [5, 6, 7, 8, 9], [10] * 30]  # the last slides its window
+    for batch in (prompts[:1], prompts):  # one row, and four (MAX_ROWS)
+        ours, used = _tokens(m, batch, True, settings)
+        theirs, _ = _tokens(m, batch, False, settings)
+        assert used and ours == theirs
+
+
+def test_a_small_model_neither_builds_nor_times_the_kernel(monkeypatch):
+    monkeypatch.setattr(mv, "kernels", lambda: pytest.fail("a small model asked for the kernel"))
+    monkeypatch.setattr(mv, "faster_here", lambda *a: pytest.fail("a small model timed the kernel"))
+    m = _model()
+    assert sum(layer.weight.nbytes for layer in mv.linear_layers(m)) < mv.MIN_MODEL_BYTES
+    assert not mv.worth_using(m) and not Engine(m).matvec
+
+
+def test_linear_layers_lists_each_layer_once_and_the_int8_ones():
+    m = _model()
+    layers = mv.linear_layers(m)
+    assert len(layers) == len({id(x) for x in layers}) == 2 * 4 + 1  # 4 per block and the head
+    q = quantize(m, "int8")
+    assert all(isinstance(x, Int8Linear) for x in mv.linear_layers(q)) and len(mv.linear_layers(q)) == 9

@@ -1,0 +1,148 @@
+// Matrix-vector products for decoding: y (M, N) = x (M, K) · W (N, K)ᵀ for a few rows M (1 to 4), reading each
+// weight once. Built by matvec.py with torch.utils.cpp_extension; matvec.py's matvec_reference is the same
+// product written with PyTorch ops, and the tests check the two agree.
+//
+// Decoding one token multiplies a handful of activation rows by every weight matrix, so the time goes into
+// reading the weights from memory. The loop below streams each weight row once, multiplies it by every input
+// row while it is in registers, and shares the weight rows out among PyTorch's threads. Weights may be fp32,
+// bf16 (the top half of an fp32) or int8 with one fp32 scale per output row; the sums are fp32, kept in
+// several vector registers side by side so that no addition waits for the one before it. The vector
+// operations are AVX-512 or AVX2 with FMA where the compiler targets them (it compiles for the machine at
+// hand), else plain floats.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+// ---- the vector operations: AVX-512, AVX2 + FMA, or plain floats ----
+#if defined(__AVX512F__)
+#include <immintrin.h>
+using vec = __m512;
+constexpr int64_t V = 16;
+inline vec zero() { return _mm512_setzero_ps(); }
+inline vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
+inline float total(vec v) { return _mm512_reduce_add_ps(v); }
+inline vec load(const float* p) { return _mm512_loadu_ps(p); }
+inline vec load(const uint16_t* p) {  // bf16: the top half of an fp32
+  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline vec load(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+using vec = __m256;
+constexpr int64_t V = 8;
+inline vec zero() { return _mm256_setzero_ps(); }
+inline vec fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline vec add(vec a, vec b) { return _mm256_add_ps(a, b); }
+inline float total(vec v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_hadd_ps(s, s);
+  return _mm_cvtss_f32(_mm_hadd_ps(s, s));
+}
+inline vec load(const float* p) { return _mm256_loadu_ps(p); }
+inline vec load(const uint16_t* p) {
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+inline vec load(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+#else
+using vec = float;
+constexpr int64_t V = 1;
+inline vec zero() { return 0.0f; }
+inline vec fma(vec a, vec b, vec c) { return a * b + c; }
+inline vec add(vec a, vec b) { return a + b; }
+inline float total(vec v) { return v; }
+inline vec load(const float* p) { return *p; }
+inline vec load(const uint16_t* p) {
+  uint32_t bits = static_cast<uint32_t>(*p) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline vec load(const int8_t* p) { return static_cast<float>(*p); }
+#endif
+
+// One output row n for M input rows: U vectors of weights per step, each multiplied into M running sums.
+template <typename W, int M, int U>
+inline void dot_rows(const float* x, const W* row, int64_t K, float* out) {
+  vec sums[M][U];
+  for (int m = 0; m < M; m++)
+    for (int u = 0; u < U; u++) sums[m][u] = zero();
+  int64_t k = 0;
+  for (; k + U * V <= K; k += U * V) {
+    for (int u = 0; u < U; u++) {
+      vec w = load(row + k + u * V);
+      for (int m = 0; m < M; m++) sums[m][u] = fma(w, load(x + m * K + k + u * V), sums[m][u]);
+    }
+  }
+  for (; k < K; k += V) {  // the tail: K is a multiple of V
+    vec w = load(row + k);
+    for (int m = 0; m < M; m++) sums[m][0] = fma(w, load(x + m * K + k), sums[m][0]);
+  }
+  for (int m = 0; m < M; m++) {
+    vec s = sums[m][0];
+    for (int u = 1; u < U; u++) s = add(s, sums[m][u]);
+    out[m] = total(s);
+  }
+}
+
+template <typename W, int M>
+void rows(const float* x, const W* w, const float* scales, float* y, int64_t N, int64_t K) {
+  constexpr int U = M <= 2 ? 4 : 2;  // vectors of weights per step: fewer with more rows, to stay in registers
+  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+    float out[M];
+    for (int64_t n = begin; n < end; n++) {
+      dot_rows<W, M, U>(x, w + n * K, K, out);
+      const float scale = scales ? scales[n] : 1.0f;
+      for (int m = 0; m < M; m++) y[m * N + n] = out[m] * scale;
+    }
+  });
+}
+
+template <typename W>
+void dispatch(const float* x, const W* w, const float* scales, float* y, int64_t M, int64_t N, int64_t K) {
+  switch (M) {
+    case 1: rows<W, 1>(x, w, scales, y, N, K); break;
+    case 2: rows<W, 2>(x, w, scales, y, N, K); break;
+    case 3: rows<W, 3>(x, w, scales, y, N, K); break;
+    case 4: rows<W, 4>(x, w, scales, y, N, K); break;
+    default: TORCH_CHECK(false, "matvec takes 1 to 4 rows, not ", M);
+  }
+}
+
+}  // namespace
+
+// x: (M, K) fp32 contiguous; weight: (N, K) fp32, bf16 or int8, contiguous; scales: (N,) fp32 or empty.
+torch::Tensor matvec(torch::Tensor x, torch::Tensor weight, torch::Tensor scales) {
+  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), "matvec: shapes do not match");
+  TORCH_CHECK(x.scalar_type() == torch::kFloat && x.is_contiguous() && weight.is_contiguous(),
+              "matvec: x must be contiguous fp32 and the weight contiguous");
+  TORCH_CHECK(weight.size(1) % 16 == 0, "matvec: in_features must be a multiple of 16");
+  TORCH_CHECK(scales.numel() == 0 || scales.numel() == weight.size(0), "matvec: one scale per output row");
+  const int64_t M = x.size(0), N = weight.size(0), K = weight.size(1);
+  auto y = torch::empty({M, N}, x.options());
+  const float* s = scales.numel() ? scales.data_ptr<float>() : nullptr;
+  switch (weight.scalar_type()) {
+    case torch::kFloat:
+      dispatch(x.data_ptr<float>(), weight.data_ptr<float>(), s, y.data_ptr<float>(), M, N, K);
+      break;
+    case torch::kBFloat16:
+      dispatch(x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(weight.data_ptr()), s, y.data_ptr<float>(),
+               M, N, K);
+      break;
+    case torch::kChar:
+      dispatch(x.data_ptr<float>(), weight.data_ptr<int8_t>(), s, y.data_ptr<float>(), M, N, K);
+      break;
+    default: TORCH_CHECK(false, "matvec: weights must be fp32, bf16 or int8");
+  }
+  return y;
+}

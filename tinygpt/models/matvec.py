@@ -1,0 +1,210 @@
+"""Matrix-vector products for decoding on a CPU: the weights of a linear layer times 1 to 4 rows of inputs,
+reading each weight once (matvec.cpp), where PyTorch's general matrix product reads them at a fraction of the
+machine's memory bandwidth.
+
+Why: decoding one token multiplies a single row of activations by every weight matrix of the model, so its
+speed is set by how fast the weights come from memory. A GPT-2 124M model reads 0.5 GB of fp32 weights per
+token; on a 2-core AMD EPYC that reads memory at about 60 GB/s, PyTorch 2.13's products for one row (MKL's
+or its own) read them at 11 to 27 GB/s (docs/LOG.md). The kernel here streams each weight row once,
+multiplies it by every input row while it is in registers, and shares the rows out among PyTorch's threads.
+
+    y = matvec(x, weight)                 # x (..., K) with at most MAX_ROWS rows; weight (N, K): x @ weight.T
+    y = matvec(x, q, scales)              # int8 weights: x @ (q * scales[:, None]).T
+    y = matvec_reference(x, weight)       # the same product in plain PyTorch: what the tests compare with
+
+    with decoding_with_matvec(model):     # every nn.Linear of the model takes the kernel for small inputs
+        logits = model(idx)
+
+The kernel is C++ compiled for the machine at hand the first time it is needed (torch.utils.cpp_extension:
+a C++ compiler and ninja), once per machine: the library is cached in tinygpt's cache folder. Where it cannot
+be built (no compiler, no ninja, another platform) or does not apply (not a CPU tensor, more than MAX_ROWS
+rows, in_features not a multiple of LANES, autograd recording), the ordinary product runs; nothing changes but
+the speed. Whether it is faster is measured, not assumed (`faster_here`): for each weight shape and dtype,
+once per process. The sums run in another order than PyTorch's, so results agree to fp32 rounding, not bit
+for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import platform
+import sys
+import time
+import weakref
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+from tinygpt.cache import cache_dir
+
+MAX_ROWS = 4  # more rows than this are a matrix product, which PyTorch's own kernels do well
+LANES = 16  # the kernel sums 16 numbers side by side: in_features must be a multiple of this
+MIN_MODEL_BYTES = 16 * 2 ** 20  # smaller models' weights sit in the CPU's caches: nothing to win, nothing built
+SOURCE = Path(__file__).with_name("matvec.cpp")
+
+_built: dict[str, ModuleType | None] = {}
+_why_not: list[str] = []
+
+
+def matvec_reference(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., K) @ (weight * scales[:, None]).T in fp32: (..., N). The slow, obvious path."""
+    w = weight.float() if scales is None else weight.float() * scales.float()[:, None]
+    return x.float() @ w.T
+
+
+def kernels() -> ModuleType | None:
+    """The compiled kernel module, built on first use (once per machine, cached on disk), or None where it
+    cannot be built here (`unavailable_reason` says why)."""
+    if "module" not in _built:
+        _built["module"] = _build()
+    return _built["module"]
+
+
+def unavailable_reason() -> str | None:
+    """Why kernels() is None, in one line; None when the kernel is built (or not yet asked for)."""
+    return _why_not[0] if _why_not else None
+
+
+def _build() -> ModuleType | None:
+    if platform.system() != "Linux":
+        _why_not.append(f"the decoding kernel is built on Linux only, not {platform.system()}")
+        return None
+    try:
+        from torch.utils import cpp_extension
+
+        cpp_extension.verify_ninja_availability()
+        source = SOURCE.read_text(encoding="utf-8")
+        tag = hashlib.sha1(f"{source}{torch.__version__}{platform.machine()}{_cpu_model()}".encode()).hexdigest()
+        name = f"tinygpt_matvec_{tag[:12]}"
+        folder = cache_dir("kernels", name)
+        if not any(folder.glob("*.so")):
+            print(f"tinygpt: building the decoding kernel for this machine, once (C++, cached in {folder})",
+                  file=sys.stderr, flush=True)
+        return cpp_extension.load_inline(name, cpp_sources=[source], functions=["matvec"],
+                                         extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                                         extra_ldflags=["-fopenmp"], build_directory=str(folder), verbose=False)
+    except Exception as e:  # no compiler, no ninja, a failed build: the ordinary product serves
+        _why_not.append(f"the decoding kernel could not be built here ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no message'})")
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((ln for ln in f if ln.startswith(("model name", "flags"))), "")
+    except OSError:
+        return ""
+
+
+def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the kernel can compute x @ weight.T: CPU tensors, at most MAX_ROWS rows, fp32/bf16/int8
+    weights with in_features a multiple of LANES, and nothing for autograd to record."""
+    return (x.device.type == "cpu" and weight.device.type == "cpu" and weight.dim() == 2
+            and x.numel() <= MAX_ROWS * x.size(-1) and weight.size(1) % LANES == 0
+            and weight.dtype in (torch.float32, torch.bfloat16, torch.int8)
+            and x.dtype in (torch.float32, torch.bfloat16)
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+
+
+def matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., K) @ (weight * scales[:, None]).T through the kernel, in x's dtype: (..., N). The caller checks
+    `applies` and that kernels() is not None."""
+    rows = x.reshape(-1, x.size(-1)).float().contiguous()
+    s = torch.empty(0) if scales is None else scales.float().contiguous()
+    y = kernels().matvec(rows, weight.contiguous(), s)
+    return y.to(x.dtype).view(*x.shape[:-1], weight.size(0))
+
+
+# --- a model's linear layers through the kernel --------------------------------------------------------------
+
+def linear_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's linear layers the kernel can stand in for, each once: nn.Linear (fp32 or bf16 weights) and
+    quantize.Int8Linear (int8 weights and scales). A tied head shares its matrix, not its layer."""
+    from tinygpt.models.quantize import Int8Linear
+
+    seen: dict[int, nn.Module] = {}
+    for m in model.modules():
+        if type(m) is nn.Linear or isinstance(m, Int8Linear):
+            seen.setdefault(id(m), m)
+    return list(seen.values())
+
+
+def _scales(layer: nn.Module) -> torch.Tensor | None:
+    return getattr(layer, "scales", None) if layer.weight.dtype == torch.int8 else None
+
+
+def matvec_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What `layer` computes for x, through the kernel where it applies, else through the layer's own forward."""
+    if not applies(x, layer.weight):
+        return type(layer).forward(layer, x)
+    y = matvec(x, layer.weight, _scales(layer))
+    return y if layer.bias is None else y + layer.bias.to(y.dtype)
+
+
+_faster: dict[tuple, bool] = {}
+
+
+def faster_here(layer: nn.Module, rows: int = 1) -> bool:
+    """Whether the kernel beats the layer's own forward for `rows` input rows, on this machine, for this weight
+    shape and dtype: timed once per process (the median of 5 alternating rounds of each), then remembered.
+    False where the kernel cannot be built or does not apply."""
+    w = layer.weight
+    key = (type(layer).__name__, tuple(w.shape), w.dtype, rows)
+    if key not in _faster:
+        dtype = w.dtype if w.dtype != torch.int8 else torch.float32
+        x = torch.randn(rows, w.size(1), generator=torch.Generator().manual_seed(0)).to(dtype)
+        if not applies(x, w) or kernels() is None:
+            _faster[key] = False
+        else:
+            ours, theirs = [], []
+            with torch.inference_mode():
+                for _ in range(5):
+                    ours.append(_seconds(lambda: matvec_forward(layer, x)))
+                    theirs.append(_seconds(lambda: type(layer).forward(layer, x)))
+            _faster[key] = sorted(ours)[2] < sorted(theirs)[2]
+    return _faster[key]
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+_worth: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def worth_using(model: nn.Module) -> bool:
+    """Whether decoding_with_matvec speeds up this model's decoding here: its linear weights live on the CPU and
+    take at least MIN_MODEL_BYTES, and the kernel is measured faster on its largest matrix. Decided once per
+    model; the first decision on a machine builds the kernel (tens of seconds, once: it is cached on disk)."""
+    if model not in _worth:
+        layers = linear_layers(model)
+        total = sum(layer.weight.nbytes for layer in layers)
+        _worth[model] = bool(layers and total >= MIN_MODEL_BYTES
+                             and all(layer.weight.device.type == "cpu" for layer in layers)
+                             and faster_here(max(layers, key=lambda layer: layer.weight.numel())))
+    return _worth[model]
+
+
+@contextlib.contextmanager
+def decoding_with_matvec(model: nn.Module) -> Iterator[None]:
+    """Inside, every linear layer of the model (linear_layers) computes inputs of at most MAX_ROWS rows with the
+    kernel, and larger ones, or anything autograd records, its own way; on leaving, the layers are as they
+    were. The kernel must be available (check worth_using, or kernels(), first)."""
+    layers = linear_layers(model)
+    for layer in layers:
+        layer.forward = lambda x, layer=layer: matvec_forward(layer, x)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
+__all__ = ["MAX_ROWS", "LANES", "MIN_MODEL_BYTES", "matvec_reference", "kernels", "unavailable_reason", "applies",
+           "matvec", "linear_layers", "matvec_forward", "faster_here", "worth_using", "decoding_with_matvec"]
