@@ -107,7 +107,7 @@ def test_the_tours_arithmetic_is_right():
 
 
 def test_the_tours_checkpoint_claims_name_a_checkpoint_that_can_be_made():
-    """The numbers of docs/INSPECT.md's checkpoint come with the command that trains it: the same command there and
+    """The numbers of docs/guides/inspect.md's checkpoint come with the command that trains it: the same command there and
     in the README, and one today's `tinygpt demo` accepts."""
     from tinygpt.cli.args import config_overrides
     from tinygpt.cli.main import build_parser
@@ -119,7 +119,7 @@ def test_the_tours_checkpoint_claims_name_a_checkpoint_that_can_be_made():
     claim = tour[tour.index("What these show depends on the checkpoint"):tour.index("![attention of the calculator")]
     assert "0.8–0.9" in claim and "`three` and `seven`" in claim  # the earlier checkpoint's numbers ...
     (command,) = re.findall(r"`(tinygpt demo [^`]*)`", claim)  # ... and how to make it
-    inspect_md = " ".join((README.parent / "docs/INSPECT.md").read_text(encoding="utf-8").split())
+    inspect_md = " ".join((README.parent / "docs/guides/inspect.md").read_text(encoding="utf-8").split())
     assert f"`{command}`" in inspect_md
     args = build_parser().parse_args(shlex.split(command)[1:])
     assert args.no_early_stop
