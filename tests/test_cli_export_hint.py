@@ -1,4 +1,5 @@
-"""`tinygpt export` prints the line the README shows: the class the folder was written as, and its tokenizer."""
+"""`tinygpt export` prints the line the weights guide shows: the class the folder was written as, and its
+tokenizer."""
 from __future__ import annotations
 
 import re
@@ -10,13 +11,13 @@ from tinygpt import GPT, ModelConfig
 from tinygpt.tokenizers import CharTokenizer
 from tinygpt.training.checkpoint import save_checkpoint
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs/guides/weights.md"
 
 
-def test_the_export_hint_is_the_readmes(cli, tmp_path):
+def test_the_export_hint_is_the_guides(cli, tmp_path):
     shown = re.search(r"^exported runs/gpt2-mine/best to gpt2-mine-hf: .*\n(load it with transformers: .*)$",
-                      README.read_text(encoding="utf-8"), re.MULTILINE)
-    assert shown, "the README shows what export prints"
+                      GUIDE.read_text(encoding="utf-8"), re.MULTILINE)
+    assert shown, "the weights guide shows what export prints"
     tok = CharTokenizer.train("the cat sat on the mat")
     torch.manual_seed(0)
     model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=tok.vocab_size))

@@ -1,5 +1,6 @@
 """The README's promises about itself: its two set-up commands (CI runs the test one; the demo one installs what
-the tour uses), every `pip install` hint names an extra that exists, and the Python example runs as written, twice."""
+the tour uses), every `pip install` hint in it and in the guides names an extra that exists, and the Python example
+(in the Python guide) runs as written, twice."""
 import contextlib
 import io
 import re
@@ -18,6 +19,8 @@ else:  # Python 3.10: tomli, a dependency there
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+GUIDES = ROOT / "docs/guides"
+PYTHON_GUIDE = GUIDES / "python.md"
 HINT = re.compile(r"pip install[^\n`]*?tinygpt\[([a-z,]+)\]")  # pip install 'tinygpt[viz]'
 SETUP = re.compile(r"pip install -q -c constraints.txt -e \"\.\[([a-z,]+)\]\"")  # the set-up commands
 
@@ -54,7 +57,8 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_readme_install_hints_name_extras_that_exist():
-    text = README.read_text(encoding="utf-8")
+    """The README's hints and set-up commands, and the guides' hints (what the README said moved there)."""
+    text = "\n".join(p.read_text(encoding="utf-8") for p in [README, *sorted(GUIDES.glob("*.md"))])
     named = {e for m in HINT.finditer(text) for e in m.group(1).split(",")}
     named |= {e for m in SETUP.finditer(text) for e in m.group(1).split(",")}
     assert {"plot", "viz", "web", "parquet", "test"} <= named  # the hints are found at all
@@ -87,7 +91,7 @@ def test_demo_setup_installs_what_the_tour_uses():
 
 
 def _example() -> str:
-    section = README.read_text(encoding="utf-8").split("## Use it from Python", 1)[1]
+    section = PYTHON_GUIDE.read_text(encoding="utf-8").split("## Train and sample in a dozen lines", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
@@ -107,7 +111,7 @@ def test_readme_python_example_trains_and_samples(tmp_path, monkeypatch):
     def run_example(code: str) -> list[str]:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            exec(compile(code, "README.md", "exec"), {})  # noqa: S102 (the README's own example)
+            exec(compile(code, "python.md", "exec"), {})  # noqa: S102 (the guide's own example)
         return out.getvalue().splitlines()
 
     loss_line, sample = run_example(_example())[:2]
@@ -116,7 +120,7 @@ def test_readme_python_example_trains_and_samples(tmp_path, monkeypatch):
     assert sample == ("the cat sat on the mat. " * 3)[7:47]  # greedy: the 40 characters that follow "the cat"
     run = tinygpt.Run(tmp_path / "runs/cat")
     assert run.kind() == "text" and run.metrics()[-1]["step"] == 150
-    again = _example().replace('"max_iters": 150', '"max_iters": 10').replace('"eval_interval": 50', '"eval_interval": 5')
+    again = _example().replace("STEPS = 150", "STEPS = 10").replace('"eval_interval": 50', '"eval_interval": 5')
     assert again != _example()
     assert run_example(again)[0].endswith("after 10 steps")
     assert [m["step"] for m in run.metrics()][-1] == 10 and 150 not in [m["step"] for m in run.metrics()]

@@ -1,6 +1,6 @@
-"""The README's examples, run against tiny runs made here: the tour's calculator commands, the API's requests (the
-curl bodies and the OpenAI client's code, sent to `tinygpt serve`'s app in-process), and the chat example's
-questions, which must be ones the chat demo teaches. What is asserted is what the code guarantees (the shape of
+"""The examples of the README and of the serve guide, run against tiny runs made here: the README tour's calculator
+commands, the API's requests (the serve guide's curl bodies and the OpenAI client's code, sent to `tinygpt serve`'s
+app in-process), and the chat example's questions, which must be ones the chat demo teaches. What is asserted is what the code guarantees (the shape of
 an answer, a reference path, what the recipe teaches), never what one trained checkpoint happens to answer."""
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ from tinygpt.recipes.demo import CALCULATOR_DEFAULTS, train_calculator
 from tinygpt.tasks.calculator import OPS, words_to_number
 from tinygpt.tokenizers import CharTokenizer
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SERVE = ROOT / "docs/guides/serve.md"  # the serve guide: the API's examples
+INSPECT = ROOT / "docs/guides/inspect.md"  # the inspect guide: the checkpoint the README's tour pictures
 CODE = re.compile(r"```(\w*)\n(.*?)```", re.DOTALL)
 
 
@@ -28,8 +31,16 @@ def _section(title: str) -> str:
     return README.read_text(encoding="utf-8").split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
+def _blocks_in(text: str, lang: str) -> list[str]:
+    return [code for kind, code in CODE.findall(text) if kind == lang]
+
+
 def _blocks(title: str, lang: str) -> list[str]:
-    return [code for kind, code in CODE.findall(_section(title)) if kind == lang]
+    return _blocks_in(_section(title), lang)
+
+
+def _serve(lang: str) -> list[str]:
+    return _blocks_in(SERVE.read_text(encoding="utf-8"), lang)
 
 
 def _tour_commands() -> list[tuple[str, str]]:
@@ -43,7 +54,7 @@ def _tour_commands() -> list[tuple[str, str]]:
     return out
 
 
-# --- tiny runs of the demos, named as the README names them ----------------------------------------------------
+# --- tiny runs of the demos, named as the README and the serve guide name them ---------------------------------
 
 QUICK = {"max_iters": 5, "eval_interval": 5, "eval_iters": 1, "device": "cpu", "dtype": "float32"}
 
@@ -59,7 +70,7 @@ def runs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def served_runs(runs) -> Path:
     """Beside the calculator, runs/baby (a character model of a short dialogue) and runs/chat/assistant (the chat
-    demo's recipe with a tiny model and a few steps), as the README's API examples name them."""
+    demo's recipe with a tiny model and a few steps), as the serve guide's API examples name them."""
     tok = CharTokenizer.train(DIALOGUE)
     model_cfg, train_cfg = tinygpt.build_configs({"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32,
                                                   "learning_rate": 3e-3, **QUICK, "max_iters": 20},
@@ -107,8 +118,8 @@ def test_the_tours_arithmetic_is_right():
 
 
 def test_the_tours_checkpoint_claims_name_a_checkpoint_that_can_be_made():
-    """The numbers of docs/guides/inspect.md's checkpoint come with the command that trains it: the same command there and
-    in the README, and one today's `tinygpt demo` accepts."""
+    """The numbers of the inspect guide's checkpoint come with the command that trains it: the same command there
+    and in the README's tour, and one today's `tinygpt demo` accepts."""
     from tinygpt.cli.args import config_overrides
     from tinygpt.cli.main import build_parser
     from tinygpt.recipes.demo import calculator_configs
@@ -119,7 +130,7 @@ def test_the_tours_checkpoint_claims_name_a_checkpoint_that_can_be_made():
     claim = tour[tour.index("What these show depends on the checkpoint"):tour.index("![attention of the calculator")]
     assert "0.8–0.9" in claim and "`three` and `seven`" in claim  # the earlier checkpoint's numbers ...
     (command,) = re.findall(r"`(tinygpt demo [^`]*)`", claim)  # ... and how to make it
-    inspect_md = " ".join((README.parent / "docs/guides/inspect.md").read_text(encoding="utf-8").split())
+    inspect_md = " ".join(INSPECT.read_text(encoding="utf-8").split())
     assert f"`{command}`" in inspect_md
     args = build_parser().parse_args(shlex.split(command)[1:])
     assert args.no_early_stop
@@ -178,9 +189,9 @@ def client(served_runs):
 
 
 def _curls() -> list[tuple[str, dict, set[str]]]:
-    """(path, body, the keys the README's sample response shows) for each curl in the Serve section."""
+    """(path, body, the keys the sample response shows) for each curl of the serve guide."""
     out = []
-    for block in _blocks("Serve: a playground in the browser, and an OpenAI-compatible API", "bash"):
+    for block in _serve("bash"):
         for m in re.finditer(r"curl -sN? http://127\.0\.0\.1:8000(\S+) .*?-d '(\{.*?\})'\n((?:#[^\n]*\n)*)", block,
                              re.DOTALL):
             out.append((m.group(1), json.loads(m.group(2)), set(re.findall(r'"(\w+)":', m.group(3)))))
@@ -196,7 +207,7 @@ def _keys(value) -> set[str]:
 
 
 @pytest.mark.slow
-def test_the_curl_requests_get_what_the_readme_shows(client, runs):
+def test_the_curl_requests_get_what_the_guide_shows(client, runs):
     curls = _curls()
     assert [(path, body["model"]) for path, body, _ in curls] == [
         ("/v1/completions", "calculator"), ("/v1/completions", "baby"), ("/v1/chat/completions", "assistant")]
@@ -212,7 +223,7 @@ def test_the_curl_requests_get_what_the_readme_shows(client, runs):
             assert shown <= _keys(json.loads(events[0]))
             continue
         reply = r.json()
-        assert shown <= _keys(reply), shown - _keys(reply)  # every field the README shows is there
+        assert shown <= _keys(reply), shown - _keys(reply)  # every field the guide shows is there
         assert reply["model"] == body["model"]
         if body["model"] == "calculator":
             run = tinygpt.Run(runs / "calculator")
@@ -224,12 +235,12 @@ def test_the_curl_requests_get_what_the_readme_shows(client, runs):
 
 
 def _python_examples() -> list[str]:
-    return _blocks("Serve: a playground in the browser, and an OpenAI-compatible API", "python")
+    return _serve("python")
 
 
 @pytest.fixture
 def openai_here(client, monkeypatch):
-    """The README's `OpenAI(base_url=...)` sends its requests to the app in-process."""
+    """The guide's `OpenAI(base_url=...)` sends its requests to the app in-process."""
     openai = pytest.importorskip("openai")
 
     class Here(openai.OpenAI):
@@ -247,13 +258,13 @@ def test_the_openai_examples_run_against_serve(client, openai_here, runs):
     scope: dict = {}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(completions, "README.md", "exec"), scope)  # noqa: S102 (the README's own example)
+        exec(compile(completions, "serve.md", "exec"), scope)  # noqa: S102 (the guide's own example)
     chars = set(tinygpt.Run(runs / "baby").tokenizer().decode(list(range(tinygpt.Run(runs / "baby").tokenizer()
                                                                          .vocab_size))))
     assert len(out.getvalue()) == 200 and set(out.getvalue()) <= chars  # 200 tokens of one character each
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(chat, "README.md", "exec"), scope)  # noqa: S102
+        exec(compile(chat, "serve.md", "exec"), scope)  # noqa: S102
     first, second = _conversation(chat)
 
     def reply(messages):
@@ -302,12 +313,11 @@ def _demo_replies(turns: list[str]) -> list[str]:
 
 def test_the_chat_examples_ask_in_the_demos_phrasings():
     """Every conversation of the chat examples (curl and Python) is put as the demo's conversations put theirs,
-    and the answers the README expects are the ones those conversations teach."""
-    title = "Serve: a playground in the browser, and an OpenAI-compatible API"
-    conversations = [c for block in _blocks(title, "bash") + _blocks(title, "python") if (c := _conversation(block))]
+    and the answers the serve guide expects are the ones those conversations teach."""
+    conversations = [c for block in _serve("bash") + _serve("python") if (c := _conversation(block))]
     assert len(conversations) == 2
-    section = _section(title)
+    section = SERVE.read_text(encoding="utf-8")
     for turns in conversations:
         replies = _demo_replies(turns)
-        if len(turns) > 1:  # the README says what the assistant should answer
+        if len(turns) > 1:  # the guide says what the assistant should answer
             assert all(f'"{r}"' in section for r in replies), replies

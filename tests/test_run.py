@@ -249,7 +249,7 @@ def test_a_crash_between_saving_latest_and_best_is_repaired_on_resume(tmp_path):
 
 
 def test_a_python_caller_is_told_the_keyword_arguments_and_the_command_line_its_flags(tmp_path, cli):
-    """The README's Python example run twice: the second call is refused in Python's words (resume=True,
+    """The Python guide's example run twice: the second call is refused in Python's words (resume=True,
     overwrite=True), never in flags; the same refusal from `tinygpt train` names --resume and --overwrite."""
     import tinygpt
     from tinygpt.cli.args import error_text

@@ -231,7 +231,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=5000, lr_decay_iters=5000,
         beta2=0.99, eval_interval=250, eval_iters=200, log_interval=10, gradient_accumulation_steps=1,
     ),
-    # A model that learns visibly within a minute on a laptop CPU (the README's first run).
+    # A model that learns visibly within a minute on a laptop CPU (the README tour's Shakespeare run).
     "tiny_char": dict(
         n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=32,
         learning_rate=2e-3, min_lr=2e-4, warmup_iters=50, max_iters=600,
@@ -243,7 +243,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         optimizer="muon",
     ),
 }
-# The CPU speedrun (README, "The CPU speedrun"): the modern GPT, small enough for 2
+# The CPU speedrun (docs/guides/modern.md): the modern GPT, small enough for 2
 # cores, no dropout (0.2 only slowed it), high learning rates, short context, cheap evaluations, and 800 steps: past
 # about step 800 the model learns tinyshakespeare by heart and its validation loss rises. `--preset speedrun_cpu`.
 PRESETS["speedrun_cpu"] = dict(

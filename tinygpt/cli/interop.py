@@ -10,7 +10,7 @@ from tinygpt.interop.convert import export_hf, import_hf
 
 IMPORT_HELP = ("a local Hugging Face GPT-2 folder (gpt2, gpt2-medium/-large/-xl, distilgpt2 or a fine-tuned GPT-2), "
                "or a Llama folder as `tinygpt export` writes for the modern options, with config.json, model.safetensors or pytorch_model.bin, and tokenizer.json or vocab.json + "
-               "merges.txt; tinygpt never downloads it (see the README)")
+               "merges.txt; tinygpt never downloads it (see docs/guides/weights.md)")
 
 
 def add_hf_parsers(subparsers: argparse._SubParsersAction) -> None:

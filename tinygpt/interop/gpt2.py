@@ -6,7 +6,7 @@ Our GPT uses GPT-2's submodule names, so the table is short: the layer keys with
 causal-mask buffers GPT-2 files carry (dropped), and the four Conv1D weights, which GPT-2 stores as (in, out)
 and we as (out, in). Weights are converted one tensor at a time (tensorfiles.py): importing gpt2-xl needs
 about one tensor of working memory beyond the memory-mapped files, not a second copy of the model.
-Nothing here downloads anything: the folder is one the user fetched (see the README).
+Nothing here downloads anything: the folder is one the user fetched (see docs/guides/weights.md).
 """
 from __future__ import annotations
 

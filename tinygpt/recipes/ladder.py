@@ -57,7 +57,7 @@ def run_ladder(text: str, out_dir: str | Path, overrides: dict[str, Any] | None 
     evaluation interval with it (budget.py), so every curve keeps its points."""
     out = Path(out_dir)
     overrides = overrides or {}
-    # a shorter budget keeps as many points on each curve; the warm-up stays (the README's ladder table is measured
+    # a shorter budget keeps as many points on each curve; the warm-up stays (the train guide's ladder table is measured
     # with it, and evaluations never change what is trained: their batches come from a generator of their own)
     settings = {**scaled(LADDER_DEFAULTS, overrides.get("max_iters"), keys=("eval_interval",)), **overrides}
     unknown = [r for r in rungs if r not in RUNG_SETTINGS]
