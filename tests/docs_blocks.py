@@ -18,10 +18,11 @@ The conventions (docs/reference/index.md's pages and tests/test_docs.py rely on 
   may leave out required arguments (`tinygpt train` names the command); a line in a block may not.
 - Links: every relative link or image (Markdown or HTML) must name an existing file; a page under docs/ must
   link inside docs/ (the site cannot reach other files: name source files in code spans instead). An `#anchor`
-  into a Markdown file must be the slug of one of its headings: from README.md by GitHub's rule (lower case,
-  characters other than letters, digits, `-`, `_` and spaces removed, each space a `-`), from a page of the site
-  by MkDocs's (the same, but accents folded to ASCII and runs of spaces and dashes one `-`). A repeated heading
-  gets `-1`, `-2` on GitHub and `_1`, `_2` in MkDocs; `{#id}` after a heading sets its id.
+  into a Markdown file must be the id of one of its headings by GitHub's rule, which the site uses too
+  (mkdocs.yml's toc slugify): lower case; characters other than letters, digits, `-`, `_` and spaces removed;
+  each space a `-` (so "2026-11-21 — A title" is `2026-11-21--a-title`). A repeated heading is `-1`, `-2` on
+  GitHub but `_1`, `_2` in the site, so a page of the site cannot link to one. `{#id}` after a heading sets its
+  id in the site (and shows on GitHub).
 
 Run a page at its full budget, and time it:  python tests/docs_blocks.py docs/learn/03-tokenization.md --full
 """
@@ -460,18 +461,14 @@ def _plain(title: str) -> tuple[str, str | None]:
     return title, explicit.group("id") if explicit else None
 
 
-def slug_github(title: str) -> str:
+def slug(title: str) -> str:
+    """GitHub's heading id, which mkdocs.yml asks of the site too (pymdownx.slugs.slugify, lower case)."""
     return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
 
 
-def slug_mkdocs(title: str) -> str:
-    value = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
-    value = re.sub(r"[^\w\s-]", "", value).strip().lower()
-    return re.sub(r"[-\s]+", "-", value)
-
-
-def anchors(page: Path, rule: str) -> set[str]:
-    slug, sep = (slug_github, "-") if rule == "github" else (slug_mkdocs, "_")
+def anchors(page: Path, where: str) -> set[str]:
+    """The heading ids of a page as `where` ("github" or "site") numbers repeated ones."""
+    sep = "-" if where == "github" else "_"
     seen: dict[str, int] = {}
     out = set()
     for line in prose(page.read_text(encoding="utf-8")).splitlines():
@@ -479,7 +476,7 @@ def anchors(page: Path, rule: str) -> set[str]:
         if not m:
             continue
         title, explicit = _plain(m.group("title"))
-        if explicit:
+        if explicit and where == "site":
             out.add(explicit)
             continue
         s = slug(title)
@@ -499,14 +496,13 @@ def links(page: Path) -> list[tuple[int, str]]:
     found = []
     for pattern in (LINK, REF_DEF, HTML):
         for m in pattern.finditer(body):
-            found.append((line_of(body, m.start()), m.group("target").strip("<>")))
-    return sorted(found)
+            found.append((m.start(), line_of(body, m.start()), m.group("target").strip("<>")))
+    return [(line, target) for _, line, target in sorted(found)]  # in the page's order
 
 
 def link_errors(page: Path) -> list[str]:
     page = page.resolve()
     in_site = page.is_relative_to(DOCS.resolve())
-    rule = "mkdocs" if in_site else "github"
     errors = []
     for number, target in links(page):
         if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", target) or target.startswith("//"):
@@ -527,11 +523,13 @@ def link_errors(page: Path) -> list[str]:
             errors.append(f"{where}: a folder; link a page (its index.md)")
             continue
         if anchor and file.suffix == ".md":
-            known = anchors(file, rule)
+            known = anchors(file, "github")
+            if in_site:  # read on GitHub and in the site: the id must be the same in both
+                known &= anchors(file, "site")
             if anchor not in known:
-                close = sorted(k for k in known if k.startswith(anchor[:4]))[:5]
-                errors.append(f"{where}: no heading with the anchor #{anchor} in {rel(file)} by {rule}'s rule"
-                              + (f" (close: {', '.join(close)})" if close else ""))
+                close = sorted(known, key=lambda k: -len(os.path.commonprefix([k, anchor])))[:3]
+                errors.append(f"{where}: no heading with the id #{anchor} in {rel(file)}"
+                              + (f" (closest: {', '.join(close)})" if close else ""))
     return errors
 
 

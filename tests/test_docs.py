@@ -130,33 +130,39 @@ def test_a_broken_link_is_reported(tmp_path, monkeypatch):
     (docs / "guides").mkdir(parents=True)
     (docs / "img").mkdir()
     (docs / "img/a.png").write_bytes(b"")
-    (docs / "guides/train.md").write_text("# Train\n\n## Resume a run\n\n## Resume a run\n\n"
-                                          "## `init_from`: other weights {#weights}\n", encoding="utf-8")
+    (docs / "guides/train.md").write_text("# Train\n\n## Resume a run\n\n## Resume a run\n", encoding="utf-8")
     (tmp_path / "tinygpt").mkdir()
     (tmp_path / "tinygpt/gpt.py").write_text("", encoding="utf-8")
     page = docs / "guides/chat.md"
-    page.write_text("# Chat\n\n[ok](train.md#resume-a-run) [ok](train.md#resume-a-run_1) [ok](train.md#weights) "
-                    "![ok](../img/a.png) [ok](https://example.com/x)\n"
-                    "[gone](train.md#resume) [gone](tran.md)\n<img src=\"../img/b.png\">\n"
+    page.write_text("# Chat\n\n"
+                    "[ok](train.md#resume-a-run) ![ok](../img/a.png) [ok](https://example.com/x) [ok](#chat)\n"
+                    "[gone](train.md#resume) [gone](tran.md) [repeated](train.md#resume-a-run-1)\n"
+                    "<img src=\"../img/b.png\">\n"
                     "[outside](../../tinygpt/gpt.py) [folder](../img) `[in code](nowhere.md)`\n\n"
                     "```markdown\n[in a block](nowhere.md)\n```\n", encoding="utf-8")
     monkeypatch.setattr(docs_blocks, "ROOT", tmp_path)
     monkeypatch.setattr(docs_blocks, "DOCS", docs)
     errors = link_errors(page)
-    assert [e.split(": link ")[0] for e in errors] == ["docs/guides/chat.md:4"] * 2 + ["docs/guides/chat.md:5"] + \
+    assert [e.split(": link ")[0] for e in errors] == ["docs/guides/chat.md:4"] * 3 + ["docs/guides/chat.md:5"] + \
         ["docs/guides/chat.md:6"] * 2, errors
-    assert "#resume" in errors[0] and "resume-a-run" in errors[0]  # names the close ones
-    assert "no such file" in errors[1] and "no such file" in errors[2] and "outside docs/" in errors[3]
-    assert "a folder" in errors[4]
+    assert "#resume" in errors[0] and "closest: resume-a-run" in errors[0]
+    assert "no such file" in errors[1] and "resume-a-run-1" in errors[2]  # GitHub's id, not the site's (_1)
+    assert "no such file" in errors[3] and "outside docs/" in errors[4] and "a folder" in errors[5]
 
 
-def test_slugs_follow_github_and_mkdocs():
-    from docs_blocks import slug_github, slug_mkdocs
+def test_heading_ids_are_githubs_and_the_sites():
+    """The checker's rule is GitHub's, and the site's (mkdocs.yml's slugify) gives the same ids."""
+    from docs_blocks import slug
 
-    title = "Serve: a playground in the browser, and an OpenAI-compatible API"
-    assert slug_github(title) == slug_mkdocs(title) == "serve-a-playground-in-the-browser-and-an-openai-compatible-api"
-    assert slug_github("2026-11-21 — CPU précision") == "2026-11-21--cpu-précision"
-    assert slug_mkdocs("2026-11-21 — CPU précision") == "2026-11-21-cpu-precision"
+    cases = {"Serve: a playground in the browser, and an OpenAI-compatible API":
+             "serve-a-playground-in-the-browser-and-an-openai-compatible-api",
+             "2026-11-21 — CPU précision, `init_from` (target ≤ 1.89)": "2026-11-21--cpu-précision-init_from-target--189"}
+    for title, expected in cases.items():
+        assert slug(title.replace("`", "")) == expected
+    pymdownx = pytest.importorskip("pymdownx.slugs")
+    site = pymdownx.slugify(case="lower")
+    for title, expected in cases.items():
+        assert site(title.replace("`", ""), "-") == expected
 
 
 # --- source() includes -----------------------------------------------------------------------------------------
