@@ -18,15 +18,15 @@ from docs_blocks import (DOCS, ROOT, ConventionError, command_errors, commands, 
                          write_stand_ins)
 
 
-def _hook():
-    spec = importlib.util.spec_from_file_location("docs_source_hook", DOCS / "hooks/source.py")
+def _hook(name: str):
+    spec = importlib.util.spec_from_file_location(f"docs_{name}_hook", DOCS / f"hooks/{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # as MkDocs loads a hook (its dataclass needs the module registered)
     spec.loader.exec_module(module)
     return module
 
 
-source_hook = _hook()
+source_hook, nav_hook = _hook("source"), _hook("nav")
 MARKDOWN = [ROOT / "README.md", *site_pages()]
 
 
@@ -238,6 +238,16 @@ def test_the_home_page_has_the_readmes_set_up_commands():
         return re.findall(r"```bash\n(python3 -m venv .*?)\n```", path.read_text(encoding="utf-8"))
 
     assert bash(ROOT / "README.md")[:2] == bash(DOCS / "index.md")
+
+
+def test_nav_patterns_take_the_pages_nobody_named():
+    nav = [{"Home": "index.md"}, {"Learn": ["learn/index.md", "learn/[0-9]*.md", "learn/*.md"]},
+           {"Guides": ["guides/train.md", "guides/*.md"]}, {"Lab notebook": "LOG.md"}]
+    pages = ["index.md", "LOG.md", "learn/index.md", "learn/02-b.md", "learn/01-a.md", "learn/glossary.md",
+             "guides/train.md", "guides/chat.md", "guides/data.md"]
+    assert nav_hook.expand_nav(nav, pages) == [
+        {"Home": "index.md"}, {"Learn": ["learn/index.md", "learn/01-a.md", "learn/02-b.md", "learn/glossary.md"]},
+        {"Guides": ["guides/train.md", "guides/chat.md", "guides/data.md"]}, {"Lab notebook": "LOG.md"}]
 
 
 # --- the site ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Patterns in mkdocs.yml's nav: an entry such as `learn/[0-9]*.md` stands for every page it matches, in file-name
-order, leaving out pages the nav names elsewhere. So a new chapter or guide appears in the site without an edit
-to mkdocs.yml, while the pages listed by name keep their place. A pattern that matches nothing is dropped; a page
-listed by name that does not exist still fails `mkdocs build --strict`.
+order, leaving out the pages that the nav names elsewhere or that an earlier pattern matched. So a new chapter or
+guide appears in the site without an edit to mkdocs.yml, and the pages listed by name keep their place. A pattern
+that matches nothing is dropped; a page listed by name that does not exist still fails `mkdocs build --strict`.
 """
 from __future__ import annotations
 
@@ -25,14 +25,16 @@ def _is_pattern(entry: str) -> bool:
 
 def expand_nav(nav, pages: list[str]):
     """nav with each pattern entry replaced by the pages (docs-relative paths) it matches, in sorted order."""
-    named = _named(nav)
+    taken = _named(nav)  # pages named in the nav, then those an earlier pattern matched
 
     def walk(item):
         if isinstance(item, list):
             out = []
             for entry in item:
                 if isinstance(entry, str) and _is_pattern(entry):
-                    out += [p for p in sorted(pages) if fnmatch.fnmatchcase(p, entry) and p not in named]
+                    matched = [p for p in sorted(pages) if fnmatch.fnmatchcase(p, entry) and p not in taken]
+                    taken.update(matched)
+                    out += matched
                 else:
                     out.append(walk(entry))
             return out
