@@ -439,7 +439,7 @@ def command_errors(page: Path) -> list[str]:
         for args in invocations:
             problem = parse_error(args, c.inline)
             if problem:
-                errors.append(f"{rel(page)}:{c.line}: `tinygpt {' '.join(args)}`: {problem}")
+                errors.append(f"{rel(page)}:{c.line}: `tinygpt {shlex.join(args)}`: {problem}")
     return errors
 
 

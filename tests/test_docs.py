@@ -257,16 +257,22 @@ FETCHED = re.compile(r"""(<(?:script|img|iframe|source|audio|video)\b[^>]*\ssrc=
                      r"""|url\(["']?(?:https?:)?//|fonts\.googleapis|fonts\.gstatic)""", re.IGNORECASE)
 
 
-@pytest.mark.slow
-def test_the_site_builds_strict_and_offline(tmp_path):
-    for module in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"):
-        if importlib.util.find_spec(module.split(".")[0]) is None:
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """The site, built with `mkdocs build --strict` (when the docs extra is installed)."""
+    for module in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers"):
+        if importlib.util.find_spec(module) is None:
             pytest.skip(f"needs the docs extra (pip install -e '.[docs]'): {module} is missing")
-    site = tmp_path / "site"
+    site = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+    return site
+
+
+@pytest.mark.slow
+def test_the_site_builds_strict_and_offline(site):
     assert (site / "index.html").is_file() and (site / "reference/index.html").is_file()
     fetched = [f"{p.relative_to(site)}: {m.group(0)}" for p in site.rglob("*")
                if p.suffix in (".html", ".css") for m in FETCHED.finditer(p.read_text(encoding="utf-8"))]
@@ -275,3 +281,49 @@ def test_the_site_builds_strict_and_offline(tmp_path):
     import tinygpt
     missing = [n for n in tinygpt.__all__ if n != "__version__" and f'id="tinygpt.{n}"' not in api]
     assert not missing, f"the API reference lacks {missing}"
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.slow
+def test_the_site_shows_in_a_browser_without_the_network(site):
+    """Served from this machine, the home page, a page with included source and the API reference load, with
+    every request that leaves the site refused and counted, and the search finds a page."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}/"
+    outside, errors = [], []
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page()
+
+            def route(r):
+                if r.request.url.startswith(base):
+                    r.continue_()
+                else:
+                    outside.append(r.request.url)
+                    r.abort()
+
+            page.route("**/*", route)
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            for path in ("", "reference/", "reference/cli/", "LOG/"):
+                assert page.goto(base + path, wait_until="networkidle").ok, path
+            page.keyboard.press("s")
+            page.keyboard.type("tokenizer")
+            page.wait_for_selector(".md-search-result__item", timeout=10_000)
+            browser.close()
+    finally:
+        server.shutdown()
+    assert not outside, f"requests that left the site: {outside}"
+    assert not errors, errors
