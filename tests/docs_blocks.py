@@ -1,28 +1,33 @@
 """What the docs tests read in the Markdown pages, and the runner of a page's Python blocks.
 
-The conventions (docs/reference/index.md's pages and tests/test_docs.py rely on them):
+The conventions every page of docs/ (and README.md, for commands and links) follows:
 
-- Python blocks: every fenced block whose info string starts with `python` runs, in page order, in one
-  namespace per page, with a fresh temporary directory as the working directory and `TINYGPT_CACHE` pointing at
-  a temporary cache whose named corpora are small local stand-ins (a made-up play, plus one line holding every
-  printable ASCII character, so any prompt a character model is asked for is in its vocabulary).
+- Python blocks (docs/index.md, docs/learn/, docs/guides/, docs/reference/): every fenced block whose info string
+  starts with `python` runs, in page order, in one namespace per page (like a notebook), with a fresh temporary
+  directory as the working directory, no terminal (stdin empty), matplotlib drawing to files, and
+  `TINYGPT_CACHE` pointing at a temporary cache whose named corpora (every name in tinygpt.data.corpora.CORPORA)
+  are small local stand-ins: a made-up play, after one line holding every printable ASCII character, so any
+  prompt a character model is given is in its vocabulary. Nothing needs the network.
 - `NAME = VALUE  # test: SMALL` runs as `NAME = SMALL` in the tests (a `# test:` comment on any other kind of
   line is an error). A reader, and `--full`, run VALUE.
-- `<!-- no-test: the reason -->` on the line just before a fence skips that block; the reason is required.
-- Commands: in bash/console/sh/shell blocks, every command that starts with `tinygpt` (also `.venv/bin/tinygpt`,
+- `<!-- no-test: the reason -->` on the line just before a fence skips that block; the reason is required, and
+  the comment anywhere else is an error.
+- Commands: in bash/sh/shell/console blocks, every command that starts with `tinygpt` (also `.venv/bin/tinygpt`,
   `python -m tinygpt`, `torchrun ... -m tinygpt`), and every inline code span starting with `tinygpt `, is parsed
-  by the real parser. Handled: `\\` line continuations, `# comments`, `$ ` prompts, pipes and `&&`/`;` chains,
-  redirections (`> out`, `2> err`, `< in`), leading `NAME=value` assignments. `...` stands for more arguments and
-  is dropped; `[--flag]` brackets mark an option and are removed; `a/b/c` in a subcommand's place means each of
-  a, b, c; an upper-case word in a subcommand's place (`tinygpt COMMAND --help`) is not checked. An inline span
-  may leave out required arguments (`tinygpt train` names the command); a line in a block may not.
+  by the real parser (tinygpt.cli.main.build_parser). Handled: `\\` line continuations, quoted text over several
+  lines, `# comments`, `$ ` prompts (in a console block with prompts, the other lines are output), pipes and
+  `&&`/`;` chains, redirections (`> out`, `2> err`, `2>&1`, `< in`), leading `NAME=value` assignments.
+  Placeholders: `...` stands for more arguments and is dropped; `[--flag]` brackets mark an option and are
+  removed; `a/b/c` in a subcommand's place means each of a, b, c; an upper-case word in a subcommand's place
+  (`tinygpt COMMAND --help`) is not checked; an upper-case word as a flag's value (`--vocab_size N`) passes.
+  An inline span may name a flag without its value or leave out required arguments (`tinygpt train`,
+  `tinygpt sample --seed`); a line in a block may not.
 - Links: every relative link or image (Markdown or HTML) must name an existing file; a page under docs/ must
-  link inside docs/ (the site cannot reach other files: name source files in code spans instead). An `#anchor`
-  into a Markdown file must be the id of one of its headings by GitHub's rule, which the site uses too
-  (mkdocs.yml's toc slugify): lower case; characters other than letters, digits, `-`, `_` and spaces removed;
-  each space a `-` (so "2026-11-21 — A title" is `2026-11-21--a-title`). A repeated heading is `-1`, `-2` on
-  GitHub but `_1`, `_2` in the site, so a page of the site cannot link to one. `{#id}` after a heading sets its
-  id in the site (and shows on GitHub).
+  link inside docs/ and to a page, not a folder (the site cannot reach other files: name source files in code
+  spans instead). An `#anchor` into a Markdown file must be the id of one of its headings by GitHub's rule,
+  which the site uses too (mkdocs.yml's toc slugify): lower case; characters other than letters, digits, `-`,
+  `_` and spaces removed; each space a `-` (so "2026-11-21 — A title" is `2026-11-21--a-title`). A repeated
+  heading is `-1`, `-2` on GitHub but `_1`, `_2` in the site, so a page of the site cannot link to one.
 
 Run a page at its full budget, and time it:  python tests/docs_blocks.py docs/learn/03-tokenization.md --full
 """
@@ -64,7 +69,7 @@ def rel(path: Path) -> str:
         return str(path)
 
 
-# --- fenced blocks ------------------------------------------------------------------------------------------------
+# --- fenced blocks ----------------------------------------------------------------------------------------------------
 
 @dataclass
 class Fence:
@@ -118,7 +123,7 @@ def line_of(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
 
-# --- Python blocks ------------------------------------------------------------------------------------------------
+# --- Python blocks ----------------------------------------------------------------------------------------------------
 
 @dataclass
 class Block:
@@ -238,7 +243,7 @@ def run_blocks(page: Path, full: bool = False, report=None) -> list[tuple[Block,
     return times
 
 
-# --- commands -------------------------------------------------------------------------------------------------------
+# --- commands ---------------------------------------------------------------------------------------------------------
 
 @dataclass
 class Command:
@@ -533,7 +538,7 @@ def link_errors(page: Path) -> list[str]:
     return errors
 
 
-# --- the pages ----------------------------------------------------------------------------------------------------------
+# --- the pages --------------------------------------------------------------------------------------------------------
 
 def site_pages() -> list[Path]:
     """Every Markdown page of the site (docs/hooks holds code, not pages)."""

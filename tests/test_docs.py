@@ -156,7 +156,8 @@ def test_heading_ids_are_githubs_and_the_sites():
 
     cases = {"Serve: a playground in the browser, and an OpenAI-compatible API":
              "serve-a-playground-in-the-browser-and-an-openai-compatible-api",
-             "2026-11-21 — CPU précision, `init_from` (target ≤ 1.89)": "2026-11-21--cpu-précision-init_from-target--189"}
+             "2026-11-21 — CPU précision, `init_from` (target ≤ 1.89)":
+             "2026-11-21--cpu-précision-init_from-target--189"}
     for title, expected in cases.items():
         assert slug(title.replace("`", "")) == expected
     pymdownx = pytest.importorskip("pymdownx.slugs")
