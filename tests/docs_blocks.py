@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
 import re
@@ -403,20 +404,26 @@ def _without_placeholder(args: list[str], message: str) -> list[str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def _parser():
+    from tinygpt.cli.main import build_parser
+
+    return build_parser()
+
+
 def parse_error(args: list[str], inline: bool = False) -> str | None:
     """The real parser's complaint about `tinygpt ARGS`, or None when it parses. An upper-case placeholder may
     stand for any value (`--vocab_size N`); an inline span may name a flag without its value or leave out required
     arguments."""
     from tinygpt.cli.args import UsageError, unknown_arguments
-    from tinygpt.cli.main import build_parser
 
-    parser = build_parser()
+    parser = _parser()
     pending = list(_expand(args, parser) or [])
     while pending:
         variant = pending.pop(0)
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                ns, extras = build_parser().parse_known_args(variant)
+                ns, extras = parser.parse_known_args(variant)
             if extras:
                 return unknown_arguments(extras, getattr(ns, "_parser", parser))
         except SystemExit as e:  # --help, --version
