@@ -161,7 +161,7 @@ def main() -> int:
     print(f"the decoding kernel (models/matvec.py): {'ready' if kernel else matvec.unavailable_reason()} "
           f"after {time.perf_counter() - t0:.1f} s (a first build on a machine takes tens of seconds)", flush=True)
     for mode in weights:
-        print(f"{mode}: eager decoding {'uses' if Engine(weights[mode]).matvec else 'does not use'} the kernel "
+        print(f"{mode}: eager decoding {'uses' if matvec.worth_using(weights[mode]) else 'does not use'} the kernel "
               f"(measured on the largest matrix)", flush=True)
     compiled = None if args.no_compile else compiled_decoder()
     variants: list[tuple[str, str, Callable]] = [(mode, "eager", eager) for mode in weights]

@@ -1,5 +1,5 @@
 """The decoding kernel (models/matvec.py): its products equal the plain PyTorch reference for fp32, bf16 and int8
-weights, 1 to 4 rows and widths with a tail; a model's linear layers take it only inside decoding_with_matvec
+weights, 1 to MAX_ROWS rows and widths with a tail; a model's linear layers take it only inside decoding_with_matvec
 and only where it applies; the engine gives the same tokens with it as without (greedy and seeded sampling,
 fp32, bf16 and int8 models); small models never build it."""
 import platform
@@ -34,7 +34,7 @@ def test_the_kernel_equals_the_reference(kernels, dtype, K):
         w, scales = torch.randint(-127, 128, (67, K), generator=g, dtype=torch.int8), torch.rand(67, generator=g)
     else:
         w = w.to(dtype)
-    for rows in range(1, mv.MAX_ROWS + 1):
+    for rows in (1, 2, 3, 4, 7, mv.MAX_ROWS):  # one pass over the weights, and several
         x = torch.randn(rows, K, generator=g)
         expected = mv.matvec_reference(x, w, scales)
         got = mv.matvec(x, w, scales)
@@ -56,7 +56,7 @@ def test_a_layer_takes_the_kernel_only_inside_and_only_where_it_applies(kernels)
             mv.matvec = lambda *a: calls.append(a[0].shape) or real(*a)
             try:
                 got = model(x)
-                model(torch.randn(9, 32))  # more rows than MAX_ROWS: the ordinary product
+                model(torch.randn(mv.MAX_ROWS + 1, 32))  # more rows than MAX_ROWS: the ordinary product
             finally:
                 mv.matvec = real
     assert calls == [(2, 32), (2, 48)]
@@ -81,15 +81,15 @@ def _tokens(m, prompts, matvec, settings, n=20):
     rows = [engine.add(p, Sampling(**settings), seed=3 + i) for i, p in enumerate(prompts)]
     for _ in range(n):
         engine.step(rows)
-    return [r.new_tokens for r in rows], engine.matvec
+    return [r.new_tokens for r in rows], engine._matvec_for(len(rows))
 
 
 @pytest.mark.parametrize("precision", [None, "bf16", "int8"])
 @pytest.mark.parametrize("settings", [dict(temperature=0.0), dict(temperature=1.0, top_k=8)], ids=["greedy", "sampled"])
 def test_the_engine_gives_the_same_tokens_with_the_kernel(kernels, precision, settings):
     m = quantize(_model(), precision)
-    prompts = [[1, 2, 3], [4], [5, 6, 7, 8, 9], [10] * 30]  # the last slides its window
-    for batch in (prompts[:1], prompts):  # one row, and four (MAX_ROWS)
+    prompts = [[1, 2, 3], [4], [5, 6, 7, 8, 9], [10] * 30, [11, 12], [13] * 7]  # [10] * 30 slides its window
+    for batch in (prompts[:1], prompts[:4], prompts):  # one row, four (one pass), six (two passes)
         ours, used = _tokens(m, batch, True, settings)
         theirs, _ = _tokens(m, batch, False, settings)
         assert used and ours == theirs
@@ -100,7 +100,11 @@ def test_a_small_model_neither_builds_nor_times_the_kernel(monkeypatch):
     monkeypatch.setattr(mv, "faster_here", lambda *a: pytest.fail("a small model timed the kernel"))
     m = _model()
     assert sum(layer.weight.nbytes for layer in mv.linear_layers(m)) < mv.MIN_MODEL_BYTES
-    assert not mv.worth_using(m) and not Engine(m).matvec
+    engine = Engine(m)
+    rows = [engine.add([1, 2, 3], Sampling(temperature=0)), engine.add([4], Sampling(temperature=0))]
+    for _ in range(3):
+        engine.step(rows)
+    assert not mv.worth_using(m, 1) and not mv.worth_using(m, 2)
 
 
 def test_linear_layers_lists_each_layer_once_and_the_int8_ones():

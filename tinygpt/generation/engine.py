@@ -39,10 +39,11 @@ once per model and batch shape in a process, and reading the whole window costs 
 reads while the rows are short: ask for it only for long generations (`worth_compiling`: at least
 COMPILE_MIN_TOKENS tokens), never for a 20-token sample, and measure that it pays on the hardware at hand.
 
-On a CPU, eager decoding of up to 4 rows runs the model's linear layers through models/matvec.py's kernel,
-which reads the weights at close to the machine's memory bandwidth where PyTorch's products for a single row
-do not: for models with enough weights to gain (16 MB or more) and where it is measured faster, once per model
-(`matvec=None`); `matvec=False` keeps PyTorch's products. Tests check both give the same tokens.
+On a CPU, eager decoding of up to 16 rows runs the model's linear layers through models/matvec.py's kernel,
+which reads the weights at close to the machine's memory bandwidth where PyTorch's products for a few rows do
+not: for models with enough weights to gain (16 MB or more), where it is measured faster, once per model and
+number of rows (`matvec=None`); `matvec=True` always, `matvec=False` never (PyTorch's products). Tests check
+both give the same tokens.
 """
 from __future__ import annotations
 
@@ -152,6 +153,7 @@ class Engine:
 
     slots: the cache's starting number of slots (it doubles when a row finds none free). matvec: decode with
     models/matvec.py's kernel (True), without it (False), or where it is measured faster (None, the default).
+    The engine uses it on CPU, for eager (not compiled) decoding passes over at most MAX_ROWS rows.
     """
 
     def __init__(self, model: LanguageModel, *, use_cache: bool = True, compile: bool = False, slots: int = 0,
@@ -161,10 +163,8 @@ class Engine:
         self.block_size = model.config.block_size
         self.cached = use_cache and getattr(model, "can_cache_rows", False)  # a stand-in model may not say
         self.compiled = compile and self.cached
-        eager = self.cached and not self.compiled
-        if matvec is None:  # decided by measurement, for models large enough to gain (models/matvec.py)
-            matvec = eager and self.device.type == "cpu" and worth_using(model)
-        self.matvec = bool(matvec) and eager and kernels() is not None
+        # the decoding kernel (models/matvec.py): None decides by measurement for each number of rows decoded
+        self.matvec = matvec if self.cached and not self.compiled and self.device.type == "cpu" else False
         self.rows: list[Row] = []
         self.cache: RowKVCache | None = None
         self._free: list[int] = []  # free slots, a heap: a new row takes the lowest
@@ -277,12 +277,18 @@ class Engine:
         if self.compiled:
             logits = compiled_decoding(self.model)(self.model, idx, cache).clone()  # CUDA graphs reuse their output
         else:
-            matvecs = decoding_with_matvec(self.model) if self.matvec and n <= MAX_ROWS else nullcontext()
+            matvecs = decoding_with_matvec(self.model) if self._matvec_for(n) else nullcontext()
             with cached_attention_kernels(self.device), matvecs:  # the number of keys changes from step to step
                 logits = _forward_rows(self.model, idx, cache)
         for r in rows:
             r.logits = logits[r.slot]
             r.filled += 1
+
+    def _matvec_for(self, n: int) -> bool:
+        """Whether a decoding pass over n slots runs the linear layers through the decoding kernel."""
+        if self.matvec is None:
+            return worth_using(self.model, n)
+        return self.matvec and n <= MAX_ROWS and kernels() is not None
 
     def choose(self, rows: Sequence[Row], logits: torch.Tensor) -> list[int]:
         """Each row's next token from its logits (len(rows), V): penalties, then greedy or its own sampling."""

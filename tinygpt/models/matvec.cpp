@@ -1,5 +1,5 @@
-// Matrix-vector products for decoding: y (M, N) = x (M, K) · W (N, K)ᵀ for a few rows M (1 to 4), reading each
-// weight once. Built by matvec.py with torch.utils.cpp_extension; matvec.py's matvec_reference is the same
+// Matrix-vector products for decoding: y (M, N) = x (M, K) · W (N, K)ᵀ for a few rows M, reading each weight
+// once for every 4 rows. Built by matvec.py with torch.utils.cpp_extension; matvec.py's matvec_reference is the same
 // product written with PyTorch ops, and the tests check the two agree.
 //
 // Decoding one token multiplies a handful of activation rows by every weight matrix, so the time goes into
@@ -108,14 +108,18 @@ void rows(const float* x, const W* w, const float* scales, float* y, int64_t N, 
   });
 }
 
+// Up to 4 rows in one pass over the weights; more rows in groups of 4, a pass each.
 template <typename W>
 void dispatch(const float* x, const W* w, const float* scales, float* y, int64_t M, int64_t N, int64_t K) {
-  switch (M) {
-    case 1: rows<W, 1>(x, w, scales, y, N, K); break;
-    case 2: rows<W, 2>(x, w, scales, y, N, K); break;
-    case 3: rows<W, 3>(x, w, scales, y, N, K); break;
-    case 4: rows<W, 4>(x, w, scales, y, N, K); break;
-    default: TORCH_CHECK(false, "matvec takes 1 to 4 rows, not ", M);
+  for (int64_t m0 = 0; m0 < M; m0 += 4) {
+    const float* xm = x + m0 * K;
+    float* ym = y + m0 * N;
+    switch (M - m0 < 4 ? M - m0 : 4) {
+      case 1: rows<W, 1>(xm, w, scales, ym, N, K); break;
+      case 2: rows<W, 2>(xm, w, scales, ym, N, K); break;
+      case 3: rows<W, 3>(xm, w, scales, ym, N, K); break;
+      default: rows<W, 4>(xm, w, scales, ym, N, K); break;
+    }
   }
 }
 

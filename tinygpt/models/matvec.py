@@ -1,6 +1,6 @@
-"""Matrix-vector products for decoding on a CPU: the weights of a linear layer times 1 to 4 rows of inputs,
-reading each weight once (matvec.cpp), where PyTorch's general matrix product reads them at a fraction of the
-machine's memory bandwidth.
+"""Matrix-vector products for decoding on a CPU: the weights of a linear layer times a few rows of inputs (up to
+MAX_ROWS), reading each weight once per 4 rows (matvec.cpp), where PyTorch's general matrix product reads them
+at a fraction of the machine's memory bandwidth.
 
 Why: decoding one token multiplies a single row of activations by every weight matrix of the model, so its
 speed is set by how fast the weights come from memory. A GPT-2 124M model reads 0.5 GB of fp32 weights per
@@ -40,7 +40,7 @@ import torch.nn as nn
 
 from tinygpt.cache import cache_dir
 
-MAX_ROWS = 4  # more rows than this are a matrix product, which PyTorch's own kernels do well
+MAX_ROWS = 16  # the kernel reads the weights once per 4 rows; for more rows than this, PyTorch's matrix product
 LANES = 16  # the kernel sums 16 numbers side by side: in_features must be a multiple of this
 MIN_MODEL_BYTES = 16 * 2 ** 20  # smaller models' weights sit in the CPU's caches: nothing to win, nothing built
 SOURCE = Path(__file__).with_name("matvec.cpp")
@@ -175,20 +175,22 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t0
 
 
-_worth: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_worth: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {rows: bool}
 
 
-def worth_using(model: nn.Module) -> bool:
-    """Whether decoding_with_matvec speeds up this model's decoding here: its linear weights live on the CPU and
-    take at least MIN_MODEL_BYTES, and the kernel is measured faster on its largest matrix. Decided once per
-    model; the first decision on a machine builds the kernel (tens of seconds, once: it is cached on disk)."""
-    if model not in _worth:
+def worth_using(model: nn.Module, rows: int = 1) -> bool:
+    """Whether decoding_with_matvec speeds up a decoding pass of `rows` rows of this model here: at most MAX_ROWS
+    rows, linear weights on the CPU taking at least MIN_MODEL_BYTES, and the kernel measured faster on the
+    model's largest matrix for that many rows. Decided once per model and number of rows; the first decision
+    on a machine builds the kernel (tens of seconds, once: it is cached on disk)."""
+    decided = _worth.setdefault(model, {})
+    if rows not in decided:
         layers = linear_layers(model)
         total = sum(layer.weight.nbytes for layer in layers)
-        _worth[model] = bool(layers and total >= MIN_MODEL_BYTES
+        decided[rows] = bool(layers and 0 < rows <= MAX_ROWS and total >= MIN_MODEL_BYTES
                              and all(layer.weight.device.type == "cpu" for layer in layers)
-                             and faster_here(max(layers, key=lambda layer: layer.weight.numel())))
-    return _worth[model]
+                             and faster_here(max(layers, key=lambda layer: layer.weight.numel()), rows))
+    return decided[rows]
 
 
 @contextlib.contextmanager
