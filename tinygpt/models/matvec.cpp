@@ -1,5 +1,5 @@
 // Matrix-vector products for decoding: y (M, N) = x (M, K) · W (N, K)ᵀ for a few rows M, reading each weight
-// once for every 4 rows. Built by matvec.py with torch.utils.cpp_extension; matvec.py's matvec_reference is the same
+// once for every 4 rows. Built by matvec.py with torch.utils.cpp_extension (as the operator torch.ops.tinygpt.matvec); matvec.py's matvec_reference is the same
 // product written with PyTorch ops, and the tests check the two agree.
 //
 // Decoding one token multiplies a handful of activation rows by every weight matrix, so the time goes into
@@ -9,8 +9,10 @@
 // several vector registers side by side so that no addition waits for the one before it. The vector
 // operations are AVX-512 or AVX2 with FMA where the compiler targets them (it compiles for the machine at
 // hand), else plain floats.
-#include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
 
 #include <cstdint>
 #include <cstring>
@@ -126,27 +128,29 @@ void dispatch(const float* x, const W* w, const float* scales, float* y, int64_t
 }  // namespace
 
 // x: (M, K) fp32 contiguous; weight: (N, K) fp32, bf16 or int8, contiguous; scales: (N,) fp32 or empty.
-torch::Tensor matvec(torch::Tensor x, torch::Tensor weight, torch::Tensor scales) {
+at::Tensor matvec(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scales) {
   TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), "matvec: shapes do not match");
-  TORCH_CHECK(x.scalar_type() == torch::kFloat && x.is_contiguous() && weight.is_contiguous(),
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && weight.is_contiguous(),
               "matvec: x must be contiguous fp32 and the weight contiguous");
   TORCH_CHECK(weight.size(1) % 16 == 0, "matvec: in_features must be a multiple of 16");
   TORCH_CHECK(scales.numel() == 0 || scales.numel() == weight.size(0), "matvec: one scale per output row");
   const int64_t M = x.size(0), N = weight.size(0), K = weight.size(1);
-  auto y = torch::empty({M, N}, x.options());
+  at::Tensor y = at::empty({M, N}, x.options());
   const float* s = scales.numel() ? scales.data_ptr<float>() : nullptr;
   switch (weight.scalar_type()) {
-    case torch::kFloat:
+    case at::kFloat:
       dispatch(x.data_ptr<float>(), weight.data_ptr<float>(), s, y.data_ptr<float>(), M, N, K);
       break;
-    case torch::kBFloat16:
+    case at::kBFloat16:
       dispatch(x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(weight.data_ptr()), s, y.data_ptr<float>(),
                M, N, K);
       break;
-    case torch::kChar:
+    case at::kChar:
       dispatch(x.data_ptr<float>(), weight.data_ptr<int8_t>(), s, y.data_ptr<float>(), M, N, K);
       break;
     default: TORCH_CHECK(false, "matvec: weights must be fp32, bf16 or int8");
   }
   return y;
 }
+
+TORCH_LIBRARY(tinygpt, m) { m.def("matvec(Tensor x, Tensor weight, Tensor scales) -> Tensor", &matvec); }

@@ -32,8 +32,7 @@ import sys
 import time
 import weakref
 from pathlib import Path
-from types import ModuleType
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -45,7 +44,7 @@ LANES = 16  # the kernel sums 16 numbers side by side: in_features must be a mul
 MIN_MODEL_BYTES = 16 * 2 ** 20  # smaller models' weights sit in the CPU's caches: nothing to win, nothing built
 SOURCE = Path(__file__).with_name("matvec.cpp")
 
-_built: dict[str, ModuleType | None] = {}
+_built: dict[str, Callable | None] = {}
 _why_not: list[str] = []
 
 
@@ -55,9 +54,9 @@ def matvec_reference(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor
     return x.float() @ w.T
 
 
-def kernels() -> ModuleType | None:
-    """The compiled kernel module, built on first use (once per machine, cached on disk), or None where it
-    cannot be built here (`unavailable_reason` says why)."""
+def kernels() -> Callable | None:
+    """The compiled kernel, torch.ops.tinygpt.matvec(x, weight, scales), built on first use (once per machine,
+    cached on disk), or None where it cannot be built here (`unavailable_reason` says why)."""
     if "module" not in _built:
         _built["module"] = _build()
     return _built["module"]
@@ -68,7 +67,7 @@ def unavailable_reason() -> str | None:
     return _why_not[0] if _why_not else None
 
 
-def _build() -> ModuleType | None:
+def _build() -> Callable | None:
     if platform.system() != "Linux":
         _why_not.append(f"the decoding kernel is built on Linux only, not {platform.system()}")
         return None
@@ -83,9 +82,10 @@ def _build() -> ModuleType | None:
         if not any(folder.glob("*.so")):
             print(f"tinygpt: building the decoding kernel for this machine, once (C++, cached in {folder})",
                   file=sys.stderr, flush=True)
-        return cpp_extension.load_inline(name, cpp_sources=[source], functions=["matvec"],
-                                         extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                                         extra_ldflags=["-fopenmp"], build_directory=str(folder), verbose=False)
+        cpp_extension.load(name, sources=[str(SOURCE)], extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                           extra_ldflags=["-fopenmp"], build_directory=str(folder), is_python_module=False,
+                           verbose=False)
+        return torch.ops.tinygpt.matvec
     except Exception as e:  # no compiler, no ninja, a failed build: the ordinary product serves
         _why_not.append(f"the decoding kernel could not be built here ({type(e).__name__}: "
                         f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no message'})")
@@ -115,7 +115,7 @@ def matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None = 
     `applies` and that kernels() is not None."""
     rows = x.reshape(-1, x.size(-1)).float().contiguous()
     s = torch.empty(0) if scales is None else scales.float().contiguous()
-    y = kernels().matvec(rows, weight.contiguous(), s)
+    y = kernels()(rows, weight.contiguous(), s)
     return y.to(x.dtype).view(*x.shape[:-1], weight.size(0))
 
 
