@@ -12,7 +12,7 @@ training splits it) with --val_fraction 0.1, else the whole of it; at most --max
 
 Greedy agreement. --prompts prompts of --prompt_tokens tokens each are taken from evenly spaced places in the
 scored text; each precision continues each of them greedily for --tokens / --prompts tokens (1,000 tokens in
-all by default). fp32's continuations are the reference. Three figures:
+all by default). fp32's continuations are the reference. Four figures:
 - "identical": the share of all generated tokens that come before their prompt's first difference from fp32
   (a continuation that never differs counts in full; after the first difference the texts go their own ways,
   so nothing later is counted);
@@ -21,6 +21,9 @@ all by default). fp32's continuations are the reference. Three figures:
 - "forced top-1": teacher-forced. The model reads fp32's continuations (through the same sliding window as
   generation) and at every position predicts the next token; the share of its most likely tokens that equal
   fp32's choice. It counts every near-tie the lower precision breaks the other way, without the drift.
+- "text top-1": teacher-forced on the scored text itself (up to --top1_tokens tokens of it, read in windows of
+  the model's length): the share of positions where the most likely next token equals fp32's most likely one.
+  The widest sample of the four, on real text rather than on fp32's own.
 "tok/s" is the greedy generation speed, one prompt at a time (a figure for this machine and its load only).
 """
 from __future__ import annotations
@@ -59,6 +62,8 @@ class Agreement:
     first_difference: list    # per prompt: the position of the first differing token, or None
     forced: int               # teacher-forced positions whose top-1 token equals fp32's
     total: int                # generated tokens, all prompts together
+    text_same: int = 0        # positions of the scored text where the top-1 token equals fp32's
+    text_total: int = 0       # positions of the scored text compared
 
 
 def first_difference(tokens: Sequence[int], reference: Sequence[int]) -> int | None:
@@ -90,6 +95,16 @@ def forced_agreement(model: Any, prompts: Sequence[Sequence[int]], reference: Se
             same += int((dec.next_logits().argmax(-1) == ref[:, j]).sum())
             dec.append(ref[:, j])
     return same
+
+
+def top1(model: Any, ids: Sequence[int], batch_size: int) -> torch.Tensor:
+    """The model's most likely next token at every position of `ids`, read in back-to-back windows of its
+    block_size (a short last window is left out): (n_windows * block_size,)."""
+    block = model.config.block_size
+    n = len(ids) // block
+    x = torch.tensor(list(ids[:n * block]), dtype=torch.long).view(n, block)
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + batch_size])[0].argmax(-1).flatten() for i in range(0, n, batch_size)])
 
 
 def prompt_starts(n_ids: int, prompts: int, prompt_tokens: int) -> list[int]:
@@ -149,12 +164,12 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], str]:
 def table(rows: list[tuple[str, float, Agreement, float]]) -> list[str]:
     """The Markdown table: one row per precision."""
     base = rows[0][1]
-    out = ["| weights | val loss | vs fp32 | identical | first difference (per prompt) | forced top-1 | tok/s |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| weights | val loss | vs fp32 | identical | first difference (per prompt) | forced top-1 | text top-1 "
+           "| tok/s |", "|---|---|---|---|---|---|---|---|"]
     for mode, loss, agr, speed in rows:
         firsts = ", ".join("-" if f is None else str(f) for f in agr.first_difference)
         out.append(f"| {mode} | {loss:.4f} | {loss - base:+.4f} | {agr.identical / agr.total:.1%} | {firsts} "
-                   f"| {agr.forced / agr.total:.1%} | {speed:.0f} |")
+                   f"| {agr.forced / agr.total:.1%} | {agr.text_same / max(agr.text_total, 1):.2%} | {speed:.0f} |")
     return out
 
 
@@ -172,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                              "(default 1000)")
     ap.add_argument("--prompts", type=int, default=5, help="prompts, from evenly spaced places in the scored text")
     ap.add_argument("--prompt_tokens", type=int, default=32, help="tokens in each prompt")
+    ap.add_argument("--top1_tokens", type=int, default=100_000,
+                    help="text top-1: compare at most this many positions of the scored text (default 100,000)")
     ap.add_argument("--batch_size", type=int, default=8)
     args = ap.parse_args(argv)
     if (args.run_dir is None) == (args.hf is None):
@@ -192,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prompts = [target.ids[s:s + args.prompt_tokens]
                for s in prompt_starts(len(target.ids), args.prompts, args.prompt_tokens)]
 
-    rows, reference = [], None
+    rows, reference, text_reference = [], None, None
     for mode in MODES:
         t0 = time.perf_counter()
         q = quantize(model, mode)
@@ -203,12 +220,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reference is None:
             reference = generated
         agr = agreement(generated, reference, forced_agreement(q, prompts, reference))
+        best = top1(q, target.ids[:args.top1_tokens], args.batch_size)
+        if text_reference is None:
+            text_reference = best
+        agr.text_same, agr.text_total = int((best == text_reference).sum()), len(best)
         rows.append((mode or "fp32", res["loss"], agr, agr.total / (t2 - t1)))
         print(f"{mode or 'fp32'}: loss {res['loss']:.4f} on {res['tokens']:,} tokens in {t1 - t0:.0f} s, "
               f"{agr.total} greedy tokens in {t2 - t1:.1f} s, all in {time.perf_counter() - t0:.0f} s", flush=True)
 
     print(f"\nloss on {target.what}; greedy: {args.prompts} prompts of {args.prompt_tokens} tokens from it, "
-          f"{steps} tokens each, compared with fp32's\n")
+          f"{steps} tokens each, compared with fp32's; text top-1 over {rows[0][2].text_total:,} positions\n")
     print("\n".join(table(rows)))
     return 0
 

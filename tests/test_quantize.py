@@ -293,11 +293,11 @@ def test_quality_agreement_counts_tokens_before_the_first_difference():
 
 
 def test_quality_bench_finds_fp32_in_full_agreement_with_itself(run, capsys):
-    """fp32 against its own greedy text: loss +0, no difference, and forced top-1 100 % (the forced reading
+    """fp32 against itself: loss +0, no difference, forced and text top-1 100 % (the forced reading
     slides its window as generation does)."""
     bench = _quality_bench()
     assert bench.main([str(run), "--tokens", "80", "--prompts", "2", "--prompt_tokens", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = {ln.split(" | ")[0]: ln for ln in lines if ln.startswith("| ") and "---" not in ln}
     assert set(rows) == {"| weights", "| fp32", "| bf16", "| int8"}
-    assert rows["| fp32"].split(" | ")[2:6] == ["+0.0000", "100.0%", "-, -", "100.0%"]
+    assert rows["| fp32"].split(" | ")[2:7] == ["+0.0000", "100.0%", "-, -", "100.0%", "100.00%"]
