@@ -161,13 +161,25 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], str]:
     return model, tokenizer, cfg, f"{args.hf} (imported)"
 
 
+def first_differences(firsts: Sequence[int | None]) -> str:
+    """The "first difference" cell: each prompt's ("-": none differs); past 10 prompts, the median and range of
+    those that differ and how many never do. first_differences([3, None, 7]) == "3, -, 7"."""
+    if len(firsts) <= 10:
+        return ", ".join("-" if f is None else str(f) for f in firsts)
+    found = sorted(f for f in firsts if f is not None)
+    never = f"; {len(firsts) - len(found)} never" if len(found) < len(firsts) else ""
+    if not found:
+        return f"none of {len(firsts)} differ"
+    return f"median {found[len(found) // 2]}, {found[0]} to {found[-1]}{never}"
+
+
 def table(rows: list[tuple[str, float, Agreement, float]]) -> list[str]:
     """The Markdown table: one row per precision."""
     base = rows[0][1]
     out = ["| weights | val loss | vs fp32 | identical | first difference (per prompt) | forced top-1 | text top-1 "
            "| tok/s |", "|---|---|---|---|---|---|---|---|"]
     for mode, loss, agr, speed in rows:
-        firsts = ", ".join("-" if f is None else str(f) for f in agr.first_difference)
+        firsts = first_differences(agr.first_difference)
         out.append(f"| {mode} | {loss:.4f} | {loss - base:+.4f} | {agr.identical / agr.total:.1%} | {firsts} "
                    f"| {agr.forced / agr.total:.1%} | {agr.text_same / max(agr.text_total, 1):.2%} | {speed:.0f} |")
     return out

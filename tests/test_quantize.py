@@ -290,6 +290,8 @@ def test_quality_agreement_counts_tokens_before_the_first_difference():
     # the second prompt agrees again after its difference: only the token before it counts
     assert (agr.identical, agr.first_difference, agr.forced, agr.total) == (5, [None, 1], 7, 8)
     assert bench.prompt_starts(100, 4, 10) == [0, 22, 45, 67]
+    assert bench.first_differences([3, None, 7]) == "3, -, 7"
+    assert bench.first_differences([5, None] + list(range(10))) == "median 5, 0 to 9; 1 never"
 
 
 def test_quality_bench_finds_fp32_in_full_agreement_with_itself(run, capsys):
