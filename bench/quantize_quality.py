@@ -180,7 +180,7 @@ def table(rows: list[tuple[str, float, Agreement, float]]) -> list[str]:
            "| tok/s |", "|---|---|---|---|---|---|---|---|"]
     for mode, loss, agr, speed in rows:
         firsts = first_differences(agr.first_difference)
-        out.append(f"| {mode} | {loss:.4f} | {loss - base:+.4f} | {agr.identical / agr.total:.1%} | {firsts} "
+        out.append(f"| {mode} | {loss:.4f} | {loss - base:+.5f} | {agr.identical / agr.total:.1%} | {firsts} "
                    f"| {agr.forced / agr.total:.1%} | {agr.text_same / max(agr.text_total, 1):.2%} | {speed:.0f} |")
     return out
 

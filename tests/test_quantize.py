@@ -302,4 +302,4 @@ def test_quality_bench_finds_fp32_in_full_agreement_with_itself(run, capsys):
     lines = capsys.readouterr().out.splitlines()
     rows = {ln.split(" | ")[0]: ln for ln in lines if ln.startswith("| ") and "---" not in ln}
     assert set(rows) == {"| weights", "| fp32", "| bf16", "| int8"}
-    assert rows["| fp32"].split(" | ")[2:7] == ["+0.0000", "100.0%", "-, -", "100.0%", "100.00%"]
+    assert rows["| fp32"].split(" | ")[2:7] == ["+0.00000", "100.0%", "-, -", "100.0%", "100.00%"]
