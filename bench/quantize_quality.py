@@ -3,12 +3,14 @@ greedy agreement with fp32 over 1,000 generated tokens. One command, one Markdow
 
     python bench/quantize_quality.py RUN_DIR [--checkpoint best]       # a tinygpt run, on its own validation split
     python bench/quantize_quality.py --hf FOLDER --text FILE          # a Hugging Face GPT-2 (or Llama) folder
+    python bench/quantize_quality.py --hf FOLDER --text FILE --val_fraction 0.1   # on FILE's validation split
 
 A run is scored on the validation split of the text it was trained on, split as in training (`tinygpt eval`'s
 figure), or on --text. A Hugging Face folder (GPT-2's own 124M weights, fetched beforehand, or any model of its
 shape, such as `tinygpt export --format hf` writes) is imported with tinygpt.interop's import_hf, the importer of
 `tinygpt import`, into a temporary checkpoint and scored on --text: its validation part (the last tenth, as
-training splits it) with --val_fraction 0.1, else the whole of it; at most --max_chars characters of it.
+training splits it) with --val_fraction 0.1, else the whole of it; at most --max_chars characters of it. The
+importer reads byte-level BPE tokenizers only: an export of a run with the character tokenizer does not come back.
 
 Greedy agreement. --prompts prompts of --prompt_tokens tokens each are taken from evenly spaced places in the
 scored text; each precision continues each of them greedily for --tokens / --prompts tokens (1,000 tokens in
@@ -17,7 +19,7 @@ all by default). fp32's continuations are the reference. Four figures:
   (a continuation that never differs counts in full; after the first difference the texts go their own ways,
   so nothing later is counted);
 - "first difference": per prompt, the position (0-based, in generated tokens) of the first token that differs
-  from fp32's; "-" where none differs;
+  from fp32's; "-" where none differs (past 10 prompts: the median and range of those that differ);
 - "forced top-1": teacher-forced. The model reads fp32's continuations (through the same sliding window as
   generation) and at every position predicts the next token; the share of its most likely tokens that equal
   fp32's choice. It counts every near-tie the lower precision breaks the other way, without the drift.
