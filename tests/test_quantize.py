@@ -1,12 +1,14 @@
 """Weight-only int8 and bf16 weights (models/quantize.py): the quantizer's known answer, each int8 layer within
 the error its rounding allows, PyTorch's int8 kernel against the dequantize-then-multiply reference, whole models
 (GPT-2's and the modern block) close to fp32, the fp32 model left alone, training refused, generation through
-the KV cache, and `--quantize` on sample, chat, eval and serve."""
+the KV cache, `--quantize` on sample, chat, eval and serve, and bench/quantize_quality.py's agreement figures."""
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -266,3 +268,38 @@ def test_int8_on_cuda_takes_the_reference_path_and_matches_cpu():
         gpu = model.to("cuda")(x.to("cuda"))[0].cpu()
     assert torch.allclose(cpu, gpu, atol=1e-4, rtol=1e-4)
     assert not int8_kernel_runs(x.to("cuda"), model.lm_head.weight)
+
+
+# --- bench/quantize_quality.py ------------------------------------------------------------------------------
+
+def _quality_bench():
+    path = Path(__file__).resolve().parents[1] / "bench" / "quantize_quality.py"
+    spec = importlib.util.spec_from_file_location("quantize_quality", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quality_agreement_counts_tokens_before_the_first_difference():
+    bench = _quality_bench()
+    assert bench.first_difference([1, 2, 3], [1, 5, 3]) == 1
+    assert bench.first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert bench.first_difference([1], [1, 2]) == 1
+    agr = bench.agreement([[1, 2, 3, 4], [7, 0, 9, 9]], [[1, 2, 3, 4], [7, 8, 9, 9]], forced=7)
+    # the second prompt agrees again after its difference: only the token before it counts
+    assert (agr.identical, agr.first_difference, agr.forced, agr.total) == (5, [None, 1], 7, 8)
+    assert bench.prompt_starts(100, 4, 10) == [0, 22, 45, 67]
+    assert bench.first_differences([3, None, 7]) == "3, -, 7"
+    assert bench.first_differences([5, None] + list(range(10))) == "median 5, 0 to 9; 1 never"
+
+
+def test_quality_bench_finds_fp32_in_full_agreement_with_itself(run, capsys):
+    """fp32 against itself: loss +0, no difference, forced and text top-1 100 % (the forced reading
+    slides its window as generation does)."""
+    bench = _quality_bench()
+    assert bench.main([str(run), "--tokens", "80", "--prompts", "2", "--prompt_tokens", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {ln.split(" | ")[0]: ln for ln in lines if ln.startswith("| ") and "---" not in ln}
+    assert set(rows) == {"| weights", "| fp32", "| bf16", "| int8"}
+    assert rows["| fp32"].split(" | ")[2:7] == ["+0.00000", "100.0%", "-, -", "100.0%", "100.00%"]
