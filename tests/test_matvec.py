@@ -113,3 +113,17 @@ def test_linear_layers_lists_each_layer_once_and_the_int8_ones():
     assert len(layers) == len({id(x) for x in layers}) == 2 * 4 + 1  # 4 per block and the head
     q = quantize(m, "int8")
     assert all(isinstance(x, Int8Linear) for x in mv.linear_layers(q)) and len(mv.linear_layers(q)) == 9
+
+
+@pytest.mark.parametrize("ours, theirs", [(1.0, 2.0), (2.0, 1.0)])
+def test_the_choice_is_the_faster_of_the_two_for_a_layer_that_trains(kernels, monkeypatch, ours, theirs):
+    """faster_here times the kernel against the layer's own forward as decoding runs them (no autograd), even for
+    weights that require grad, as a freshly built model's do, and takes the faster."""
+    import itertools
+
+    costs = itertools.cycle([ours, theirs])  # it alternates: the kernel, then the layer's own product
+    monkeypatch.setattr(mv, "_faster", {})
+    monkeypatch.setattr(mv, "_seconds", lambda fn: (fn(), next(costs))[1])
+    layer = nn.Linear(64, 32)
+    assert layer.weight.requires_grad
+    assert mv.faster_here(layer) == (ours < theirs)
