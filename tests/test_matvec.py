@@ -41,7 +41,11 @@ def test_the_kernel_equals_the_reference(kernels, dtype, K):
         assert got.shape == expected.shape and got.dtype == torch.float32
         # the same products summed in another order: equal to within fp32 rounding of the sum of |terms|
         magnitude = mv.matvec_reference(x.abs(), w.float().abs(), scales)
-        assert ((got - expected).abs() <= 1e-5 * magnitude + 1e-6).all()
+        bound = 1e-5 * magnitude + 1e-6
+        if dtype == torch.int8:  # and the input rounded to int16, each row to a 1/65534 of its largest value
+            bound += x.abs().amax(1, keepdim=True) / 65534 * mv.matvec_reference(torch.ones(1, K), w.float().abs(),
+                                                                                  scales)
+        assert ((got - expected).abs() <= bound).all()
 
 
 def test_a_layer_takes_the_kernel_only_inside_and_only_where_it_applies(kernels):

@@ -14,8 +14,11 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -97,6 +100,66 @@ inline void dot_rows(const float* x, const W* row, int64_t K, float* out) {
   }
 }
 
+// ---- int8 weights as integer products, where the CPU has them (AVX-512BW or AVX2) ----
+// Converting every int8 weight to fp32 costs more than reading it. Instead, each input row is rounded to 16-bit
+// integers (x ≈ xs · q, xs = max|x| / 32767: a relative 2^-16 of the row's largest value, far below int8's
+// own rounding of the weights), and the weights are multiplied as integers: one instruction multiplies pairs
+// and adds them (vpmaddwd), summed exactly in int32, then in fp32 every BLOCK weights (so no int32 overflows: a
+// lane adds at most BLOCK / 64 pair sums of at most 2 · 127 · 32767 in a block, under 2^29).
+#if defined(__AVX512BW__) || (defined(__AVX2__) && !defined(__AVX512F__))
+#define TINYGPT_INT_DOT 1
+constexpr int64_t BLOCK = 2048;
+#if defined(__AVX512BW__)
+using ivec = __m512i;
+constexpr int64_t IV = 32;  // int8 weights per integer step
+inline ivec izero() { return _mm512_setzero_si512(); }
+inline ivec iload_w(const int8_t* p) {
+  return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline ivec iload_x(const int16_t* p) { return _mm512_loadu_si512(p); }
+inline ivec imadd(ivec w, ivec x, ivec acc) { return _mm512_add_epi32(acc, _mm512_madd_epi16(w, x)); }
+inline vec to_vec(ivec v) { return _mm512_cvtepi32_ps(v); }
+#else
+using ivec = __m256i;
+constexpr int64_t IV = 16;
+inline ivec izero() { return _mm256_setzero_si256(); }
+inline ivec iload_w(const int8_t* p) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline ivec iload_x(const int16_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline ivec imadd(ivec w, ivec x, ivec acc) { return _mm256_add_epi32(acc, _mm256_madd_epi16(w, x)); }
+inline vec to_vec(ivec v) { return _mm256_cvtepi32_ps(v); }
+#endif
+
+template <int M>
+inline void int_dot_rows(const int16_t* xq, const int8_t* row, int64_t K, float* out) {
+  vec sums[M];
+  int32_t tail[M] = {};
+  for (int m = 0; m < M; m++) sums[m] = zero();
+  for (int64_t k0 = 0; k0 < K; k0 += BLOCK) {
+    const int64_t k1 = k0 + BLOCK < K ? k0 + BLOCK : K;
+    ivec acc[M][2];
+    for (int m = 0; m < M; m++) acc[m][0] = acc[m][1] = izero();
+    int64_t k = k0;
+    for (; k + 2 * IV <= k1; k += 2 * IV) {
+      ivec w0 = iload_w(row + k), w1 = iload_w(row + k + IV);
+      for (int m = 0; m < M; m++) {
+        acc[m][0] = imadd(w0, iload_x(xq + m * K + k), acc[m][0]);
+        acc[m][1] = imadd(w1, iload_x(xq + m * K + k + IV), acc[m][1]);
+      }
+    }
+    for (; k + IV <= k1; k += IV) {
+      ivec w0 = iload_w(row + k);
+      for (int m = 0; m < M; m++) acc[m][0] = imadd(w0, iload_x(xq + m * K + k), acc[m][0]);
+    }
+    for (int m = 0; m < M; m++) sums[m] = add(sums[m], add(to_vec(acc[m][0]), to_vec(acc[m][1])));
+    for (; k < k1; k++)  // a tail shorter than IV (K is a multiple of 16; IV may be 32)
+      for (int m = 0; m < M; m++) tail[m] += static_cast<int32_t>(row[k]) * xq[m * K + k];
+  }
+  for (int m = 0; m < M; m++) out[m] = total(sums[m]) + static_cast<float>(tail[m]);
+}
+#endif
+
 template <typename W, int M>
 void rows(const float* x, const W* w, const float* scales, float* y, int64_t N, int64_t K) {
   constexpr int U = M <= 2 ? 4 : 2;  // vectors of weights per step: fewer with more rows, to stay in registers
@@ -111,6 +174,45 @@ void rows(const float* x, const W* w, const float* scales, float* y, int64_t N, 
 }
 
 // Up to 4 rows in one pass over the weights; more rows in groups of 4, a pass each.
+#ifdef TINYGPT_INT_DOT
+template <int M>
+void int_rows(const int16_t* xq, const float* xs, const int8_t* w, const float* scales, float* y, int64_t N,
+              int64_t K) {
+  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+    float out[M];
+    for (int64_t n = begin; n < end; n++) {
+      int_dot_rows<M>(xq, w + n * K, K, out);
+      const float scale = scales ? scales[n] : 1.0f;
+      for (int m = 0; m < M; m++) y[m * N + n] = out[m] * xs[m] * scale;
+    }
+  });
+}
+
+// int8 weights: each input row rounded to int16 with its own scale, then up to 4 rows per pass.
+void int_dispatch(const float* x, const int8_t* w, const float* scales, float* y, int64_t M, int64_t N,
+                  int64_t K) {
+  std::vector<int16_t> xq(M * K);
+  std::vector<float> xs(M);
+  for (int64_t m = 0; m < M; m++) {
+    float largest = 0.0f;
+    for (int64_t k = 0; k < K; k++) largest = std::max(largest, std::fabs(x[m * K + k]));
+    xs[m] = largest > 0.0f ? largest / 32767.0f : 1.0f;
+    for (int64_t k = 0; k < K; k++) xq[m * K + k] = static_cast<int16_t>(std::lrint(x[m * K + k] / xs[m]));
+  }
+  for (int64_t m0 = 0; m0 < M; m0 += 4) {
+    const int16_t* q = xq.data() + m0 * K;
+    const float* s = xs.data() + m0;
+    float* ym = y + m0 * N;
+    switch (M - m0 < 4 ? M - m0 : 4) {
+      case 1: int_rows<1>(q, s, w, scales, ym, N, K); break;
+      case 2: int_rows<2>(q, s, w, scales, ym, N, K); break;
+      case 3: int_rows<3>(q, s, w, scales, ym, N, K); break;
+      default: int_rows<4>(q, s, w, scales, ym, N, K); break;
+    }
+  }
+}
+#endif
+
 template <typename W>
 void dispatch(const float* x, const W* w, const float* scales, float* y, int64_t M, int64_t N, int64_t K) {
   for (int64_t m0 = 0; m0 < M; m0 += 4) {
@@ -146,7 +248,11 @@ at::Tensor matvec(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                M, N, K);
       break;
     case at::kChar:
+#ifdef TINYGPT_INT_DOT
+      int_dispatch(x.data_ptr<float>(), weight.data_ptr<int8_t>(), s, y.data_ptr<float>(), M, N, K);
+#else
       dispatch(x.data_ptr<float>(), weight.data_ptr<int8_t>(), s, y.data_ptr<float>(), M, N, K);
+#endif
       break;
     default: TORCH_CHECK(false, "matvec: weights must be fp32, bf16 or int8");
   }
