@@ -115,10 +115,15 @@ def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., K) @ (weight * scales[:, None]).T through the kernel, in x's dtype: (..., N). The caller checks
     `applies` and that kernels() is not None."""
-    rows = x.reshape(-1, x.size(-1)).float().contiguous()
-    s = torch.empty(0) if scales is None else scales.float().contiguous()
-    y = kernels()(rows, weight.contiguous(), s)
-    return y.to(x.dtype).view(*x.shape[:-1], weight.size(0))
+    rows = x.reshape(-1, x.size(-1))
+    if rows.dtype != torch.float32 or not rows.is_contiguous():
+        rows = rows.float().contiguous()
+    y = kernels()(rows, weight if weight.is_contiguous() else weight.contiguous(),
+                  _NO_SCALES if scales is None else scales.float().contiguous())
+    return (y if x.dtype == torch.float32 else y.to(x.dtype)).view(*x.shape[:-1], weight.size(0))
+
+
+_NO_SCALES = torch.empty(0)
 
 
 # --- a model's linear layers through the kernel --------------------------------------------------------------
@@ -133,6 +138,17 @@ def linear_layers(model: nn.Module) -> list[nn.Module]:
         if type(m) is nn.Linear or isinstance(m, Int8Linear):
             seen.setdefault(id(m), m)
     return list(seen.values())
+
+
+_patches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> [(layer, its kernel forward)]
+
+
+def _patches_of(model: nn.Module) -> list[tuple[nn.Module, Callable]]:
+    """The model's linear layers with their kernel forwards, found once per model (a decoding step enters
+    decoding_with_matvec every time: walking the model each time would cost more than the kernel saves)."""
+    if model not in _patches:
+        _patches[model] = [(layer, lambda x, layer=layer: matvec_forward(layer, x)) for layer in linear_layers(model)]
+    return _patches[model]
 
 
 def _scales(layer: nn.Module) -> torch.Tensor | None:
@@ -200,14 +216,14 @@ def decoding_with_matvec(model: nn.Module) -> Iterator[None]:
     """Inside, every linear layer of the model (linear_layers) computes inputs of at most MAX_ROWS rows with the
     kernel, and larger ones, or anything autograd records, its own way; on leaving, the layers are as they
     were. The kernel must be available (check worth_using, or kernels(), first)."""
-    layers = linear_layers(model)
-    for layer in layers:
-        layer.forward = lambda x, layer=layer: matvec_forward(layer, x)
+    patches = _patches_of(model)
+    for layer, forward in patches:  # an instance attribute shadows the class's forward (set past nn.Module's checks)
+        object.__setattr__(layer, "forward", forward)
     try:
         yield
     finally:
-        for layer in layers:
-            del layer.forward
+        for layer, _ in patches:
+            layer.__dict__.pop("forward", None)
 
 
 __all__ = ["MAX_ROWS", "LANES", "MIN_MODEL_BYTES", "matvec_reference", "kernels", "unavailable_reason", "applies",
