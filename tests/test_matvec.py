@@ -131,3 +131,18 @@ def test_the_choice_is_the_faster_of_the_two_for_a_layer_that_trains(kernels, mo
     layer = nn.Linear(64, 32)
     assert layer.weight.requires_grad
     assert mv.faster_here(layer) == (ours < theirs)
+
+
+def test_the_layers_forwards_read_the_weights_they_have_now(kernels):
+    """The kernel forwards are made once per model; a weight replaced afterwards (a model moved, or loaded
+    again) is the one they use."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(32, 16))
+    x = torch.randn(1, 32)
+    with torch.inference_mode(), mv.decoding_with_matvec(model):
+        model(x)
+    model[0].weight = nn.Parameter(torch.randn(16, 32))
+    with torch.inference_mode():
+        expected = model(x)
+        with mv.decoding_with_matvec(model):
+            assert torch.allclose(model(x), expected, atol=1e-5)

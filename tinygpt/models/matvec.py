@@ -145,10 +145,31 @@ _patches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> [(
 
 def _patches_of(model: nn.Module) -> list[tuple[nn.Module, Callable]]:
     """The model's linear layers with their kernel forwards, found once per model (a decoding step enters
-    decoding_with_matvec every time: walking the model each time would cost more than the kernel saves)."""
+    decoding_with_matvec every time: walking the model each time would cost more than the kernel saves). A
+    layer put in later (quantize(model, inplace=True)) is not among them and runs its own forward: correct, and
+    only slower."""
     if model not in _patches:
-        _patches[model] = [(layer, lambda x, layer=layer: matvec_forward(layer, x)) for layer in linear_layers(model)]
+        _patches[model] = [(layer, _kernel_forward(layer)) for layer in linear_layers(model)]
     return _patches[model]
+
+
+def _kernel_forward(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """matvec_forward(layer, x), leaner: the forward of a layer while decoding. It reads the layer's tensors at
+    every call (they may have moved or changed since), and asks `applies`' questions in the cheapest order."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        w = layer.weight
+        if (x.numel() > MAX_ROWS * x.size(-1) or x.dtype not in _FLOATS or w.dtype not in _WEIGHTS
+                or w.size(1) % LANES or x.device.type != "cpu" or w.device.type != "cpu"
+                or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
+            return type(layer).forward(layer, x)
+        y = matvec(x, w, _scales(layer))
+        bias = layer.bias
+        return y if bias is None else y + (bias if bias.dtype == y.dtype else bias.to(y.dtype))
+    return forward
+
+
+_FLOATS = (torch.float32, torch.bfloat16)
+_WEIGHTS = (torch.float32, torch.bfloat16, torch.int8)
 
 
 def _scales(layer: nn.Module) -> torch.Tensor | None:
