@@ -46,6 +46,9 @@ LANES = 16  # the kernel sums 16 numbers side by side: in_features must be a mul
 MIN_MODEL_BYTES = 16 * 2 ** 20  # smaller models' weights sit in the CPU's caches: nothing to win, nothing built
 SOURCE = Path(__file__).with_name("matvec.cpp")
 
+_FLOATS = (torch.float32, torch.bfloat16)  # the inputs the kernel takes
+_WEIGHTS = (torch.float32, torch.bfloat16, torch.int8)  # and the weights
+
 _built: dict[str, Callable | None] = {}
 _why_not: list[str] = []
 
@@ -107,8 +110,7 @@ def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     weights with in_features a multiple of LANES, and nothing for autograd to record."""
     return (x.device.type == "cpu" and weight.device.type == "cpu" and weight.dim() == 2
             and x.numel() <= MAX_ROWS * x.size(-1) and weight.size(1) % LANES == 0
-            and weight.dtype in (torch.float32, torch.bfloat16, torch.int8)
-            and x.dtype in (torch.float32, torch.bfloat16)
+            and weight.dtype in _WEIGHTS and x.dtype in _FLOATS
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
 
 
@@ -154,22 +156,16 @@ def _patches_of(model: nn.Module) -> list[tuple[nn.Module, Callable]]:
 
 
 def _kernel_forward(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """matvec_forward(layer, x), leaner: the forward of a layer while decoding. It reads the layer's tensors at
-    every call (they may have moved or changed since), and asks `applies`' questions in the cheapest order."""
+    """The forward of a layer while decoding: through the kernel where it `applies`, else the layer's own. It
+    reads the layer's tensors at every call (they may have moved or changed since it was made)."""
     def forward(x: torch.Tensor) -> torch.Tensor:
         w = layer.weight
-        if (x.numel() > MAX_ROWS * x.size(-1) or x.dtype not in _FLOATS or w.dtype not in _WEIGHTS
-                or w.size(1) % LANES or x.device.type != "cpu" or w.device.type != "cpu"
-                or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
+        if not applies(x, w):
             return type(layer).forward(layer, x)
         y = matvec(x, w, _scales(layer))
         bias = layer.bias
         return y if bias is None else y + (bias if bias.dtype == y.dtype else bias.to(y.dtype))
     return forward
-
-
-_FLOATS = (torch.float32, torch.bfloat16)
-_WEIGHTS = (torch.float32, torch.bfloat16, torch.int8)
 
 
 def _scales(layer: nn.Module) -> torch.Tensor | None:
@@ -178,10 +174,7 @@ def _scales(layer: nn.Module) -> torch.Tensor | None:
 
 def matvec_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What `layer` computes for x, through the kernel where it applies, else through the layer's own forward."""
-    if not applies(x, layer.weight):
-        return type(layer).forward(layer, x)
-    y = matvec(x, layer.weight, _scales(layer))
-    return y if layer.bias is None else y + layer.bias.to(y.dtype)
+    return _kernel_forward(layer)(x)
 
 
 _faster: dict[tuple, bool] = {}
