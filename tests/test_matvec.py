@@ -146,3 +146,16 @@ def test_the_layers_forwards_read_the_weights_they_have_now(kernels):
         expected = model(x)
         with mv.decoding_with_matvec(model):
             assert torch.allclose(model(x), expected, atol=1e-5)
+
+
+def test_the_ninja_installed_with_tinygpt_is_found_without_an_activated_environment(monkeypatch):
+    """`.venv/bin/tinygpt` runs with the environment's bin folder off PATH: the build still finds its ninja."""
+    import os
+    import shutil
+
+    ninja = pytest.importorskip("ninja")  # a dependency of tinygpt
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert shutil.which("ninja") is None
+    with mv.ninja_on_path():
+        assert shutil.which("ninja") == os.path.join(ninja.BIN_DIR, "ninja")
+    assert os.environ["PATH"] == "/nonexistent"

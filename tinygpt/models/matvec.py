@@ -16,19 +16,21 @@ multiplies it by every input row while it is in registers, and shares the rows o
         logits = model(idx)
 
 The kernel is C++ compiled for the machine at hand the first time it is needed (torch.utils.cpp_extension:
-a C++ compiler and ninja), once per machine: the library is cached in tinygpt's cache folder. Where it cannot
-be built (no compiler, no ninja, another platform) or does not apply (not a CPU tensor, more than MAX_ROWS
-rows, in_features not a multiple of LANES, autograd recording), the ordinary product runs; nothing changes but
-the speed. Whether it is faster is measured, not assumed (`faster_here`): for each weight shape and dtype,
-once per process. The sums run in another order than PyTorch's, so results agree to fp32 rounding, not bit
-for bit. With int8 weights on a CPU with AVX2 or AVX-512BW, each input row is first rounded to 16-bit integers
-(to a 1/65534 of its largest value, far below the int8 rounding of the weights themselves) and multiplied as
-integers, which is twice as fast as turning every weight into a float; tests bound the difference.
+a C++ compiler, and ninja, a dependency of tinygpt), once per machine: the library is cached in tinygpt's
+cache folder. Where it cannot be built (no compiler, another platform) or does not apply (not a CPU tensor,
+more than MAX_ROWS rows, in_features not a multiple of LANES, autograd recording), the ordinary product runs;
+nothing changes but the speed. Whether it is faster is measured, not assumed (`faster_here`): for each weight
+shape, dtype and number of rows, once per process. The sums run in another order than PyTorch's, so results
+agree to fp32 rounding, not bit for bit. With int8 weights on a CPU with AVX2 or AVX-512BW, each input row is
+first rounded to 16-bit integers (to a 1/65534 of its largest value, far below the int8 rounding of the
+weights themselves) and multiplied as integers, which is twice as fast as turning every weight into a float;
+tests bound the difference.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import platform
 import sys
 import time
@@ -79,22 +81,45 @@ def _build() -> Callable | None:
     try:
         from torch.utils import cpp_extension
 
-        cpp_extension.verify_ninja_availability()
-        source = SOURCE.read_text(encoding="utf-8")
-        tag = hashlib.sha1(f"{source}{torch.__version__}{platform.machine()}{_cpu_model()}".encode()).hexdigest()
-        name = f"tinygpt_matvec_{tag[:12]}"
-        folder = cache_dir("kernels", name)
-        if not any(folder.glob("*.so")):
-            print(f"tinygpt: building the decoding kernel for this machine, once (C++, cached in {folder})",
-                  file=sys.stderr, flush=True)
-        cpp_extension.load(name, sources=[str(SOURCE)], extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                           extra_ldflags=["-fopenmp"], build_directory=str(folder), is_python_module=False,
-                           verbose=False)
-        return torch.ops.tinygpt.matvec
+        with ninja_on_path():
+            return _compile(cpp_extension)
     except Exception as e:  # no compiler, no ninja, a failed build: the ordinary product serves
         _why_not.append(f"the decoding kernel could not be built here ({type(e).__name__}: "
                         f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no message'})")
         return None
+
+
+@contextlib.contextmanager
+def ninja_on_path() -> Iterator[None]:
+    """Inside, PATH starts with the folder of the `ninja` that pip installed with tinygpt, which is not on PATH
+    when the environment is used without being activated (.venv/bin/tinygpt); PATH as it was afterwards."""
+    try:
+        import ninja
+    except ImportError:  # then a ninja on PATH, if any, serves
+        yield
+        return
+    old = os.environ.get("PATH", "")
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + old
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = old
+
+
+def _compile(cpp_extension) -> Callable:
+    """Build (or load from the cache) the kernel for this machine; torch.ops.tinygpt.matvec."""
+    cpp_extension.verify_ninja_availability()
+    source = SOURCE.read_text(encoding="utf-8")
+    tag = hashlib.sha1(f"{source}{torch.__version__}{platform.machine()}{_cpu_model()}".encode()).hexdigest()
+    name = f"tinygpt_matvec_{tag[:12]}"
+    folder = cache_dir("kernels", name)
+    if not any(folder.glob("*.so")):
+        print(f"tinygpt: building the decoding kernel for this machine, once (C++, cached in {folder})",
+              file=sys.stderr, flush=True)
+    cpp_extension.load(name, sources=[str(SOURCE)], extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                       extra_ldflags=["-fopenmp"], build_directory=str(folder), is_python_module=False,
+                       verbose=False)
+    return torch.ops.tinygpt.matvec
 
 
 def _cpu_model() -> str:
@@ -214,7 +239,7 @@ def worth_using(model: nn.Module, rows: int = 1) -> bool:
     """Whether decoding_with_matvec speeds up a decoding pass of `rows` rows of this model here: at most MAX_ROWS
     rows, linear weights on the CPU taking at least MIN_MODEL_BYTES, and the kernel measured faster on the
     model's largest matrix for that many rows. Decided once per model and number of rows; the first decision
-    on a machine builds the kernel (tens of seconds, once: it is cached on disk)."""
+    on a machine builds the kernel (10–15 s on 2 cores, once: it is cached on disk)."""
     decided = _worth.setdefault(model, {})
     if rows not in decided:
         layers = linear_layers(model)
@@ -241,4 +266,5 @@ def decoding_with_matvec(model: nn.Module) -> Iterator[None]:
 
 
 __all__ = ["MAX_ROWS", "LANES", "MIN_MODEL_BYTES", "matvec_reference", "kernels", "unavailable_reason", "applies",
-           "matvec", "linear_layers", "matvec_forward", "faster_here", "worth_using", "decoding_with_matvec"]
+           "matvec", "ninja_on_path", "linear_layers", "matvec_forward", "faster_here", "worth_using",
+           "decoding_with_matvec"]
